@@ -1,0 +1,1 @@
+"""MemCube format (MIP v1): pure functions over bytes, no I/O."""

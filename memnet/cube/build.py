@@ -1,0 +1,106 @@
+"""Building a signed cube from a payload, and verifying one that came from elsewhere."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from memnet.cube import cid, keys, limits
+from memnet.cube.manifest import Manifest, decode
+from memnet.cube.payloads import validate_payload
+from memnet.errors import FormatError, LimitError, PolicyError
+
+
+@dataclass(frozen=True)
+class Cube:
+    """A signed manifest with its chunks, each chunk's CID already computed."""
+
+    manifest: Manifest
+    manifest_bytes: bytes
+    cube_id: bytes
+    chunks: dict[bytes, bytes | memoryview]
+
+    def payload(self) -> bytes:
+        return b"".join(bytes(self.chunks[c]) for c in self.manifest.chunks)
+
+
+def split(payload: bytes | memoryview, chunk_size: int) -> Iterator[memoryview]:
+    view = memoryview(payload)
+    for start in range(0, len(view), chunk_size):
+        yield view[start:start + chunk_size]
+
+
+def build(
+    key: Ed25519PrivateKey,
+    kind: str,
+    payload: bytes,
+    meta: dict[str, Any],
+    *,
+    chunk_size: int = limits.DEFAULT_CHUNK_SIZE,
+    created: int | None = None,
+    **optional: Any,
+) -> Cube:
+    """Chunk, hash, check and sign a payload. optional: name, version, supersedes, parents,
+    expires, license, tags, description (as in Manifest)."""
+    if kind not in limits.KINDS:
+        raise FormatError(f"unknown cube kind {kind!r}")
+    validate_payload(kind, payload, meta)
+    chunks: dict[bytes, bytes | memoryview] = {}
+    order = []
+    for piece in split(payload, chunk_size):
+        chunk_id = cid.cid_of(piece)
+        chunks.setdefault(chunk_id, piece)
+        order.append(chunk_id)
+    if len(order) > limits.MAX_CHUNKS:
+        raise LimitError(f"payload needs {len(order)} chunks, the limit is {limits.MAX_CHUNKS}")
+    manifest = Manifest(
+        kind=kind,
+        author=keys.public_bytes(key),
+        created=int(time.time()) if created is None else created,
+        size=len(payload),
+        chunk_size=chunk_size,
+        chunks=tuple(order),
+        meta=meta,
+        **optional,
+    ).sign(key)
+    encoded = manifest.encode()
+    return Cube(manifest, encoded, cid.cid_of(encoded), chunks)
+
+
+def check_fresh(manifest: Manifest, now: int | None = None) -> None:
+    now = int(time.time()) if now is None else now
+    if manifest.expires is not None and manifest.expires <= now:
+        raise PolicyError(f"cube expired at {manifest.expires} (now {now})")
+
+
+def verify(
+    manifest_bytes: bytes,
+    cube_id: bytes,
+    get_chunk: Callable[[bytes], bytes | memoryview | None],
+    *,
+    check_expiry: bool = True,
+) -> Cube:
+    """Authenticate a cube from untrusted sources, in MIP's order: manifest hash, signature,
+    fields, expiry, then every chunk against its CID and length, then the payload's structure."""
+    manifest = decode(manifest_bytes, cube_id)
+    if check_expiry:
+        check_fresh(manifest)
+    chunks: dict[bytes, bytes | memoryview] = {}
+    for index, chunk_id in enumerate(manifest.chunks):
+        if chunk_id in chunks:
+            data = chunks[chunk_id]
+        else:
+            data = get_chunk(chunk_id)
+            if data is None:
+                raise FormatError(f"chunk {index} ({cid.to_text(chunk_id)}) is missing")
+            cid.verify_block(chunk_id, data)
+            chunks[chunk_id] = data
+        if len(data) != manifest.chunk_length(index):
+            raise FormatError(f"chunk {index} has {len(data)} bytes, expected {manifest.chunk_length(index)}")
+    cube = Cube(manifest, manifest_bytes, cube_id, chunks)
+    validate_payload(manifest.kind, cube.payload(), manifest.meta)
+    return cube

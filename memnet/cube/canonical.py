@@ -1,0 +1,97 @@
+"""Canonical msgpack: the one byte encoding of every signed or hashed MIP structure.
+
+msgpack has no canonical form of its own, so MIP v1 fixes one: maps with unique UTF-8 string keys
+sorted by their bytes, the smallest encoding of every integer and length, strings as str, bytes as
+bin, no floats, no nil, no extension types, no trailing bytes. The decoder accepts only bytes that
+re-encode to themselves, so two parties that agree on a value agree on its bytes and hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from memnet.errors import CanonicalError, LimitError
+
+MAX_DEPTH = 16
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+
+def _check(value: Any, depth: int) -> Any:
+    """Validate a value tree and return it with maps rebuilt in canonical key order."""
+    if depth > MAX_DEPTH:
+        raise CanonicalError(f"value nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise CanonicalError(f"integer {value} does not fit in 64 bits")
+        return value
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, (list, tuple)):
+        return [_check(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise CanonicalError(f"map key {key!r} is not a string")
+        ordered = sorted(value, key=lambda k: k.encode("utf-8"))
+        return {k: _check(value[k], depth + 1) for k in ordered}
+    if isinstance(value, float):
+        raise CanonicalError("floats are not allowed in canonical msgpack")
+    if value is None:
+        raise CanonicalError("nil is not allowed in canonical msgpack (omit the field instead)")
+    raise CanonicalError(f"type {type(value).__name__} cannot be encoded")
+
+
+def encode(value: Any) -> bytes:
+    """Encode a value as canonical msgpack."""
+    return msgpack.packb(_check(value, 0), use_bin_type=True)
+
+
+def _pairs_to_dict(pairs: list[tuple[Any, Any]]) -> dict:
+    result: dict = {}
+    for key, item in pairs:
+        if not isinstance(key, str):
+            raise CanonicalError(f"map key {key!r} is not a string")
+        if key in result:
+            raise CanonicalError(f"duplicate map key {key!r}")
+        result[key] = item
+    return result
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise CanonicalError(f"msgpack extension type {code} is not allowed")
+
+
+def decode(data: bytes, max_size: int) -> Any:
+    """Decode canonical msgpack of at most max_size bytes; reject anything non-canonical."""
+    if len(data) > max_size:
+        raise LimitError(f"encoded value is {len(data)} bytes, the limit is {max_size}")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=False,
+            object_pairs_hook=_pairs_to_dict,
+            ext_hook=_reject_ext,
+        )
+    except CanonicalError:
+        raise
+    except msgpack.ExtraData:
+        raise CanonicalError("trailing bytes after the encoded value") from None
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CanonicalError(f"malformed msgpack: {exc}") from None
+    except RecursionError:
+        raise CanonicalError("msgpack nested too deeply") from None
+    try:
+        again = encode(value)
+    except CanonicalError as exc:
+        raise CanonicalError(f"not canonical: {exc}") from None
+    if again != data:
+        raise CanonicalError("msgpack is not in canonical form (key order or integer/length encoding)")
+    return value

@@ -1,0 +1,161 @@
+"""Payload formats per kind, and the check that a payload agrees with its manifest meta.
+
+plaintext:  canonical msgpack {"items": [{"text": str, ["meta": {str: str}]}, ...]}
+parameter:  one safetensors file of LoRA tensors in PEFT naming; the PEFT adapter_config.json
+            travels inside its __metadata__ under "memnet.peft_config" (canonical JSON)
+activation: one safetensors file with "k.{layer}" and "v.{layer}" of shape [kv_heads, n_tokens,
+            head_dim] in the meta dtype; int8 adds F32 "k_scale.{layer}"/"v_scale.{layer}" of
+            shape [kv_heads, n_tokens, 1]
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from memnet.cube import canonical, limits
+from memnet.cube.safetensors_header import parse_header, with_metadata
+from memnet.errors import FormatError, LimitError, TensorError
+
+PEFT_CONFIG_KEY = "memnet.peft_config"
+KV_TENSOR_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "int8": "I8"}
+LORA_DTYPES = ("F32", "F16", "BF16")
+
+
+# -- plaintext ---------------------------------------------------------------------------------
+
+def encode_items(items: list[dict[str, Any]]) -> bytes:
+    payload = canonical.encode({"items": items})
+    decode_items(payload, len(items))  # one set of rules for what we write and what we read
+    return payload
+
+
+def decode_items(payload: bytes, expected_count: int | None = None) -> list[dict[str, Any]]:
+    doc = canonical.decode(payload, limits.MAX_PLAINTEXT_PAYLOAD)
+    if not isinstance(doc, dict) or set(doc) != {"items"} or not isinstance(doc["items"], list):
+        raise FormatError("plaintext payload must be a map with one field, items")
+    items = doc["items"]
+    if len(items) > limits.MAX_PLAINTEXT_ITEMS:
+        raise LimitError(f"{len(items)} plaintext items, the limit is {limits.MAX_PLAINTEXT_ITEMS}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "text" not in item or not set(item) <= {"text", "meta"}:
+            raise FormatError(f"plaintext item {i} must be a map with text (and optional meta)")
+        if not isinstance(item["text"], str) or not item["text"]:
+            raise FormatError(f"plaintext item {i}: text must be a non-empty string")
+        if len(item["text"].encode("utf-8")) > limits.MAX_ITEM_TEXT:
+            raise LimitError(f"plaintext item {i} is longer than {limits.MAX_ITEM_TEXT} bytes")
+        meta = item.get("meta", {})
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise FormatError(f"plaintext item {i}: meta must map strings to strings")
+    if expected_count is not None and len(items) != expected_count:
+        raise FormatError(f"payload has {len(items)} items but the manifest says {expected_count}")
+    return items
+
+
+# -- parameter (LoRA) --------------------------------------------------------------------------
+
+def peft_summary(config: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's meta.peft for a PEFT adapter_config.json."""
+    if config.get("peft_type") != "LORA":
+        raise FormatError(f"adapter type {config.get('peft_type')!r} is not supported (only LORA)")
+    r, alpha = config.get("r"), config.get("lora_alpha")
+    if not isinstance(r, int) or isinstance(r, bool):
+        raise FormatError("adapter_config.json: r must be an integer")
+    if isinstance(alpha, float) and alpha.is_integer():
+        alpha = int(alpha)
+    if not isinstance(alpha, int) or isinstance(alpha, bool):
+        raise FormatError("adapter_config.json: lora_alpha must be a whole number")
+    targets = config.get("target_modules")
+    if isinstance(targets, str):
+        targets = [targets]
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise FormatError("adapter_config.json: target_modules must list module names")
+    return {"type": "LORA", "r": r, "alpha": alpha, "targets": sorted(set(targets))}
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def build_parameter_payload(config: dict[str, Any], adapter_safetensors: bytes) -> bytes:
+    return with_metadata(adapter_safetensors, {PEFT_CONFIG_KEY: canonical_json(config)})
+
+
+def peft_config_of(payload: bytes) -> dict[str, Any]:
+    """The adapter_config.json a parameter payload carries (the payload itself is the weights)."""
+    return _peft_config(parse_header(payload, LORA_DTYPES).metadata)
+
+
+def _peft_config(metadata: dict[str, str]) -> dict[str, Any]:
+    text = metadata.get(PEFT_CONFIG_KEY)
+    if text is None:
+        raise TensorError(f"parameter payload lacks {PEFT_CONFIG_KEY} metadata")
+    try:
+        config = json.loads(text)
+    except ValueError:
+        raise TensorError("parameter payload carries a malformed PEFT config") from None
+    if not isinstance(config, dict):
+        raise TensorError("parameter payload carries a malformed PEFT config")
+    return config
+
+
+def validate_parameter(payload: bytes | memoryview, meta: dict[str, Any]) -> None:
+    header = parse_header(payload, LORA_DTYPES)
+    if peft_summary(_peft_config(header.metadata)) != meta["peft"]:
+        raise FormatError("the payload's PEFT config does not match the manifest's meta.peft")
+    if not header.tensors:
+        raise TensorError("parameter payload holds no tensors")
+    r, targets = meta["peft"]["r"], set(meta["peft"]["targets"])
+    for name, info in header.tensors.items():
+        parts = name.split(".")
+        if "lora_A" in parts:
+            rank_dim = info.shape[0] if info.shape else None
+        elif "lora_B" in parts:
+            rank_dim = info.shape[1] if len(info.shape) > 1 else None
+        else:
+            raise TensorError(f"tensor {name!r} is not a LoRA A/B matrix")
+        if len(info.shape) != 2 or rank_dim != r:
+            raise TensorError(f"tensor {name!r} has shape {list(info.shape)}, expected rank {r}")
+        path = ".".join(parts[:parts.index("lora_A" if "lora_A" in parts else "lora_B")])
+        if not any(path == t or path.endswith("." + t) for t in targets):
+            raise TensorError(f"tensor {name!r} adapts a module not listed in meta.peft.targets")
+
+
+# -- activation (KV cache) ---------------------------------------------------------------------
+
+def expected_kv_tensors(meta: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    layout, n = meta["layout"], meta["n_tokens"]
+    shape = (layout["kv_heads"], n, layout["head_dim"])
+    dtype = KV_TENSOR_DTYPES[meta["dtype"]]
+    expected: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for layer in range(layout["layers"]):
+        for kv in ("k", "v"):
+            expected[f"{kv}.{layer}"] = (dtype, shape)
+            if meta["dtype"] == "int8":
+                expected[f"{kv}_scale.{layer}"] = ("F32", (layout["kv_heads"], n, 1))
+    return expected
+
+
+def validate_activation(payload: bytes | memoryview, meta: dict[str, Any]) -> None:
+    header = parse_header(payload)
+    expected = expected_kv_tensors(meta)
+    if set(header.tensors) != set(expected):
+        missing = sorted(set(expected) - set(header.tensors))[:3]
+        extra = sorted(set(header.tensors) - set(expected))[:3]
+        raise TensorError(f"KV tensors do not match meta.layout (missing {missing}, unexpected {extra})")
+    for name, (dtype, shape) in expected.items():
+        info = header.tensors[name]
+        if info.dtype != dtype or info.shape != shape:
+            raise TensorError(
+                f"tensor {name!r} is {info.dtype}{list(info.shape)}, meta says {dtype}{list(shape)}"
+            )
+
+
+def validate_payload(kind: str, payload: bytes | memoryview, meta: dict[str, Any]) -> None:
+    """Check a complete payload against its (already authenticated) manifest meta."""
+    if kind == "plaintext":
+        decode_items(bytes(payload), meta["items"])
+    elif kind == "parameter":
+        validate_parameter(payload, meta)
+    else:
+        validate_activation(payload, meta)

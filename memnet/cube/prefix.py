@@ -1,0 +1,32 @@
+"""Prefix-chain keys for activation cubes: the identity of a token prefix, never of its text.
+
+key_0 = sha256(salt || block_0), key_i = sha256(key_{i-1} || block_i), blocks of block_size token
+ids as little-endian u32 (the last block may be shorter). The salt binds the keys to the model,
+tokenizer, adapter and KV dtype, so a prefix cached under one of them never matches another.
+sha256, not Python's hash(): keys must agree across processes and machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+
+SALT_DOMAIN = b"memnet/kv/v1\x00"
+NO_ADAPTER = bytes(32)
+
+
+def salt(model: bytes, tokenizer: bytes, adapter: bytes | None, dtype: str) -> bytes:
+    return hashlib.sha256(
+        SALT_DOMAIN + model + tokenizer + (adapter or NO_ADAPTER) + dtype.encode("ascii")
+    ).digest()
+
+
+def prefix_keys(token_ids: Sequence[int], salt_bytes: bytes, block_size: int) -> list[bytes]:
+    keys: list[bytes] = []
+    previous = salt_bytes
+    for start in range(0, len(token_ids), block_size):
+        block = token_ids[start:start + block_size]
+        previous = hashlib.sha256(previous + struct.pack(f"<{len(block)}I", *block)).digest()
+        keys.append(previous)
+    return keys

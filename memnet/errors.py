@@ -1,0 +1,65 @@
+"""The one exception hierarchy of memnet.
+
+Every error a user can cause is a MemnetError whose message fits on one line; the CLI prints it
+and exits non-zero. Anything else reaching the top is a bug and keeps its traceback.
+"""
+
+
+class MemnetError(Exception):
+    """Base of every expected memnet failure."""
+
+    exit_code = 1
+
+
+class UsageError(MemnetError):
+    """The user asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class FormatError(MemnetError):
+    """Bytes that do not follow MIP v1 (manifest, payload, archive, canonical encoding)."""
+
+
+class CanonicalError(FormatError):
+    """msgpack that is malformed or not in canonical form."""
+
+
+class LimitError(FormatError):
+    """A field, frame or payload larger than MIP v1 allows."""
+
+
+class CIDError(FormatError):
+    """A malformed CID, or bytes whose hash does not match their CID."""
+
+
+class SignatureError(FormatError):
+    """A manifest signature that does not verify under its author key."""
+
+
+class TensorError(FormatError):
+    """A tensor payload that is not a safe, consistent safetensors file."""
+
+
+class ArchiveError(FormatError):
+    """A CAR archive that is truncated, malformed or inconsistent."""
+
+
+class PolicyError(MemnetError):
+    """Well-formed input that memnet refuses: expired, older version, name conflict."""
+
+
+class StoreError(MemnetError):
+    """The local store cannot do what was asked."""
+
+
+class NotFoundError(StoreError):
+    """No such cube (or chunk) in the local store."""
+
+
+class StoreFullError(StoreError):
+    """The disk holding the store is full; nothing of the failed write was kept."""
+
+
+class HomeError(MemnetError):
+    """A node home (MEMNET_HOME) that is missing, incomplete or unsafe."""

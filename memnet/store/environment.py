@@ -1,0 +1,43 @@
+"""One LMDB Environment per process and path, never carried across fork()."""
+
+from __future__ import annotations
+
+import os
+
+import lmdb
+
+from memnet.errors import StoreError
+
+_ENVIRONMENTS: dict[str, tuple[int, lmdb.Environment]] = {}
+INITIAL_MAP_SIZE = 64 * 1024 * 1024
+MAX_DBS = 8
+
+
+def open_environment(path: str) -> lmdb.Environment:
+    key = os.path.realpath(path)
+    held = _ENVIRONMENTS.get(key)
+    if held is not None:
+        pid, env = held
+        if pid != os.getpid():
+            raise StoreError("the store was opened before fork(); open it again in the child process")
+        return env
+    os.makedirs(key, mode=0o700, exist_ok=True)
+    try:
+        env = lmdb.open(
+            key,
+            map_size=INITIAL_MAP_SIZE,
+            max_dbs=MAX_DBS,
+            readahead=False,  # chunks are read by key, not scanned
+            max_readers=256,
+        )
+    except lmdb.Error as exc:
+        raise StoreError(f"cannot open the store at {key}: {exc}") from None
+    env.reader_check()  # free slots of readers killed earlier; stale ones block page reuse
+    _ENVIRONMENTS[key] = (os.getpid(), env)
+    return env
+
+
+def close_environment(path: str) -> None:
+    held = _ENVIRONMENTS.pop(os.path.realpath(path), None)
+    if held is not None and held[0] == os.getpid():
+        held[1].close()

@@ -1,0 +1,384 @@
+"""The cube store.
+
+Databases (all in one LMDB environment):
+  manifests  cube CID -> signed manifest bytes
+  chunks     chunk CID -> bytes
+  refs       chunk CID -> u32 count of stored cubes that list it
+  pins       cube CID -> canonical {"reason": str, "at": int}
+  index      field tag + value + 0x00 + cube CID -> b"" (kind, author, tag, model, prefix, base)
+  names      author(32) + name + 0x00 + version(u64 BE) -> cube CID (kept after GC: the
+             highest version seen, so an older one is never accepted again)
+  stats      cube CID -> canonical {"added": int, "hits": int, "last": int}
+
+A cube enters in one write transaction with its chunks, refcounts, indexes and pin, so after a
+crash it is there whole or not at all. GC removes unpinned cubes in bounded transactions; a
+publish in another process is serialised with it by LMDB's single writer lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import lmdb
+
+from memnet.cube import canonical, cid
+from memnet.cube import manifest as manifest_mod
+from memnet.cube.build import Cube, verify
+from memnet.cube.manifest import Manifest
+from memnet.errors import NotFoundError, PolicyError, StoreError, StoreFullError
+from memnet.store.environment import close_environment, open_environment
+
+T = TypeVar("T")
+_DB_NAMES = ("manifests", "chunks", "refs", "pins", "index", "names", "stats")
+_MAX_GROWTHS = 8
+_DISK_FULL = ("No space left", "File too large", "Disk quota")
+
+
+@dataclass(frozen=True)
+class Entry:
+    cube_id: bytes
+    manifest: Manifest
+    pin: dict[str, Any] | None
+    stats: dict[str, int]
+
+
+@dataclass
+class GCReport:
+    cubes: int = 0
+    chunks: int = 0
+    bytes: int = 0
+
+
+def _index_keys(cube_id: bytes, m: Manifest) -> list[bytes]:
+    def key(tag: bytes, value: bytes) -> bytes:
+        return tag + value + b"\x00" + cube_id
+
+    keys = [key(b"k", m.kind.encode()), key(b"a", m.author)]
+    keys += [key(b"t", t.encode()) for t in m.tags]
+    if m.kind == "activation":
+        keys.append(key(b"m", m.meta["model"]))
+        keys += [key(b"p", k) for k in m.meta["prefix_keys"]]
+    elif m.kind == "parameter":
+        keys.append(key(b"m", m.meta["base_model"]))
+    return keys
+
+
+def _name_key(author: bytes, name: str, version: int) -> bytes:
+    return author + name.encode() + b"\x00" + struct.pack(">Q", version)
+
+
+class Store:
+    def __init__(self, path: str):
+        self.path = path
+        self.env = open_environment(path)
+        self._db = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
+
+    def close(self) -> None:
+        close_environment(self.path)
+
+    # -- transactions --------------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[lmdb.Transaction], T], need: int = 0) -> T:
+        """Run fn in one write transaction; grow the map and retry when it is full."""
+        self._reserve(need)
+        for _ in range(_MAX_GROWTHS):
+            try:
+                with self.env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                self._grow(self.env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)  # another process grew the map: adopt its size
+            except lmdb.Error as exc:
+                raise self._translate(exc) from None
+        raise StoreError("the store map could not be grown enough for this write")
+
+    def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        for _ in range(2):
+            try:
+                with self.env.begin(buffers=False) as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+            except lmdb.Error as exc:
+                raise self._translate(exc) from None
+        raise StoreError("the store map keeps changing size under this reader")
+
+    @staticmethod
+    def _translate(exc: lmdb.Error) -> StoreError:
+        text = str(exc)
+        if any(marker in text for marker in _DISK_FULL) or getattr(exc, "errno", None) in (
+            errno.ENOSPC, errno.EFBIG, errno.EDQUOT
+        ):
+            return StoreFullError("the disk holding the store is full; nothing of this write was kept")
+        return StoreError(f"store error: {text}")
+
+    def _reserve(self, need: int) -> None:
+        """Grow the map before a large write instead of failing and retrying it."""
+        if not need:
+            return
+        info, page = self.env.info(), self.env.stat()["psize"]
+        used = (info["last_pgno"] + 1) * page
+        wanted = used + int(need * 1.25) + 16 * 1024 * 1024
+        if wanted > info["map_size"]:
+            self._grow(wanted)
+
+    def _grow(self, size: int) -> None:
+        size = 1 << max(size - 1, 1).bit_length()  # powers of two: few resizes over a lifetime
+        self.env.set_mapsize(size)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def put(self, cube: Cube, pin_reason: str | None = None) -> bool:
+        """Store a cube (whose chunks were hashed by its builder or verifier). True if new."""
+        return self.put_many([cube], pin_reason)[0]
+
+    def put_many(self, cubes: list[Cube], pin_reason: str | None = None) -> list[bool]:
+        """Store several cubes in one transaction: all of them or none."""
+        need = sum(len(c.manifest_bytes) + sum(len(d) for d in c.chunks.values()) for c in cubes)
+        now = int(time.time())
+        return self._write(lambda txn: [self._put(txn, c, pin_reason, now) for c in cubes], need)
+
+    def _put(self, txn: lmdb.Transaction, cube: Cube, pin_reason: str | None, now: int) -> bool:
+        db = self._db
+        cube_id, m = cube.cube_id, cube.manifest
+        if pin_reason is not None:
+            txn.put(cube_id, canonical.encode({"reason": pin_reason, "at": now}), db=db["pins"])
+        if txn.get(cube_id, db=db["manifests"]) is not None:
+            return False
+        if m.name is not None:
+            self._check_version(txn, cube_id, m)
+            txn.put(_name_key(m.author, m.name, m.version), cube_id, db=db["names"])
+        for chunk_id in set(m.chunks):
+            raw = txn.get(chunk_id, db=db["refs"])
+            count = struct.unpack(">I", raw)[0] if raw else 0
+            if count == 0:
+                txn.put(chunk_id, cube.chunks[chunk_id], db=db["chunks"])
+            txn.put(chunk_id, struct.pack(">I", count + 1), db=db["refs"])
+        txn.put(cube_id, cube.manifest_bytes, db=db["manifests"])
+        for key in _index_keys(cube_id, m):
+            txn.put(key, b"", db=db["index"])
+        txn.put(cube_id, canonical.encode({"added": now, "hits": 0, "last": 0}), db=db["stats"])
+        return True
+
+    def _check_version(self, txn: lmdb.Transaction, cube_id: bytes, m: Manifest) -> None:
+        latest = self._latest(txn, m.author, m.name)
+        if latest is None:
+            return
+        version, other = latest
+        if version > m.version:
+            raise PolicyError(f"{m.name} version {m.version} is older than the stored version {version}")
+        if version == m.version and other != cube_id:
+            raise PolicyError(f"{m.name} version {m.version} already names another cube {cid.to_text(other)}")
+
+    def pin(self, cube_id: bytes, reason: str) -> None:
+        def fn(txn: lmdb.Transaction) -> None:
+            if txn.get(cube_id, db=self._db["manifests"]) is None:
+                raise NotFoundError(f"no cube {cid.to_text(cube_id)} in the store")
+            txn.put(cube_id, canonical.encode({"reason": reason, "at": int(time.time())}), db=self._db["pins"])
+
+        self._write(fn)
+
+    def unpin(self, cube_id: bytes) -> bool:
+        return self._write(lambda txn: txn.delete(cube_id, db=self._db["pins"]))
+
+    def record_access(self, cube_id: bytes) -> None:
+        def fn(txn: lmdb.Transaction) -> None:
+            raw = txn.get(cube_id, db=self._db["stats"])
+            if raw is None:
+                return
+            stats = canonical.decode(raw, 1024)
+            stats.update(hits=stats["hits"] + 1, last=int(time.time()))
+            txn.put(cube_id, canonical.encode(stats), db=self._db["stats"])
+
+        self._write(fn)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def has(self, cube_id: bytes) -> bool:
+        return self._read(lambda txn: txn.get(cube_id, db=self._db["manifests"]) is not None)
+
+    def manifest_bytes(self, cube_id: bytes) -> bytes:
+        raw = self._read(lambda txn: txn.get(cube_id, db=self._db["manifests"]))
+        if raw is None:
+            raise NotFoundError(f"no cube {cid.to_text(cube_id)} in the store")
+        return raw
+
+    def manifest(self, cube_id: bytes) -> Manifest:
+        # Stored manifests were authenticated on the way in; decoding them again is cheap.
+        return manifest_mod.from_map(canonical.decode(self.manifest_bytes(cube_id), 1 << 30))
+
+    def chunk(self, chunk_id: bytes) -> bytes | None:
+        return self._read(lambda txn: txn.get(chunk_id, db=self._db["chunks"]))
+
+    def has_chunks(self, chunk_ids: list[bytes]) -> list[bool]:
+        return self._read(lambda txn: [txn.get(c, db=self._db["chunks"]) is not None for c in chunk_ids])
+
+    def read_payload(self, cube_id: bytes) -> bytes:
+        m = self.manifest(cube_id)
+
+        def fn(txn: lmdb.Transaction) -> bytes:
+            out = bytearray(m.size)
+            position = 0
+            for chunk_id in m.chunks:
+                data = txn.get(chunk_id, db=self._db["chunks"])
+                if data is None:
+                    raise StoreError(f"store is missing chunk {cid.to_text(chunk_id)}")
+                out[position:position + len(data)] = data
+                position += len(data)
+            return bytes(out)
+
+        return self._read(fn)
+
+    def verify(self, cube_id: bytes) -> Cube:
+        """Re-check a stored cube from scratch: hash, signature, every chunk, payload structure."""
+        raw = self.manifest_bytes(cube_id)
+        return self._read(
+            lambda txn: verify(raw, cube_id, lambda c: txn.get(c, db=self._db["chunks"]), check_expiry=False)
+        )
+
+    def latest(self, author: bytes, name: str) -> tuple[int, bytes] | None:
+        return self._read(lambda txn: self._latest(txn, author, name))
+
+    def _latest(self, txn: lmdb.Transaction, author: bytes, name: str) -> tuple[int, bytes] | None:
+        prefix = author + name.encode() + b"\x00"
+        cursor = txn.cursor(db=self._db["names"])
+        found = None
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    break
+                found = (struct.unpack(">Q", key[len(prefix):])[0], value)
+        return found
+
+    def _ids_with(self, txn: lmdb.Transaction, tag: bytes, value: bytes) -> Iterator[bytes]:
+        prefix = tag + value + b"\x00"
+        cursor = txn.cursor(db=self._db["index"])
+        if cursor.set_range(prefix):
+            for key in cursor.iternext(keys=True, values=False):
+                if not key.startswith(prefix):
+                    break
+                yield key[len(prefix):]
+
+    def find(self, tag: str, value: bytes) -> list[bytes]:
+        """Cube ids by index field: kind, author, tag, model (or base model), prefix (key)."""
+        code = {"kind": b"k", "author": b"a", "tag": b"t", "model": b"m", "prefix": b"p"}[tag]
+        return self._read(lambda txn: list(self._ids_with(txn, code, value)))
+
+    def entries(self, **filters: Any) -> list[Entry]:
+        """Stored cubes, newest first, filtered by kind, author, tag, model, name, pinned."""
+        pinned = filters.pop("pinned", None)
+        name = filters.pop("name", None)
+
+        def fn(txn: lmdb.Transaction) -> list[Entry]:
+            ids: set[bytes] | None = None
+            for field, value in filters.items():
+                if value is None:
+                    continue
+                raw = value.encode() if isinstance(value, str) else value
+                found = set(self._ids_with(txn, {"kind": b"k", "author": b"a", "tag": b"t", "model": b"m"}[field], raw))
+                ids = found if ids is None else ids & found
+            if ids is None:
+                ids = set(txn.cursor(db=self._db["manifests"]).iternext(keys=True, values=False))
+            result = []
+            for cube_id in ids:
+                m = manifest_mod.from_map(canonical.decode(txn.get(cube_id, db=self._db["manifests"]), 1 << 30))
+                if name is not None and m.name != name:
+                    continue
+                pin_raw = txn.get(cube_id, db=self._db["pins"])
+                if pinned is not None and (pin_raw is not None) != pinned:
+                    continue
+                stats_raw = txn.get(cube_id, db=self._db["stats"])
+                result.append(Entry(
+                    cube_id, m,
+                    canonical.decode(pin_raw, 4096) if pin_raw else None,
+                    canonical.decode(stats_raw, 1024) if stats_raw else {},
+                ))
+            result.sort(key=lambda e: (-e.manifest.created, e.cube_id))
+            return result
+
+        return self._read(fn)
+
+    def usage(self) -> dict[str, int]:
+        def fn(txn: lmdb.Transaction) -> dict[str, int]:
+            return {
+                "cubes": txn.stat(self._db["manifests"])["entries"],
+                "chunks": txn.stat(self._db["chunks"])["entries"],
+                "pins": txn.stat(self._db["pins"])["entries"],
+            }
+
+        result = self._read(fn)
+        info, page = self.env.info(), self.env.stat()["psize"]
+        result["used_bytes"] = (info["last_pgno"] + 1) * page
+        return result
+
+    # -- garbage collection --------------------------------------------------------------------
+
+    def gc(self, batch: int = 64) -> GCReport:
+        """Remove every unpinned cube and every chunk no stored cube lists, a batch of cubes per
+        transaction so a daemon can keep serving between them."""
+        report = GCReport()
+        resume = b""
+        while True:
+            resume, done = self._write(lambda txn: self._gc_batch(txn, resume, batch, report))
+            if done:
+                break
+        self._write(lambda txn: self._sweep_orphans(txn, report))
+        return report
+
+    def _gc_batch(self, txn: lmdb.Transaction, resume: bytes, batch: int, report: GCReport) -> tuple[bytes, bool]:
+        """Delete up to batch unpinned cubes after key resume; return (new resume, finished)."""
+        cursor = txn.cursor(db=self._db["manifests"])
+        victims, finished = [], True
+        if cursor.set_range(resume):
+            for cube_id in cursor.iternext(keys=True, values=False):
+                if cube_id <= resume:
+                    continue
+                resume = cube_id
+                if txn.get(cube_id, db=self._db["pins"]) is None:
+                    victims.append(cube_id)
+                    if len(victims) >= batch:
+                        finished = False
+                        break
+        for cube_id in victims:
+            self._delete_cube(txn, cube_id, report)
+        return resume, finished
+
+    def _delete_cube(self, txn: lmdb.Transaction, cube_id: bytes, report: GCReport) -> None:
+        db = self._db
+        m = manifest_mod.from_map(canonical.decode(txn.get(cube_id, db=db["manifests"]), 1 << 30))
+        for chunk_id in set(m.chunks):
+            raw = txn.get(chunk_id, db=db["refs"])
+            count = struct.unpack(">I", raw)[0] if raw else 0
+            if count <= 1:
+                data = txn.get(chunk_id, db=db["chunks"])
+                if data is not None:
+                    report.bytes += len(data)
+                    report.chunks += 1
+                txn.delete(chunk_id, db=db["chunks"])
+                txn.delete(chunk_id, db=db["refs"])
+            else:
+                txn.put(chunk_id, struct.pack(">I", count - 1), db=db["refs"])
+        for key in _index_keys(cube_id, m):
+            txn.delete(key, db=db["index"])
+        # names entries stay: they are the high-water mark that refuses older versions later
+        txn.delete(cube_id, db=db["stats"])
+        txn.delete(cube_id, db=db["manifests"])
+        report.bytes += len(m.encode())
+        report.cubes += 1
+
+    def _sweep_orphans(self, txn: lmdb.Transaction, report: GCReport) -> None:
+        cursor = txn.cursor(db=self._db["chunks"])
+        orphans = [
+            (key, len(value)) for key, value in cursor
+            if txn.get(key, db=self._db["refs"]) is None
+        ]
+        for key, length in orphans:
+            txn.delete(key, db=self._db["chunks"])
+            report.chunks += 1
+            report.bytes += length
