@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from memnet.cube import cid, keys, limits
 from memnet.cube.manifest import Manifest, decode
+from memnet.cube.meta import validate_meta
 from memnet.cube.payloads import validate_payload
 from memnet.errors import FormatError, LimitError, PolicyError
 
@@ -48,6 +49,7 @@ def build(
     expires, license, tags, description (as in Manifest)."""
     if kind not in limits.KINDS:
         raise FormatError(f"unknown cube kind {kind!r}")
+    validate_meta(kind, meta)  # meta first: the payload check indexes into it
     validate_payload(kind, payload, meta)
     chunks: dict[bytes, bytes | memoryview] = {}
     order = []

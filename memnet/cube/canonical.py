@@ -49,7 +49,10 @@ def _check(value: Any, depth: int) -> Any:
 
 def encode(value: Any) -> bytes:
     """Encode a value as canonical msgpack."""
-    return msgpack.packb(_check(value, 0), use_bin_type=True)
+    try:
+        return msgpack.packb(_check(value, 0), use_bin_type=True)
+    except UnicodeEncodeError:
+        raise CanonicalError("string is not valid UTF-8 (lone surrogate)") from None
 
 
 def _pairs_to_dict(pairs: list[tuple[Any, Any]]) -> dict:

@@ -19,8 +19,8 @@ from memnet.cube.meta import validate_meta
 from memnet.errors import FormatError, LimitError, SignatureError
 
 SIGN_DOMAIN = b"memnet/mip/v1/manifest\x00"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9._:+-]+$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*\Z")
+TAG_RE = re.compile(r"^[A-Za-z0-9._:+-]+\Z")
 
 REQUIRED = ("mip", "kind", "author", "created", "size", "chunk_size", "chunks", "meta")
 OPTIONAL = ("name", "version", "supersedes", "parents", "expires", "license", "tags", "description")
@@ -129,7 +129,7 @@ def validate_map(m: Any, signed: bool = True) -> None:
     """Check every field of a decoded manifest map against MIP v1; raise FormatError if not."""
     _expect(isinstance(m, dict), "manifest must be a map")
     version = m.get("mip")
-    _expect(isinstance(version, int), "manifest has no mip version")
+    _expect(isinstance(version, int) and not isinstance(version, bool), "manifest has no mip version")
     if version != limits.MIP_VERSION:
         raise FormatError(f"unsupported MIP version {version} (this node speaks MIP {limits.MIP_VERSION})")
     allowed = set(REQUIRED) | set(OPTIONAL) | ({"sig"} if signed else set())

@@ -16,7 +16,7 @@ from memnet.cube import limits
 from memnet.errors import FormatError, LimitError
 
 KV_DTYPES = ("float32", "float16", "bfloat16", "int8")
-MODULE_RE = re.compile(r"^[A-Za-z0-9_.]+$")
+MODULE_RE = re.compile(r"^[A-Za-z0-9_.]+\Z")
 
 
 def _expect(cond: bool, message: str) -> None:

@@ -49,7 +49,9 @@ def parse_header(payload: bytes | memoryview, allowed_dtypes: tuple[str, ...] = 
     if len(payload) < 8:
         raise TensorError("payload is too short to be a safetensors file")
     head = bytes(payload[:8])
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+    # A safetensors JSON header starts with "{" right after the length; only then can a length
+    # whose low bytes happen to be 0x80 or "PK" be a real header rather than pickle/zip magic.
+    if (head[:1] == b"\x80" or head[:2] == b"PK") and bytes(payload[8:9]) != b"{":
         raise TensorError("payload is a pickle or zip archive, not safetensors; refusing to load it")
     (header_len,) = struct.unpack("<Q", head)
     if header_len > limits.MAX_SAFETENSORS_HEADER:

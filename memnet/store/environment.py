@@ -9,6 +9,10 @@ import lmdb
 from memnet.errors import StoreError
 
 _ENVIRONMENTS: dict[str, tuple[int, lmdb.Environment]] = {}
+# Environments inherited from a parent across fork(). They are never used again, and never closed
+# either: closing their file descriptors would drop this process's fcntl locks on lock.mdb, which
+# a fresh environment on the same path relies on.
+_INHERITED: list[lmdb.Environment] = []
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 MAX_DBS = 8
 
@@ -18,9 +22,10 @@ def open_environment(path: str) -> lmdb.Environment:
     held = _ENVIRONMENTS.get(key)
     if held is not None:
         pid, env = held
-        if pid != os.getpid():
-            raise StoreError("the store was opened before fork(); open it again in the child process")
-        return env
+        if pid == os.getpid():
+            return env
+        _INHERITED.append(env)  # opened before fork(): keep it alive but unused, open afresh
+        del _ENVIRONMENTS[key]
     os.makedirs(key, mode=0o700, exist_ok=True)
     try:
         env = lmdb.open(
@@ -38,6 +43,8 @@ def open_environment(path: str) -> lmdb.Environment:
 
 
 def close_environment(path: str) -> None:
-    held = _ENVIRONMENTS.pop(os.path.realpath(path), None)
+    key = os.path.realpath(path)
+    held = _ENVIRONMENTS.get(key)
     if held is not None and held[0] == os.getpid():
+        del _ENVIRONMENTS[key]
         held[1].close()

@@ -18,6 +18,8 @@ publish in another process is serialised with it by LMDB's single writer lock.
 from __future__ import annotations
 
 import errno
+import os
+import resource
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -68,6 +70,17 @@ def _index_keys(cube_id: bytes, m: Manifest) -> list[bytes]:
     return keys
 
 
+def _reset(report: GCReport) -> GCReport:
+    report.cubes = report.chunks = report.bytes = 0
+    return report
+
+
+def _add(total: GCReport, step: GCReport) -> None:
+    total.cubes += step.cubes
+    total.chunks += step.chunks
+    total.bytes += step.bytes
+
+
 def _name_key(author: bytes, name: str, version: int) -> bytes:
     return author + name.encode() + b"\x00" + struct.pack(">Q", version)
 
@@ -75,6 +88,7 @@ def _name_key(author: bytes, name: str, version: int) -> bytes:
 class Store:
     def __init__(self, path: str):
         self.path = path
+        self._pid = os.getpid()
         self.env = open_environment(path)
         self._db = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
 
@@ -83,8 +97,15 @@ class Store:
 
     # -- transactions --------------------------------------------------------------------------
 
+    def _check_process(self) -> None:
+        # An LMDB environment must not be used across fork(): its locks and reader slots belong
+        # to the process that opened it.
+        if os.getpid() != self._pid:
+            raise StoreError("the store was opened before fork(); open it again in the child process")
+
     def _write(self, fn: Callable[[lmdb.Transaction], T], need: int = 0) -> T:
         """Run fn in one write transaction; grow the map and retry when it is full."""
+        self._check_process()
         self._reserve(need)
         for _ in range(_MAX_GROWTHS):
             try:
@@ -95,10 +116,11 @@ class Store:
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)  # another process grew the map: adopt its size
             except lmdb.Error as exc:
-                raise self._translate(exc) from None
+                raise self._translate(exc, need) from None
         raise StoreError("the store map could not be grown enough for this write")
 
     def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        self._check_process()
         for _ in range(2):
             try:
                 with self.env.begin(buffers=False) as txn:
@@ -109,14 +131,28 @@ class Store:
                 raise self._translate(exc) from None
         raise StoreError("the store map keeps changing size under this reader")
 
-    @staticmethod
-    def _translate(exc: lmdb.Error) -> StoreError:
+    def _translate(self, exc: lmdb.Error, need: int = 0) -> StoreError:
         text = str(exc)
         if any(marker in text for marker in _DISK_FULL) or getattr(exc, "errno", None) in (
             errno.ENOSPC, errno.EFBIG, errno.EDQUOT
-        ):
+        ) or ("Input/output error" in text and self._out_of_room(need)):
             return StoreFullError("the disk holding the store is full; nothing of this write was kept")
         return StoreError(f"store error: {text}")
+
+    def _out_of_room(self, need: int) -> bool:
+        """Whether the disk (or the file size limit) is about used up. LMDB reports a write that
+        stopped short, which is what running out of room in the middle of one looks like, as EIO
+        ("short write, filesystem full?"); a failing device gives EIO too."""
+        margin = need + 16 * 1024 * 1024
+        try:
+            size = os.path.getsize(os.path.join(self.path, "data.mdb"))
+            fs = os.statvfs(self.path)
+        except OSError:
+            return False
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and size + margin > limit:
+            return True
+        return fs.f_bavail * fs.f_frsize < margin
 
     def _reserve(self, need: int) -> None:
         """Grow the map before a large write instead of failing and retrying it."""
@@ -325,10 +361,16 @@ class Store:
         report = GCReport()
         resume = b""
         while True:
-            resume, done = self._write(lambda txn: self._gc_batch(txn, resume, batch, report))
+            # A transaction retried after the map grew must not count its deletions twice, so
+            # each one counts into a fresh report, added to the total once it has committed.
+            step = GCReport()
+            resume, done = self._write(lambda txn: self._gc_batch(txn, resume, batch, _reset(step)))
+            _add(report, step)
             if done:
                 break
-        self._write(lambda txn: self._sweep_orphans(txn, report))
+        step = GCReport()
+        self._write(lambda txn: self._sweep_orphans(txn, _reset(step)))
+        _add(report, step)
         return report
 
     def _gc_batch(self, txn: lmdb.Transaction, resume: bytes, batch: int, report: GCReport) -> tuple[bytes, bool]:
@@ -374,11 +416,12 @@ class Store:
 
     def _sweep_orphans(self, txn: lmdb.Transaction, report: GCReport) -> None:
         cursor = txn.cursor(db=self._db["chunks"])
+        # keys only: reading every value would copy the whole store into memory on each GC
         orphans = [
-            (key, len(value)) for key, value in cursor
+            key for key in cursor.iternext(keys=True, values=False)
             if txn.get(key, db=self._db["refs"]) is None
         ]
-        for key, length in orphans:
+        for key in orphans:
+            report.bytes += len(txn.get(key, db=self._db["chunks"]))
             txn.delete(key, db=self._db["chunks"])
             report.chunks += 1
-            report.bytes += length

@@ -1,0 +1,1 @@
+"""The `memnet` command line: a thin typer front end over memnet/."""

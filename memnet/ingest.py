@@ -1,0 +1,115 @@
+"""Turning user files into cube payloads: notes and JSON items -> plaintext, PEFT folders ->
+parameter. Every problem is reported as one line naming the file and the place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from memnet.cube import payloads
+from memnet.cube.safetensors_header import parse_header
+from memnet.errors import FormatError, UsageError
+
+MAX_INPUT_FILE = 256 * 1024 * 1024
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    if path.stat().st_size > MAX_INPUT_FILE:
+        raise UsageError(f"{path}: larger than {MAX_INPUT_FILE // 2**20} MiB")
+    return path.read_bytes()
+
+
+def _item(value: Any, where: str) -> dict[str, Any]:
+    if isinstance(value, str):
+        value = {"text": value}
+    if not isinstance(value, dict) or not isinstance(value.get("text"), str) or not value["text"].strip():
+        raise UsageError(f"{where}: an item must be a string or an object with a non-empty text")
+    item: dict[str, Any] = {"text": value["text"]}
+    meta = {k: v for k, v in value.items() if k != "text"}
+    meta.update(meta.pop("meta", None) or {})
+    if not all(isinstance(v, str) for v in meta.values()):
+        raise UsageError(f"{where}: item fields other than text must be strings")
+    if meta:
+        item["meta"] = meta
+    return item
+
+
+def items_from_file(path: Path) -> list[dict[str, Any]]:
+    """.json: a list of items; .jsonl: one item per line; anything else: notes, one item per
+    paragraph (blank-line separated). An item is a string or {"text": ..., other string fields}."""
+    raw = _read(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{path}: invalid JSON ({exc})") from None
+        if not isinstance(doc, list):
+            raise UsageError(f"{path}: expected a JSON list of items")
+        items = [_item(v, f"{path} item {i}") for i, v in enumerate(doc)]
+    elif path.suffix == ".jsonl":
+        items = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    value = json.loads(line)
+                except ValueError as exc:
+                    raise UsageError(f"{path}:{number}: invalid JSON ({exc})") from None
+                items.append(_item(value, f"{path}:{number}"))
+    else:
+        paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n")]
+        items = [{"text": p} for p in paragraphs if p]
+    if not items:
+        raise UsageError(f"{path}: holds no items")
+    return items
+
+
+def plaintext_payload(items: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any]]:
+    try:
+        return payloads.encode_items(items), {"items": len(items)}
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def adapter_from_dir(folder: Path, base_model: bytes) -> tuple[bytes, dict[str, Any]]:
+    """A PEFT adapter folder -> (parameter payload, meta). Pickle weights are refused."""
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder")
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        if (folder / "adapter_model.bin").exists():
+            raise UsageError(f"{folder}: adapter_model.bin is a pickle and is refused; "
+                             "save the adapter with safe_serialization=True")
+        raise UsageError(f"{folder}: no {ADAPTER_WEIGHTS}")
+    try:
+        config = json.loads(_read(folder / ADAPTER_CONFIG))
+    except ValueError:
+        raise UsageError(f"{folder / ADAPTER_CONFIG}: invalid JSON") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{folder / ADAPTER_CONFIG}: expected a JSON object")
+    weights = _read(folder / ADAPTER_WEIGHTS)
+    try:
+        parse_header(weights, payloads.LORA_DTYPES)
+        meta = {"base_model": base_model, "peft": payloads.peft_summary(config)}
+        payload = payloads.build_parameter_payload(config, weights)
+        payloads.validate_parameter(payload, meta)
+    except FormatError as exc:
+        raise UsageError(f"{folder}: {exc}") from None
+    return payload, meta
+
+
+def write_adapter_dir(payload: bytes, folder: Path) -> None:
+    """Write a parameter payload back out as a PEFT adapter folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = payloads.peft_config_of(payload)
+    from memnet.files import write_atomic
+
+    write_atomic(folder / ADAPTER_WEIGHTS, payload)
+    write_atomic(folder / ADAPTER_CONFIG, json.dumps(config, indent=2).encode() + b"\n")

@@ -1,0 +1,64 @@
+"""Node operations that need no network: publish, import, export."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from memnet.cube import build, car
+from memnet.cube.build import Cube
+from memnet.errors import FormatError, UsageError
+from memnet.files import write_atomic
+from memnet.home import Node
+
+MAX_IMPORT = 16 * 1024**3
+
+
+def publish(node: Node, kind: str, payload: bytes, meta: dict[str, Any], *, name: str | None = None,
+            ttl: int | None = None, pin: bool = True, **optional: Any) -> Cube:
+    """Sign and store a cube; a name gets the next version and supersedes the previous one."""
+    if name is not None:
+        latest = node.store.latest(node.author, name)
+        optional.update(name=name, version=1)
+        if latest is not None:
+            optional.update(version=latest[0] + 1, supersedes=latest[1])
+    created = int(time.time())
+    if ttl is not None:
+        if ttl <= 0:
+            raise UsageError("--ttl must be a positive number of seconds")
+        optional["expires"] = created + ttl
+    try:
+        cube = build.build(node.key, kind, payload, meta, chunk_size=node.config["chunk_size"],
+                           created=created, **optional)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
+    node.store.put(cube, "published" if pin else None)
+    return cube
+
+
+def export(node: Node, cube_ids: list[bytes], path: Path) -> int:
+    """Write cubes (checked first) into one CARv1 archive, atomically; returns its size."""
+    cubes = [node.store.verify(c) for c in cube_ids]
+    written = 0
+
+    def fill(handle) -> None:
+        nonlocal written
+        written = car.write(handle, cubes)
+
+    write_atomic(path, fill)
+    return written
+
+
+def import_archive(node: Node, path: Path, pin: bool = True) -> list[tuple[bytes, bool]]:
+    """Verify every cube of an archive, then store all of them in one transaction or none."""
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    with path.open("rb") as handle:
+        archive = car.read(handle, MAX_IMPORT)
+    cubes = []
+    for root in archive.roots:
+        manifest_bytes = archive.blocks[root]
+        cubes.append(build.verify(manifest_bytes, root, archive.blocks.get))
+    added = node.store.put_many(cubes, "imported" if pin else None)
+    return [(c.cube_id, new) for c, new in zip(cubes, added)]
