@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -255,12 +254,13 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="memnet", standalone_mode=False)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("error: interrupted\n")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.exceptions.TyperException as exc:  # typer's own (vendored click) usage errors
+        if hasattr(exc, "show"):
+            exc.show()
+        sys.exit(getattr(exc, "exit_code", 2))
     except MemnetError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)
