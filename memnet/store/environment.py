@@ -9,10 +9,6 @@ import lmdb
 from memnet.errors import StoreError
 
 _ENVIRONMENTS: dict[str, tuple[int, lmdb.Environment]] = {}
-# Environments inherited from a parent across fork(). They are never used again, and never closed
-# either: closing their file descriptors would drop this process's fcntl locks on lock.mdb, which
-# a fresh environment on the same path relies on.
-_INHERITED: list[lmdb.Environment] = []
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 MAX_DBS = 8
 
@@ -24,8 +20,12 @@ def open_environment(path: str) -> lmdb.Environment:
         pid, env = held
         if pid == os.getpid():
             return env
-        _INHERITED.append(env)  # opened before fork(): keep it alive but unused, open afresh
+        # Inherited across fork(): unusable here, and py-lmdb refuses a second open of the path
+        # while it exists. Closing it before this process takes any lock of its own unmaps our
+        # copies and touches nothing of the parent's, unless a transaction was running in another
+        # thread at the moment of fork (a Store holds none between calls).
         del _ENVIRONMENTS[key]
+        env.close()
     os.makedirs(key, mode=0o700, exist_ok=True)
     try:
         env = lmdb.open(
@@ -34,6 +34,7 @@ def open_environment(path: str) -> lmdb.Environment:
             max_dbs=MAX_DBS,
             readahead=False,  # chunks are read by key, not scanned
             max_readers=256,
+            max_spare_txns=0,  # a cached read transaction would keep a reader slot across fork()
         )
     except lmdb.Error as exc:
         raise StoreError(f"cannot open the store at {key}: {exc}") from None
