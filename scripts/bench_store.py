@@ -13,9 +13,14 @@ What it measures, all in one process so the ratios compare like with like:
            Both sides open the environment inside the timing and commit with LMDB's default
            durability (sync=True, metasync=True: fdatasync at commit).
   read     Store.read_payload(cube_id) against one raw read transaction that gets every chunk
-           (in payload order) and joins them into one bytes object.
+           (in payload order) and joins them into one bytes object (py-lmdb defaults: each get
+           returns a copy, so the raw side copies every byte twice).
   verify   Store.verify(cube_id): manifest hash, signature, every chunk re-hashed, payload
            structure; reported as MiB/s, next to this machine's bare sha256 speed.
+  cold     (information, no target; --no-cold skips it) the same two reads after evicting
+           data.mdb from the page cache with posix_fadvise(DONTNEED) on the closed file, so the
+           environments' readahead settings show: the store opens with readahead=False, the raw
+           side with py-lmdb's default (True).
   gc       publish, unpin, gc, five times in one store, then one more publish: data.mdb's size
            after each step, as a multiple of the payload, shows whether freed pages are reused.
 
@@ -24,7 +29,9 @@ Ratios are raw_time / store_time (1.0 = the store costs nothing over raw LMDB); 
 first each run) so background noise lands on both. Page cache: nothing is dropped (that needs
 root). Writes go to fresh files; reads hit pages that the preceding publish left in the page
 cache, so read numbers are warm-cache numbers for both sides alike, i.e. they measure CPU and
-memory copying, not the disk. One untimed warm-up of each side runs first.
+memory copying, not the disk; only the optional "cold" rows evict the file (no root needed:
+posix_fadvise on data.mdb alone, with both environments closed). One untimed warm-up of each
+side runs first.
 
 The payload is a PEFT-style LoRA safetensors file (float32 attention and float16 MLP lora_A /
 lora_B tensors) generated once with numpy before any timing. Data directories live under /tmp
@@ -116,6 +123,17 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 def data_size(path: str) -> int:
     return os.path.getsize(os.path.join(path, "data.mdb"))
+
+
+def evict(path: str) -> None:
+    """Drop data.mdb's clean pages from the page cache (the environment must be closed: mapped
+    pages stay)."""
+    fd = os.open(os.path.join(path, "data.mdb"), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def live_pages(env: lmdb.Environment, names: list[str]) -> int:
@@ -214,6 +232,7 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=256, help="payload size (default 256)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per measurement (default 3)")
     parser.add_argument("--gc-cycles", type=int, default=5, help="publish/unpin/gc cycles (default 5)")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache read rows")
     parser.add_argument("--dir", default=None, help="parent of the data directories (default: /tmp)")
     args = parser.parse_args()
 
@@ -230,7 +249,8 @@ def run(args: argparse.Namespace, root: str, wall: float) -> int:
           f"py-lmdb {lmdb.__version__}, liblmdb {'.'.join(map(str, lmdb.version()))}, numpy {np.__version__}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores "
           f"(usable: {len(os.sched_getaffinity(0))}), {platform.system()} {platform.release()}")
-    print(f"data directories under {root}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"data directories under {root}; load average before start: {load}")
 
     bench = Bench(root, args.size_mib * MiB, args.runs)
     print(f"payload: PEFT LoRA safetensors, r={bench.config['r']}, {bench.n_tensors} tensors "
@@ -291,6 +311,22 @@ def run(args: argparse.Namespace, root: str, wall: float) -> int:
     read_ratio = r_read / s_read
     store.close()
     raw_env.close()
+
+    s_colds: list[float] = []
+    r_colds: list[float] = []
+    if not args.no_cold and hasattr(os, "posix_fadvise"):
+        for i in range(args.runs):
+            for side in (("store", "raw") if i % 2 == 0 else ("raw", "store")):
+                if side == "store":
+                    evict(store_path)
+                    store = Store(store_path)
+                    s_colds.append(bench.store_read(store, cube_id))
+                    store.close()
+                else:
+                    evict(raw_path)
+                    raw_env = lmdb.open(raw_path, map_size=bench.map_size)
+                    r_colds.append(bench.raw_read(raw_env))
+                    raw_env.close()
     shutil.rmtree(store_path)
     shutil.rmtree(raw_path)
 
@@ -304,6 +340,8 @@ def run(args: argparse.Namespace, root: str, wall: float) -> int:
         ("read_payload (warm cache)", s_read, r_read, read_ratio),
         ("verify (re-hash+sig+payload)", verify_t, None, None),
     ]
+    if s_colds:
+        rows.append(("read_payload COLD (info)", median(s_colds), median(r_colds), median(r_colds) / median(s_colds)))
     print()
     print(f"median of {args.runs} runs, {mib:.1f} MiB payload; ratio = raw / store (higher is better, 1.0 = no overhead)")
     header = f"{'operation':34} {'store':>11} {'MiB/s':>8} {'raw lmdb':>11} {'MiB/s':>8} {'ratio':>6}"
@@ -318,6 +356,9 @@ def run(args: argparse.Namespace, root: str, wall: float) -> int:
     print("          store read " + ", ".join(f"{t:.3f}" for t in s_reads)
           + " | raw read " + ", ".join(f"{t:.3f}" for t in r_reads)
           + " | verify " + ", ".join(f"{t:.3f}" for t in verifies))
+    if s_colds:
+        print("          cold: store read " + ", ".join(f"{t:.3f}" for t in s_colds)
+              + " | raw read " + ", ".join(f"{t:.3f}" for t in r_colds))
 
     # -- space: publish / unpin / gc cycles --------------------------------------------------------
     print()
@@ -352,9 +393,10 @@ def run(args: argparse.Namespace, root: str, wall: float) -> int:
     final = report("final publish", t)
     gstore.close()
     shutil.rmtree(gc_path)
-    steady = sizes[-1] == sizes[-2] if len(sizes) > 1 else True
+    growth = sizes[-1] - sizes[-2] if len(sizes) > 1 else 0
+    steady = growth <= 0.01 * len(bench.payload)
     print(f"data.mdb after the last gc {sizes[-1] / len(bench.payload):.2f}x payload; "
-          f"{'stable over the last two cycles' if steady else 'still growing'}; "
+          f"{'stable' if steady else 'still growing'} over the last cycle (+{growth / MiB:.1f} MiB); "
           f"final publish {'reused freed pages (file did not grow)' if final <= sizes[-1] else 'grew the file'} "
           f"({final / len(bench.payload):.2f}x payload)")
 

@@ -32,7 +32,8 @@ def open_environment(path: str) -> lmdb.Environment:
             key,
             map_size=INITIAL_MAP_SIZE,
             max_dbs=MAX_DBS,
-            readahead=False,  # chunks are read by key, not scanned
+            # readahead stays on: a chunk is a run of 64 contiguous overflow pages read front to
+            # back, and with MADV_RANDOM a cold read faults them in one 4 KiB page at a time
             max_readers=256,
             max_spare_txns=0,  # a cached read transaction would keep a reader slot across fork()
         )

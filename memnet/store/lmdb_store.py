@@ -90,7 +90,10 @@ class Store:
         self.path = path
         self._pid = os.getpid()
         self.env = open_environment(path)
-        self._db = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
+        # one transaction for all of them: on a new store each open_db would otherwise commit
+        # (and fsync) on its own
+        with self.env.begin(write=True) as txn:
+            self._db = {name: self.env.open_db(name.encode(), txn=txn) for name in _DB_NAMES}
 
     def close(self) -> None:
         close_environment(self.path)
@@ -119,11 +122,11 @@ class Store:
                 raise self._translate(exc, need) from None
         raise StoreError("the store map could not be grown enough for this write")
 
-    def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+    def _read(self, fn: Callable[[lmdb.Transaction], T], buffers: bool = False) -> T:
         self._check_process()
         for _ in range(2):
             try:
-                with self.env.begin(buffers=False) as txn:
+                with self.env.begin(buffers=buffers) as txn:
                     return fn(txn)
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)
@@ -259,17 +262,20 @@ class Store:
         m = self.manifest(cube_id)
 
         def fn(txn: lmdb.Transaction) -> bytes:
-            out = bytearray(m.size)
-            position = 0
+            # buffers=True: chunks are views of the map, valid until the transaction ends, so the
+            # join below is the only copy (was: a bytes per chunk, a bytearray, then bytes(out))
+            views = []
             for chunk_id in m.chunks:
                 data = txn.get(chunk_id, db=self._db["chunks"])
                 if data is None:
                     raise StoreError(f"store is missing chunk {cid.to_text(chunk_id)}")
-                out[position:position + len(data)] = data
-                position += len(data)
-            return bytes(out)
+                views.append(data)
+            out = b"".join(views)
+            if len(out) != m.size:
+                raise StoreError(f"stored chunks hold {len(out)} bytes, the manifest says {m.size}")
+            return out
 
-        return self._read(fn)
+        return self._read(fn, buffers=True)
 
     def verify(self, cube_id: bytes) -> Cube:
         """Re-check a stored cube from scratch: hash, signature, every chunk, payload structure."""
@@ -369,7 +375,8 @@ class Store:
             if done:
                 break
         step = GCReport()
-        self._write(lambda txn: self._sweep_orphans(txn, _reset(step)))
+        freed = report.cubes > 0
+        self._write(lambda txn: self._sweep_orphans(txn, _reset(step), commit=freed))
         _add(report, step)
         return report
 
@@ -394,15 +401,16 @@ class Store:
     def _delete_cube(self, txn: lmdb.Transaction, cube_id: bytes, report: GCReport) -> None:
         db = self._db
         m = manifest_mod.from_map(canonical.decode(txn.get(cube_id, db=db["manifests"]), 1 << 30))
-        for chunk_id in set(m.chunks):
+        # chunk lengths from the manifest (checked against the data when the cube came in):
+        # reading a chunk only to count its bytes copied it, and from disk when not cached
+        lengths = {chunk_id: m.chunk_length(i) for i, chunk_id in enumerate(m.chunks)}
+        for chunk_id, length in lengths.items():
             raw = txn.get(chunk_id, db=db["refs"])
             count = struct.unpack(">I", raw)[0] if raw else 0
             if count <= 1:
-                data = txn.get(chunk_id, db=db["chunks"])
-                if data is not None:
-                    report.bytes += len(data)
+                if txn.delete(chunk_id, db=db["chunks"]):
+                    report.bytes += length
                     report.chunks += 1
-                txn.delete(chunk_id, db=db["chunks"])
                 txn.delete(chunk_id, db=db["refs"])
             else:
                 txn.put(chunk_id, struct.pack(">I", count - 1), db=db["refs"])
@@ -414,7 +422,14 @@ class Store:
         report.bytes += len(m.encode())
         report.cubes += 1
 
-    def _sweep_orphans(self, txn: lmdb.Transaction, report: GCReport) -> None:
+    def _sweep_orphans(self, txn: lmdb.Transaction, report: GCReport, commit: bool = False) -> None:
+        if commit:
+            # A write transaction reuses only pages freed by transactions older than the last
+            # committed one (mdb_find_oldest: txnid - 1). A sweep that changes nothing commits
+            # nothing, so without this write the next publish could not reuse what the last GC
+            # batch freed, and data.mdb settles at twice the largest collection.
+            txn.put(b"\x00gc", b"", db=self._db["stats"])
+            txn.delete(b"\x00gc", db=self._db["stats"])
         cursor = txn.cursor(db=self._db["chunks"])
         # keys only: reading every value would copy the whole store into memory on each GC
         orphans = [
