@@ -70,6 +70,8 @@ def build(
         **optional,
     ).sign(key)
     encoded = manifest.encode()
+    if len(encoded) > limits.MAX_MANIFEST:  # nobody could decode it
+        raise LimitError(f"manifest is {len(encoded)} bytes, the limit is {limits.MAX_MANIFEST}")
     return Cube(manifest, encoded, cid.cid_of(encoded), chunks)
 
 

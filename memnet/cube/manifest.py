@@ -45,6 +45,13 @@ class Manifest:
     description: str | None = None
     sig: bytes | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        # one in-memory form per manifest, whatever sequences the caller passed (tags are signed
+        # sorted), so a built manifest equals the one decoded from its own bytes
+        object.__setattr__(self, "chunks", tuple(self.chunks))
+        object.__setattr__(self, "parents", tuple(self.parents))
+        object.__setattr__(self, "tags", tuple(sorted(self.tags)))
+
     def unsigned_map(self) -> dict[str, Any]:
         m: dict[str, Any] = {
             "mip": limits.MIP_VERSION,
