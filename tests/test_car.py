@@ -122,9 +122,9 @@ def test_round_trip_several_cubes_shares_chunks(several):
     for cube in several:
         again = build.verify(archive.blocks[cube.cube_id], cube.cube_id, archive.blocks.get)
         assert again.payload() == cube.payload()
-    # writing the same cube twice keeps every block once
+    # writing the same cube twice keeps its root and every block once
     twice = read(archive_bytes([several[0], several[0]]))
-    assert twice.roots == [several[0].cube_id] * 2
+    assert twice.roots == [several[0].cube_id]
     assert len(twice.blocks) == 1 + len(set(several[0].manifest.chunks))
 
 
@@ -388,3 +388,10 @@ def test_random_bytes_raise_only_archive_error(data):
 def test_max_block_allows_the_largest_manifest_and_chunk():
     assert car.MAX_BLOCK >= limits.MAX_MANIFEST + cid.CID_LEN
     assert car.MAX_BLOCK >= limits.MAX_CHUNK_SIZE + cid.CID_LEN
+
+
+def test_header_with_a_root_twice_is_refused(several):
+    root = several[0].cube_id
+    header = cbor2.dumps({"roots": [cbor2.CBORTag(42, b"\x00" + root)] * 2, "version": 1}, canonical=True)
+    with pytest.raises(ArchiveError, match="root twice"):
+        car._parse_header(header)

@@ -321,8 +321,8 @@ def test_kind_and_meta_must_agree(plain):
 @pytest.mark.parametrize("mip, phrase", [
     (2, "unsupported MIP version 2"),
     (0, "unsupported MIP version 0"),
-    (True, "no mip version"),   # True == 1 in Python, but it is not the integer 1
-    ("1", "no mip version"),
+    (True, "unsupported MIP version True"),   # True == 1 in Python, but it is not the integer 1
+    ("1", "unsupported MIP version '1'"),
 ])
 def test_mip_version(plain, mip, phrase):
     refused({**unsigned(plain), "mip": mip}, FormatError, phrase)
@@ -331,7 +331,7 @@ def test_mip_version(plain, mip, phrase):
 def test_missing_mip(plain):
     m = unsigned(plain)
     del m["mip"]
-    refused(m, FormatError, "no mip version")
+    refused(m, FormatError, "unsupported MIP version None")
 
 
 def test_unknown_field(plain):
@@ -531,3 +531,33 @@ def test_build_refuses_a_manifest_nobody_could_decode():
     with pytest.raises(LimitError, match="manifest is .* bytes, the limit is"):
         build.build(ALICE, "activation", payload, meta, chunk_size=limits.MIN_CHUNK_SIZE,
                     created=factories.FIXED_CREATED)
+
+
+def test_future_version_is_reported_as_such_even_unsigned(plain):
+    """A later MIP may sign differently: its manifests say 'unsupported version', not 'forged'."""
+    m = {**unsigned(plain), "mip": 2, "sig": bytes(64)}
+    with pytest.raises(FormatError, match="unsupported MIP version 2"):
+        decode(canonical.encode(m))
+
+
+def test_plaintext_size_cap_before_any_chunk(plain):
+
+    size = limits.MAX_PLAINTEXT_PAYLOAD + 1
+    m = {**unsigned(plain), "size": size, "chunk_size": limits.MAX_CHUNK_SIZE,
+         "chunks": [plain.manifest.chunks[0]] * -(-size // limits.MAX_CHUNK_SIZE)}
+    refused(m, LimitError, "plaintext payload of")
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, 1023, 4 * 1024 * 1024 + 1, 1024.0, "1024"])
+def test_build_refuses_bad_chunk_size(chunk_size):
+    build_mod = build
+    with pytest.raises(FormatError, match="chunk_size must be an integer"):
+        build_mod.build(ALICE, "plaintext", payloads.encode_items([{"text": "x"}]), {"items": 1},
+                        chunk_size=chunk_size)
+
+
+def test_build_refuses_too_many_chunks_before_hashing():
+    build_mod = build
+    with pytest.raises(LimitError, match="more than 65536 chunks"):
+        build_mod.build(ALICE, "plaintext", bytes(limits.MIN_CHUNK_SIZE * limits.MAX_CHUNKS + 1),
+                        {"items": 1}, chunk_size=limits.MIN_CHUNK_SIZE)

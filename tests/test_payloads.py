@@ -99,7 +99,6 @@ def test_peft_summary():
     summary = payloads.peft_summary(config(lora_alpha=16.0))
     assert summary["alpha"] == 16 and type(summary["alpha"]) is int
     canonical.encode(summary)  # no float survives into signed meta
-    assert payloads.peft_summary(config(target_modules="q_proj"))["targets"] == ["q_proj"]
     assert payloads.peft_summary(config(target_modules=["q_proj", "q_proj"]))["targets"] == ["q_proj"]
 
 
@@ -116,6 +115,7 @@ def test_peft_summary():
     ({"target_modules": []}, "target_modules must list"),
     ({"target_modules": None}, "target_modules must list"),
     ({"target_modules": ["q_proj", 1]}, "target_modules must list"),
+    ({"target_modules": "q_proj"}, "as a string (regex) is not supported"),
     ({"peft_type": "IA3"}, "'IA3' is not supported (only LORA)"),
     ({"peft_type": "lora"}, "only LORA"),
     ({"peft_type": None}, "only LORA"),
@@ -320,3 +320,34 @@ def test_build_of_each_kind_verifies():
     for cube in (factories.plaintext_cube(), factories.parameter_cube(), factories.activation_cube(dtype="int8")):
         again = build.verify(cube.manifest_bytes, cube.cube_id, cube.chunks.get)
         assert again.payload() == cube.payload()
+
+
+def test_lora_a_without_b_is_refused():
+    cfg, weights = factories.lora_files()
+    from safetensors.numpy import load
+    tensors = load(weights)
+    del tensors["base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"]
+    payload = payloads.build_parameter_payload(cfg, save(tensors))
+    meta = {"base_model": factories.fingerprint("base"), "peft": payloads.peft_summary(cfg)}
+    with pytest.raises(TensorError, match="has no matching lora_B"):
+        payloads.validate_parameter(payload, meta)
+
+
+def test_empty_item_meta_is_refused_it_has_a_shorter_encoding():
+    with pytest.raises(FormatError, match="omit it when empty"):
+        payloads.encode_items([{"text": "x", "meta": {}}])
+
+
+@pytest.mark.parametrize("tokens, block, phrase", [
+    ([1, 2, -1], 4, "token ids"), ([2**32], 4, "token ids"), ([1, 2], 0, "block_size"), ([1], 1.5, "block_size"),
+])
+def test_prefix_keys_refuse_bad_input(tokens, block, phrase):
+    from memnet.cube import prefix
+    with pytest.raises(FormatError, match=phrase):
+        prefix.prefix_keys(tokens, bytes(32), block)
+
+
+def test_salt_needs_32_byte_fingerprints():
+    from memnet.cube import prefix
+    with pytest.raises(FormatError, match="tokenizer fingerprint"):
+        prefix.salt(bytes(32), b"short", None, "float16")

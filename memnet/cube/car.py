@@ -64,7 +64,7 @@ def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
 
 def write(stream: BinaryIO, cubes: Iterable[Cube]) -> int:
     """Write cubes as one CARv1 archive; returns the number of bytes written."""
-    cubes = list(cubes)
+    cubes = list({c.cube_id: c for c in cubes}.values())  # each root once, in first-seen order
     header = encode_header([c.cube_id for c in cubes])
     written = stream.write(encode_varint(len(header)) + header)
     seen: set[bytes] = set()
@@ -149,6 +149,8 @@ def _parse_header(raw: bytes) -> list[bytes]:
             result.append(cid.check_binary(root.value[1:]))
         except CIDError as exc:
             raise ArchiveError(f"archive root: {exc}") from None
+    if len(set(result)) != len(result):
+        raise ArchiveError("archive header lists a root twice")
     if encode_header(result) != raw:
         raise ArchiveError("archive header is not canonical DAG-CBOR")
     return result

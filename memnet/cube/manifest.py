@@ -150,6 +150,8 @@ def validate_map(m: Any, signed: bool = True) -> None:
     created = _uint(m["created"], "created")
     chunk_size = _uint(m["chunk_size"], "chunk_size", limits.MIN_CHUNK_SIZE, limits.MAX_CHUNK_SIZE)
     size = _uint(m["size"], "size", 0, limits.MAX_CHUNKS * chunk_size)
+    if m["kind"] == "plaintext" and size > limits.MAX_PLAINTEXT_PAYLOAD:
+        raise LimitError(f"plaintext payload of {size} bytes exceeds {limits.MAX_PLAINTEXT_PAYLOAD}")
     chunks = _cid_list(m["chunks"], "chunks", limits.MAX_CHUNKS)
     _expect(len(chunks) == -(-size // chunk_size),
             f"manifest lists {len(chunks)} chunks but size {size} needs {-(-size // chunk_size)}")
@@ -219,6 +221,11 @@ def decode(data: bytes, expected_cid: bytes | None = None) -> Manifest:
         cid.verify_block(expected_cid, data)
     m = canonical.decode(data, limits.MAX_MANIFEST)
     _expect(isinstance(m, dict), "manifest must be a map")
+    # the version decides how the rest is read (a later MIP may sign differently), so it is
+    # checked before the signature; refusing on an unauthenticated field is safe
+    version = m.get("mip")
+    if version != limits.MIP_VERSION or isinstance(version, bool):
+        raise FormatError(f"unsupported MIP version {version!r} (this node speaks MIP {limits.MIP_VERSION})")
     sig = m.get("sig")
     _expect(isinstance(sig, bytes) and len(sig) == keys.SIGNATURE_LEN,
             "manifest has no 64-byte signature")

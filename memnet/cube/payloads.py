@@ -44,9 +44,10 @@ def decode_items(payload: bytes, expected_count: int | None = None) -> list[dict
             raise FormatError(f"plaintext item {i}: text must be a non-empty string")
         if len(item["text"].encode("utf-8")) > limits.MAX_ITEM_TEXT:
             raise LimitError(f"plaintext item {i} is longer than {limits.MAX_ITEM_TEXT} bytes")
-        meta = item.get("meta", {})
-        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-            raise FormatError(f"plaintext item {i}: meta must map strings to strings")
+        meta = item.get("meta")
+        if meta is not None and (not isinstance(meta, dict) or not meta
+                                 or not all(isinstance(v, str) for v in meta.values())):
+            raise FormatError(f"plaintext item {i}: meta must map strings to strings (omit it when empty)")
     if expected_count is not None and len(items) != expected_count:
         raise FormatError(f"payload has {len(items)} items but the manifest says {expected_count}")
     return items
@@ -66,8 +67,8 @@ def peft_summary(config: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(alpha, int) or isinstance(alpha, bool):
         raise FormatError("adapter_config.json: lora_alpha must be a whole number")
     targets = config.get("target_modules")
-    if isinstance(targets, str):
-        targets = [targets]
+    if isinstance(targets, str):  # PEFT reads a string as a regex (or "all-linear")
+        raise FormatError("adapter_config.json: target_modules as a string (regex) is not supported; list the modules")
     if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
         raise FormatError("adapter_config.json: target_modules must list module names")
     return {"type": "LORA", "r": r, "alpha": alpha, "targets": sorted(set(targets))}
@@ -119,6 +120,11 @@ def validate_parameter(payload: bytes | memoryview, meta: dict[str, Any]) -> Non
         path = ".".join(parts[:parts.index("lora_A" if "lora_A" in parts else "lora_B")])
         if not any(path == t or path.endswith("." + t) for t in targets):
             raise TensorError(f"tensor {name!r} adapts a module not listed in meta.peft.targets")
+    # half an adapter cannot be applied: every A needs its B and the reverse
+    for name in header.tensors:
+        for half, other in (("lora_A", "lora_B"), ("lora_B", "lora_A")):
+            if f".{half}." in name and name.replace(f".{half}.", f".{other}.") not in header.tensors:
+                raise TensorError(f"tensor {name!r} has no matching {other}")
 
 
 # -- activation (KV cache) ---------------------------------------------------------------------

@@ -12,17 +12,26 @@ import hashlib
 import struct
 from collections.abc import Sequence
 
+from memnet.errors import FormatError
+
 SALT_DOMAIN = b"memnet/kv/v1\x00"
 NO_ADAPTER = bytes(32)
 
 
 def salt(model: bytes, tokenizer: bytes, adapter: bytes | None, dtype: str) -> bytes:
+    for label, value in (("model", model), ("tokenizer", tokenizer), ("adapter", adapter or NO_ADAPTER)):
+        if not isinstance(value, bytes) or len(value) != 32:
+            raise FormatError(f"{label} fingerprint must be 32 bytes")
     return hashlib.sha256(
         SALT_DOMAIN + model + tokenizer + (adapter or NO_ADAPTER) + dtype.encode("ascii")
     ).digest()
 
 
 def prefix_keys(token_ids: Sequence[int], salt_bytes: bytes, block_size: int) -> list[bytes]:
+    if not isinstance(block_size, int) or block_size < 1:
+        raise FormatError("block_size must be a positive integer")
+    if any(not isinstance(t, int) or not 0 <= t < 2**32 for t in token_ids):
+        raise FormatError("token ids must be integers in [0, 2**32)")
     keys: list[bytes] = []
     previous = salt_bytes
     for start in range(0, len(token_ids), block_size):
