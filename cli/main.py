@@ -151,10 +151,9 @@ def list_cubes(
 def show(cube: str = typer.Argument(..., help="Cube CID."), as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a cube's manifest."""
     cube_id = _cid(cube)
-    store = _node().store
-    m = store.manifest(cube_id)
+    entry = _node().store.entry(cube_id)
+    m = entry.manifest
     doc = render.manifest_json(m, cube_id)
-    entry = next(e for e in store.entries(author=m.author) if e.cube_id == cube_id)
     doc.update(pin=entry.pin, stats=entry.stats)
     if as_json:
         _print_json(doc)

@@ -10,6 +10,7 @@ from typing import Any
 from memnet.cube import payloads
 from memnet.cube.safetensors_header import parse_header
 from memnet.errors import FormatError, UsageError
+from memnet.files import write_atomic
 
 MAX_INPUT_FILE = 256 * 1024 * 1024
 ADAPTER_CONFIG = "adapter_config.json"
@@ -109,7 +110,5 @@ def write_adapter_dir(payload: bytes, folder: Path) -> None:
     """Write a parameter payload back out as a PEFT adapter folder."""
     folder.mkdir(parents=True, exist_ok=True)
     config = payloads.peft_config_of(payload)
-    from memnet.files import write_atomic
-
     write_atomic(folder / ADAPTER_WEIGHTS, payload)
     write_atomic(folder / ADAPTER_CONFIG, json.dumps(config, indent=2).encode() + b"\n")

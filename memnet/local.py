@@ -12,7 +12,7 @@ from memnet.errors import FormatError, UsageError
 from memnet.files import write_atomic
 from memnet.home import Node
 
-MAX_IMPORT = 16 * 1024**3
+MAX_IMPORT = 4 * 1024**3  # an archive is verified in memory before its one store transaction
 
 
 def publish(node: Node, kind: str, payload: bytes, meta: dict[str, Any], *, name: str | None = None,

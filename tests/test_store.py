@@ -785,3 +785,13 @@ def test_gc_beside_concurrent_publish(store):
         store.unpin(cube_id)
     store.gc()
     assert store.usage()["chunks"] == 0 and store.usage()["cubes"] == 0  # no refcount leaked
+
+
+def test_entry_of_one_cube_and_of_a_missing_one(tmp_path):
+    store = Store(str(tmp_path / "one"))
+    cube = factories.plaintext_cube()
+    store.put(cube, "because")
+    entry = store.entry(cube.cube_id)
+    assert entry.manifest == cube.manifest and entry.pin["reason"] == "because" and entry.stats["hits"] == 0
+    with pytest.raises(NotFoundError, match="no cube"):
+        store.entry(factories.parameter_cube().cube_id)

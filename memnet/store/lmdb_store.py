@@ -329,22 +329,32 @@ class Store:
                 ids = set(txn.cursor(db=self._db["manifests"]).iternext(keys=True, values=False))
             result = []
             for cube_id in ids:
-                m = manifest_mod.from_map(canonical.decode(txn.get(cube_id, db=self._db["manifests"]), 1 << 30))
-                if name is not None and m.name != name:
+                entry = self._entry(txn, cube_id)
+                if name is not None and entry.manifest.name != name:
                     continue
-                pin_raw = txn.get(cube_id, db=self._db["pins"])
-                if pinned is not None and (pin_raw is not None) != pinned:
+                if pinned is not None and (entry.pin is not None) != pinned:
                     continue
-                stats_raw = txn.get(cube_id, db=self._db["stats"])
-                result.append(Entry(
-                    cube_id, m,
-                    canonical.decode(pin_raw, 4096) if pin_raw else None,
-                    canonical.decode(stats_raw, 1024) if stats_raw else {},
-                ))
+                result.append(entry)
             result.sort(key=lambda e: (-e.manifest.created, e.cube_id))
             return result
 
         return self._read(fn)
+
+    def entry(self, cube_id: bytes) -> Entry:
+        """One stored cube with its pin and access statistics."""
+        def fn(txn: lmdb.Transaction) -> Entry:
+            if txn.get(cube_id, db=self._db["manifests"]) is None:
+                raise NotFoundError(f"no cube {cid.to_text(cube_id)} in the store")
+            return self._entry(txn, cube_id)
+
+        return self._read(fn)
+
+    def _entry(self, txn: lmdb.Transaction, cube_id: bytes) -> Entry:
+        m = manifest_mod.from_map(canonical.decode(txn.get(cube_id, db=self._db["manifests"]), 1 << 30))
+        pin_raw = txn.get(cube_id, db=self._db["pins"])
+        stats_raw = txn.get(cube_id, db=self._db["stats"])
+        return Entry(cube_id, m, canonical.decode(pin_raw, 4096) if pin_raw else None,
+                     canonical.decode(stats_raw, 1024) if stats_raw else {})
 
     def usage(self) -> dict[str, int]:
         def fn(txn: lmdb.Transaction) -> dict[str, int]:
