@@ -37,6 +37,7 @@ from memnet.store.environment import close_environment, open_environment
 
 T = TypeVar("T")
 _DB_NAMES = ("manifests", "chunks", "refs", "pins", "index", "names", "stats")
+_INDEX_TAGS = {"kind": b"k", "author": b"a", "tag": b"t", "model": b"m", "prefix": b"p"}
 _MAX_GROWTHS = 8
 _DISK_FULL = ("No space left", "File too large", "Disk quota")
 
@@ -309,8 +310,7 @@ class Store:
 
     def find(self, tag: str, value: bytes) -> list[bytes]:
         """Cube ids by index field: kind, author, tag, model (or base model), prefix (key)."""
-        code = {"kind": b"k", "author": b"a", "tag": b"t", "model": b"m", "prefix": b"p"}[tag]
-        return self._read(lambda txn: list(self._ids_with(txn, code, value)))
+        return self._read(lambda txn: list(self._ids_with(txn, _INDEX_TAGS[tag], value)))
 
     def entries(self, **filters: Any) -> list[Entry]:
         """Stored cubes, newest first, filtered by kind, author, tag, model, name, pinned."""
@@ -323,7 +323,7 @@ class Store:
                 if value is None:
                     continue
                 raw = value.encode() if isinstance(value, str) else value
-                found = set(self._ids_with(txn, {"kind": b"k", "author": b"a", "tag": b"t", "model": b"m"}[field], raw))
+                found = set(self._ids_with(txn, _INDEX_TAGS[field], raw))
                 ids = found if ids is None else ids & found
             if ids is None:
                 ids = set(txn.cursor(db=self._db["manifests"]).iternext(keys=True, values=False))
