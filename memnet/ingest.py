@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from memnet.cube import payloads
-from memnet.cube.safetensors_header import parse_header
 from memnet.errors import FormatError, UsageError
 from memnet.files import write_atomic
 
@@ -97,7 +96,6 @@ def adapter_from_dir(folder: Path, base_model: bytes) -> tuple[bytes, dict[str, 
         raise UsageError(f"{folder / ADAPTER_CONFIG}: expected a JSON object")
     weights = _read(folder / ADAPTER_WEIGHTS)
     try:
-        parse_header(weights, payloads.LORA_DTYPES)
         meta = {"base_model": base_model, "peft": payloads.peft_summary(config)}
         payload = payloads.build_parameter_payload(config, weights)
         payloads.validate_parameter(payload, meta)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -73,7 +72,3 @@ def plaintext_cube(k=None, texts=("the sky is blue", "water boils at 100 C"), ch
     items = [{"text": t} for t in texts]
     return build.build(k or key(), "plaintext", payloads.encode_items(items), {"items": len(items)},
                        created=FIXED_CREATED, chunk_size=chunk_size, **optional)
-
-
-def adapter_config_json(config: dict) -> str:
-    return json.dumps(config)
