@@ -63,3 +63,19 @@ class StoreFullError(StoreError):
 
 class HomeError(MemnetError):
     """A node home (MEMNET_HOME) that is missing, incomplete or unsafe."""
+
+
+class NetworkError(MemnetError):
+    """Talking to peers failed: unreachable, timed out, or nothing found in the swarm."""
+
+
+class PeerError(NetworkError):
+    """A peer broke the protocol or answered with an error; the peer, not us, is at fault."""
+
+
+class FetchError(NetworkError):
+    """A cube could not be fetched complete and verified from any provider."""
+
+
+class DaemonError(MemnetError):
+    """No daemon is running for this home, or the local control channel failed."""
