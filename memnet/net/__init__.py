@@ -1,0 +1,1 @@
+"""The libp2p side of memnet: host, streams, DHT records."""

@@ -1,0 +1,265 @@
+"""The MIP exchange protocol on the wire (docs/MIP.md §14): frames and messages, sans I/O.
+
+A frame is varint(len(body)) ‖ body, the body one canonical msgpack map (§2). Messages are plain
+dicts; every one that leaves or enters this module has been validated, so the daemon never looks
+at an unchecked field. v1 is strict: unknown or missing fields are errors, and any change is a new
+protocol id. Only memnet.errors exceptions escape for bad input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memnet.cube import canonical, cid, limits
+from memnet.errors import CIDError, FormatError, LimitError
+
+PROTOCOL_ID = "/memnet/mip/1.0.0"
+SUPPORTED = (PROTOCOL_ID,)  # newest first, as offered in multistream-select
+
+MAX_FRAME = limits.MAX_CHUNK_SIZE + 64 * 1024  # a full chunk plus room for the envelope
+MAX_BATCH = 64                                   # chunk CIDs per get_chunks
+MAX_MESSAGE_TEXT = 512                           # characters of an error message
+MAX_ID = 2**32 - 1
+MAX_HAVE_BYTES = -(-limits.MAX_CHUNKS // 8)
+MAX_VARINT_BYTES = 4                             # 28 bits, enough for MAX_FRAME
+
+ERROR_CODES = frozenset({"bad_request", "not_found", "too_large", "rate_limited", "busy", "unsupported",
+                         "internal"})
+
+# Fields of each message type besides "t" and "id".
+FIELDS: dict[str, frozenset[str]] = {
+    "get_manifest": frozenset({"cube"}),
+    "manifest": frozenset({"data"}),
+    "get_chunks": frozenset({"cube", "chunks"}),
+    "chunk": frozenset({"cid", "data"}),
+    "missing": frozenset({"cid"}),
+    "get_have": frozenset({"cube"}),
+    "have": frozenset({"bits"}),
+    "error": frozenset({"code", "message"}),
+}
+REQUESTS = frozenset({"get_manifest", "get_chunks", "get_have"})
+RESPONSES = frozenset(FIELDS) - REQUESTS
+
+
+# -- validation --------------------------------------------------------------------------------
+
+def _bytes(t: str, name: str, value: Any, low: int, high: int) -> bytes:
+    if not isinstance(value, bytes):
+        raise FormatError(f"{t}: {name} must be bytes, not {type(value).__name__}")
+    if len(value) > high:
+        raise LimitError(f"{t}: {name} is {len(value)} bytes, the limit is {high}")
+    if len(value) < low:
+        raise FormatError(f"{t}: {name} is empty")
+    return value
+
+
+def _cid(t: str, name: str, value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise FormatError(f"{t}: {name} must be bytes, not {type(value).__name__}")
+    try:
+        return cid.check_binary(value)
+    except CIDError:
+        raise CIDError(f"{t}: {name} is not a CIDv1 of a raw sha2-256 block") from None
+
+
+def _chunk_list(t: str, value: Any) -> None:
+    if not isinstance(value, list):
+        raise FormatError(f"{t}: chunks must be a list, not {type(value).__name__}")
+    if not value:
+        raise FormatError(f"{t}: chunks is empty")
+    if len(value) > MAX_BATCH:
+        raise LimitError(f"{t}: {len(value)} chunks requested, the limit is {MAX_BATCH}")
+    for index, item in enumerate(value):
+        _cid(t, f"chunks[{index}]", item)
+    if len(set(value)) != len(value):
+        raise FormatError(f"{t}: chunks lists a CID twice")
+
+
+def validate(obj: Any) -> dict:
+    """Return obj if it is a valid MIP message, else raise FormatError (LimitError for sizes,
+    CIDError for malformed CIDs) naming the field."""
+    if not isinstance(obj, dict):
+        raise FormatError(f"message is not a map but {type(obj).__name__}")
+    t = obj.get("t")
+    if not isinstance(t, str) or t not in FIELDS:
+        raise FormatError(f"unknown message type {t!r}"[:200])
+    allowed = FIELDS[t] | {"t", "id"}
+    for key in obj:
+        if key not in allowed:
+            raise FormatError(f"{t}: unknown field {key!r}"[:200])
+    for key in sorted(allowed):
+        if key not in obj:
+            raise FormatError(f"{t}: missing field {key!r}")
+    rid = obj["id"]
+    if type(rid) is not int or not 0 <= rid <= MAX_ID:  # type() so that a bool is no id
+        raise FormatError(f"{t}: id must be an integer 0 … 2^32-1")
+    if t in ("get_manifest", "get_have"):
+        _cid(t, "cube", obj["cube"])
+    elif t == "get_chunks":
+        _cid(t, "cube", obj["cube"])
+        _chunk_list(t, obj["chunks"])
+    elif t == "manifest":
+        _bytes(t, "data", obj["data"], 1, limits.MAX_MANIFEST)
+    elif t == "chunk":
+        _cid(t, "cid", obj["cid"])
+        _bytes(t, "data", obj["data"], 1, limits.MAX_CHUNK_SIZE)  # MIP §4: no chunk is empty
+    elif t == "missing":
+        _cid(t, "cid", obj["cid"])
+    elif t == "have":
+        _bytes(t, "bits", obj["bits"], 0, MAX_HAVE_BYTES)
+    else:  # error
+        code, message = obj["code"], obj["message"]
+        if not isinstance(code, str) or code not in ERROR_CODES:
+            raise FormatError(f"error: unknown error code {code!r}"[:200])
+        if not isinstance(message, str):
+            raise FormatError(f"error: message must be a str, not {type(message).__name__}")
+        if len(message) > MAX_MESSAGE_TEXT:
+            raise LimitError(f"error: message is {len(message)} characters, the limit is {MAX_MESSAGE_TEXT}")
+    return obj
+
+
+# -- constructors ------------------------------------------------------------------------------
+
+def get_manifest(id: int, cube: bytes) -> dict:
+    return validate({"t": "get_manifest", "id": id, "cube": cube})
+
+
+def manifest(id: int, data: bytes) -> dict:
+    return validate({"t": "manifest", "id": id, "data": data})
+
+
+def get_chunks(id: int, cube: bytes, chunks: list[bytes]) -> dict:
+    return validate({"t": "get_chunks", "id": id, "cube": cube, "chunks": list(chunks)})
+
+
+def chunk(id: int, cid: bytes, data: bytes) -> dict:
+    return validate({"t": "chunk", "id": id, "cid": cid, "data": data})
+
+
+def missing(id: int, cid: bytes) -> dict:
+    return validate({"t": "missing", "id": id, "cid": cid})
+
+
+def get_have(id: int, cube: bytes) -> dict:
+    return validate({"t": "get_have", "id": id, "cube": cube})
+
+
+def have(id: int, bits: bytes) -> dict:
+    return validate({"t": "have", "id": id, "bits": bits})
+
+
+def error(id: int, code: str, message: str) -> dict:
+    """An error frame. The message is ours (often an exception's text), so it is cut to size and
+    stripped of lone surrogates rather than refused: reporting an error must not fail."""
+    text = str(message)[:MAX_MESSAGE_TEXT].encode("utf-8", "replace").decode("utf-8")
+    return validate({"t": "error", "id": id, "code": code, "message": text})
+
+
+# -- bitfields (have) --------------------------------------------------------------------------
+
+def bits_from_flags(flags: list[bool]) -> bytes:
+    """Bit i (MSB first: byte i//8, mask 0x80 >> i%8) is set iff flags[i]."""
+    out = bytearray(-(-len(flags) // 8))
+    for index, flag in enumerate(flags):
+        if flag:
+            out[index >> 3] |= 0x80 >> (index & 7)
+    return bytes(out)
+
+
+def flags_from_bits(bits: bytes, n: int) -> list[bool]:
+    """The n flags of a have bitfield; FormatError unless it is exactly ceil(n/8) bytes with every
+    padding bit clear (so each set of flags has one encoding)."""
+    if not isinstance(bits, bytes) or len(bits) != -(-n // 8):
+        raise FormatError(f"have: bitfield is not {-(-n // 8)} bytes for {n} chunks")
+    if n % 8 and bits[-1] & (0xFF >> (n % 8)):
+        raise FormatError("have: a padding bit past the last chunk is set")
+    return [bool(bits[i >> 3] & (0x80 >> (i & 7))) for i in range(n)]
+
+
+# -- frames ------------------------------------------------------------------------------------
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_frame(msg: dict) -> bytes:
+    """varint(len(body)) ‖ body for a valid message."""
+    body = canonical.encode(validate(msg))
+    if len(body) > MAX_FRAME:
+        raise LimitError(f"{msg['t']} frame is {len(body)} bytes, the limit is {MAX_FRAME}")
+    return _varint(len(body)) + body
+
+
+class FrameDecoder:
+    """Turns stream bytes into validated messages: feed() what arrives, then call next() until it
+    returns None. A decoder that raised has seen a protocol violation: close the stream.
+
+    Bytes live in one bytearray read from an offset, compacted only once the consumed part is at
+    least half of it, so a 4 MiB frame arriving in small reads costs linear, not quadratic, copying.
+    """
+
+    _COMPACT_AT = 64 * 1024
+
+    def __init__(self, max_frame: int = MAX_FRAME):
+        if not 0 < max_frame <= MAX_FRAME:
+            raise ValueError(f"max_frame must be 1 … {MAX_FRAME}")
+        self._max_frame = max_frame
+        self._buf = bytearray()
+        self._pos = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet returned as a message (0 at a frame boundary)."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next(self) -> dict | None:
+        """The next complete message, or None if more bytes are needed."""
+        buf, pos = self._buf, self._pos
+        available = len(buf) - pos
+        length = 0
+        for size in range(1, MAX_VARINT_BYTES + 1):
+            if size > available:
+                return None
+            byte = buf[pos + size - 1]
+            length |= (byte & 0x7F) << (7 * (size - 1))
+            if not byte & 0x80:
+                break
+        else:
+            raise FormatError(f"frame length varint longer than {MAX_VARINT_BYTES} bytes")
+        if size > 1 and byte == 0:
+            raise FormatError("frame length varint is not minimal")
+        if length == 0:
+            raise FormatError("empty frame")
+        if length > self._max_frame:  # refuse before buffering the body
+            raise LimitError(f"frame of {length} bytes announced, the limit is {self._max_frame}")
+        start = pos + size
+        if available - size < length:
+            return None
+        # Decode straight from the buffer; the view is released before the buffer can change.
+        with memoryview(buf)[start:start + length] as body:
+            value = canonical.decode(body, self._max_frame)
+        self._pos = start + length
+        self._compact()
+        return validate(value)
+
+    def _compact(self) -> None:
+        if self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif self._pos >= self._COMPACT_AT and 2 * self._pos >= len(self._buf):
+            del self._buf[:self._pos]
+            self._pos = 0
+
+    def eof(self) -> None:
+        """The stream ended: FormatError if it ended inside a frame. Call after next() is None."""
+        if self.pending:
+            raise FormatError(f"truncated frame: the stream ended with {self.pending} bytes of an "
+                              "incomplete frame")
