@@ -1,0 +1,76 @@
+"""Name records in the libp2p DHT: the record validator and a local replay high-water mark.
+
+The daemon builds its KadDHT with validator=validator(), validator_changed=True and
+strict_validation=True, so the DHT stores and returns only valid memnet name records under
+"/memnet-name/..." keys and refuses every other key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from libp2p.records.utils import InvalidRecordType
+from libp2p.records.validator import NamespacedValidator, Validator
+
+from memnet.cube import name_record
+from memnet.cube.name_record import NAMESPACE, NameRecord
+from memnet.errors import MemnetError, PolicyError
+
+
+class NameValidator(Validator):
+    """libp2p Validator for the "memnet-name" namespace.
+
+    Invalid records raise InvalidRecordType, the exception libp2p's own validators raise; KadDHT
+    then refuses the PUT_VALUE and drops the GET_VALUE candidate.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+
+    def _decode(self, key: str, value: bytes) -> NameRecord:
+        try:
+            return name_record.decode(value, key=key, now=int(self._clock()))
+        except MemnetError as exc:
+            raise InvalidRecordType(f"invalid memnet name record: {exc}") from None
+
+    def validate(self, key: str, value: bytes) -> None:
+        self._decode(key, value)
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        """Index of the best valid value; invalid values never win; InvalidRecordType if none is valid."""
+        valid: list[tuple[int, NameRecord]] = []
+        for index, value in enumerate(values):
+            try:
+                valid.append((index, self._decode(key, value)))
+            except InvalidRecordType:
+                continue
+        if not valid:
+            raise InvalidRecordType(f"none of {len(values)} memnet name records is valid")
+        return valid[name_record.best([record for _, record in valid])][0]
+
+
+def validator(clock: Callable[[], float] = time.time) -> NamespacedValidator:
+    """A strict NamespacedValidator that knows only the memnet-name namespace."""
+    return NamespacedValidator({NAMESPACE: NameValidator(clock)}, strict_validation=True)
+
+
+class SeenSequences:
+    """Highest seq accepted per DHT key, so a lower one is never accepted again (in memory)."""
+
+    def __init__(self) -> None:
+        self._highest: dict[str, int] = {}
+
+    def highest(self, key: str) -> int | None:
+        return self._highest.get(key)
+
+    def check_and_update(self, record: NameRecord) -> None:
+        """PolicyError if record's seq is below one already accepted for its key; else remember it."""
+        key = record.key
+        seen = self._highest.get(key)
+        if seen is not None and record.seq < seen:
+            raise PolicyError(f"name record seq {record.seq} is older than seq {seen} already seen")
+        self._highest[key] = record.seq if seen is None else max(seen, record.seq)
+
+    def __len__(self) -> int:
+        return len(self._highest)
