@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from safetensors.numpy import save as st_save  # noqa: E402
 
 from memnet.cube import build, canonical, car, cid, keys, limits, manifest, payloads, prefix  # noqa: E402
+from memnet.net import wire  # noqa: E402
 
 VECTOR_DIR = ROOT / "protocol" / "vectors"
 KEY_SEED = hashlib.sha256(b"memnet golden vector key 1").digest()
@@ -720,6 +721,191 @@ def invalid_payload_vectors(specs: dict[str, dict]) -> dict:
     }
 
 
+# -- (h) name records --------------------------------------------------------------------------
+
+def name_vectors(cubes: dict[str, build.Cube]) -> dict:
+    """Signed name records (docs/MIP.md section 16), checked at the fixed times recorded as "now"."""
+    from memnet.cube import name_record as nr
+
+    author = keys.public_bytes(golden_key())
+    name, expires = "notes/golden", CREATED + nr.DEFAULT_TTL
+    cube_id, other_cube = cubes["plaintext"].cube_id, cubes["parameter"].cube_id
+    good = nr.sign(golden_key(), name, cube_id, 3, expires)
+    fields = canonical.decode(good, nr.MAX_RECORD)
+    unsigned, sig = {k: v for k, v in fields.items() if k != "sig"}, fields["sig"]
+    key = nr.dht_key(author, name)
+
+    def resign(k: Ed25519PrivateKey | None = None, domain: bytes = nr.SIGN_DOMAIN, **changes: Any) -> bytes:
+        return canonical.encode(signed_map({**unsigned, **changes}, k, domain))
+
+    def forged(**changes: Any) -> bytes:  # changed fields, the good signature
+        return canonical.encode({**fields, **changes})
+
+    now = CREATED + 3600
+    invalid = [
+        ("expired (now = expires)", good, expires, None, "PolicyError"),
+        ("expires more than MAX_TTL after now", good, expires - nr.MAX_TTL - 1, None, "PolicyError"),
+        ("stored under another name's key", good, now, nr.dht_key(author, "notes/other"), "PolicyError"),
+        ("stored under another author's key", good, now,
+         nr.dht_key(keys.public_bytes(other_key()), name), "PolicyError"),
+        ("seq changed without re-signing", forged(seq=4), now, None, "SignatureError"),
+        ("cube changed without re-signing", forged(cube=other_cube), now, None, "SignatureError"),
+        ("signature byte flipped", forged(sig=sig[:-1] + bytes([sig[-1] ^ 1])), now, None, "SignatureError"),
+        ("signed by another key", resign(other_key()), now, None, "SignatureError"),
+        ("signed under the manifest domain", resign(domain=manifest.SIGN_DOMAIN), now, None, "SignatureError"),
+        ("unknown field", resign(ttl=3600), now, None, "FormatError"),
+        ("missing field", canonical.encode({k: v for k, v in fields.items() if k != "expires"}), now, None, "FormatError"),
+        ("negative seq", resign(seq=-1), now, None, "FormatError"),
+        ("name with a space", resign(name="notes golden"), now, None, "FormatError"),
+        ("cube that is not a raw sha2-256 CIDv1", resign(cube=b"\x01\x70" + cube_id[2:]), now, None,
+         "CIDError"),
+        ("keys out of canonical order", msgpack.packb(dict(reversed(fields.items())), use_bin_type=True),
+         now, None, "CanonicalError"),
+        ("truncated", good[:-1], now, None, "CanonicalError"),
+        ("larger than MAX_RECORD", resign(pad=bytes(nr.MAX_RECORD)), now, None, "LimitError"),
+    ]
+    a = nr.sign(golden_key(), name, cube_id, 4, expires)
+    b = nr.sign(golden_key(), name, other_cube, 4, expires)
+    selections = [
+        ("higher seq wins", [good, a], 1),
+        ("higher seq wins, either order", [a, good], 0),
+        ("same seq: later expires wins", [nr.sign(golden_key(), name, cube_id, 4, expires + 60), a], 0),
+        ("same seq and expires: greater encoded bytes win", [a, b], [a, b].index(max(a, b))),
+        ("an invalid record never wins", [forged(seq=99), good], 1),
+    ]
+    return {
+        "description": "Signed name records (docs/MIP.md section 16). record = canonical msgpack of "
+                       "{author, cube, expires, name, seq, sig}; sig = Ed25519 over sign_domain + "
+                       "canonical(record without sig); DHT key = '/memnet-name/' + hex(sha256(key_domain + "
+                       "author + UTF-8 name)). Check each case at the unix time given as 'now'. 'invalid': "
+                       "decoders must refuse with the memnet.errors class named (with the DHT key 'key' "
+                       "when given). 'select': the index of the record every node keeps.",
+        "sign_domain": nr.SIGN_DOMAIN.hex(),
+        "key_domain": nr.KEY_DOMAIN.hex(),
+        "namespace": nr.NAMESPACE,
+        "max_record": nr.MAX_RECORD,
+        "max_ttl": nr.MAX_TTL,
+        "default_ttl": nr.DEFAULT_TTL,
+        "valid": [{
+            "name": "golden key names notes/golden -> the golden plaintext cube",
+            "path": f"{keys.peer_id(author)}/{name}",
+            "fields": render(unsigned),
+            "cube_text": cid.to_text(cube_id),
+            "unsigned": canonical.encode(unsigned).hex(),
+            "signing_bytes": (nr.SIGN_DOMAIN + canonical.encode(unsigned)).hex(),
+            "signature": sig.hex(),
+            "record": good.hex(),
+            "dht_key_input": (nr.KEY_DOMAIN + author + name.encode()).hex(),
+            "dht_key": key,
+            "valid_at": [now, expires - 1, expires - nr.MAX_TTL],
+        }],
+        "invalid": [{"name": n, "record": r.hex(), "now": t, **({"key": k} if k else {}), "error": e}
+                    for n, r, t, k, e in invalid],
+        "select": [{"name": n, "key": key, "now": now, "records": [r.hex() for r in rs], "best": i}
+                   for n, rs, i in selections],
+    }
+
+
+# -- (i) wire protocol -------------------------------------------------------------------------
+
+def wire_vectors(cubes: dict[str, build.Cube]) -> dict:
+    plain = cubes["plaintext"]
+    cube_id, chunks = plain.cube_id, list(plain.manifest.chunks)
+    first = bytes(plain.chunks[chunks[0]])
+    absent = cid.cid_of(b"memnet golden vector: a chunk nobody holds")
+    lora = cubes["parameter"]
+    flags = [i % 3 != 1 for i in range(len(lora.manifest.chunks))]
+    valid = [
+        ("get_manifest", wire.get_manifest(1, cube_id)),
+        ("manifest: the golden plaintext manifest", wire.manifest(1, plain.manifest_bytes)),
+        ("get_chunks", wire.get_chunks(2, cube_id, [chunks[0], absent])),
+        ("chunk: the first chunk of the golden plaintext cube", wire.chunk(2, chunks[0], first)),
+        ("missing", wire.missing(2, absent)),
+        ("get_have: the golden parameter cube", wire.get_have(3, lora.cube_id)),
+        (f"have: its chunks i with i % 3 != 1, of {len(flags)}", wire.have(3, wire.bits_from_flags(flags))),
+        ("have: a cube with no chunks", wire.have(4, b"")),
+        ("error (id 0: the request could not be parsed)",
+         wire.error(0, "bad_request", "frame length varint is not minimal")),
+        ("error with non-ASCII text, largest id", wire.error(wire.MAX_ID, "not_found", "no such cube here \u00e9")),
+    ]
+    bitfields = [
+        ("none", []), ("one set", [True]), ("last of a byte", [False] * 7 + [True]),
+        ("nine: two bytes, seven padding bits", [True, False, True, True, False, False, False, False, True]),
+        ("sixteen set", [True] * 16),
+    ]
+
+    def framed(body: bytes) -> bytes:
+        return wire._varint(len(body)) + body
+
+    def body(t: str, **fields: Any) -> bytes:
+        return canonical.encode({"t": t, "id": 1, **fields})
+
+    get = body("get_manifest", cube=cube_id)
+    many = [cid.cid_of(i.to_bytes(2, "big")) for i in range(wire.MAX_BATCH + 1)]
+    dag_pb = bytes([0x01, 0x70]) + cube_id[2:]
+    invalid = [
+        # framing
+        ("empty frame (length 0)", b"\x00", "FormatError"),
+        ("non-minimal length varint", bytes([len(get) | 0x80, 0x00]) + get, "FormatError"),
+        ("length varint longer than 4 bytes", b"\x80\x80\x80\x80\x01", "FormatError"),
+        ("length above MAX_FRAME, no body sent", wire._varint(wire.MAX_FRAME + 1), "LimitError"),
+        ("truncated inside the length", b"\x80", "FormatError"),
+        ("truncated inside the body", framed(get)[:-1], "FormatError"),
+        # body encoding
+        ("keys not in canonical order",
+         framed(msgpack.packb({"t": "get_manifest", "id": 1, "cube": cube_id}, use_bin_type=True)),
+         "CanonicalError"),
+        ("id 1 as uint32", framed(pack_pairs([("cube", canonical.encode(cube_id)), ("id", b"\xce\x00\x00\x00\x01"),
+                                              ("t", canonical.encode("get_manifest"))])), "CanonicalError"),
+        ("byte after the map inside the frame", framed(get + b"\x00"), "CanonicalError"),
+        ("nil cube", framed(pack_pairs([("cube", b"\xc0"), ("id", b"\x01"), ("t", canonical.encode("get_manifest"))])),
+         "CanonicalError"),
+        # messages
+        ("body is an array", framed(canonical.encode([1])), "FormatError"),
+        ("unknown type", framed(body("get_everything", cube=cube_id)), "FormatError"),
+        ("missing field", framed(body("get_manifest")), "FormatError"),
+        ("unknown field", framed(body("get_manifest", cube=cube_id, want="all")), "FormatError"),
+        ("id is a bool", framed(canonical.encode({"t": "get_manifest", "id": True, "cube": cube_id})), "FormatError"),
+        ("id is 2^32", framed(canonical.encode({"t": "get_manifest", "id": 2**32, "cube": cube_id})), "FormatError"),
+        ("id is negative", framed(canonical.encode({"t": "get_manifest", "id": -1, "cube": cube_id})), "FormatError"),
+        ("cube is a str", framed(body("get_manifest", cube=cid.to_text(cube_id))), "FormatError"),
+        ("cube CID with dag-pb codec", framed(body("get_manifest", cube=dag_pb)), "CIDError"),
+        ("empty chunk list", framed(body("get_chunks", cube=cube_id, chunks=[])), "FormatError"),
+        ("chunk listed twice", framed(body("get_chunks", cube=cube_id, chunks=[chunks[0], chunks[0]])), "FormatError"),
+        (f"{wire.MAX_BATCH + 1} chunks in one request", framed(body("get_chunks", cube=cube_id, chunks=many)),
+         "LimitError"),
+        ("empty chunk data", framed(body("chunk", cid=chunks[0], data=b"")), "FormatError"),
+        ("empty manifest data", framed(body("manifest", data=b"")), "FormatError"),
+        ("have bitfield of MAX_CHUNKS/8 + 1 bytes", framed(body("have", bits=bytes(wire.MAX_HAVE_BYTES + 1))),
+         "LimitError"),
+        ("unknown error code", framed(body("error", code="teapot", message="")), "FormatError"),
+        (f"error message of {wire.MAX_MESSAGE_TEXT + 1} characters",
+         framed(body("error", code="internal", message="x" * (wire.MAX_MESSAGE_TEXT + 1))), "LimitError"),
+    ]
+    return {
+        "description": "MIP exchange protocol frames (docs/MIP.md section 14). A frame is varint(len(body)) + body: "
+                       "unsigned LEB128, minimal, 1-4 bytes, 1 <= len <= max_frame; the body one canonical msgpack "
+                       "map (section 2). 'valid': wire.encode_frame(message) must equal frame, and decoding frame "
+                       "must give message. 'invalid': feed the whole frame to a decoder (wire.FrameDecoder with "
+                       "max_frame), take messages until it raises or needs more bytes, then signal end of stream "
+                       "(eof); the named memnet.errors class must be raised. 'bitfields': have bits for flags "
+                       "(bit i in byte i//8, mask 0x80 >> i%8, padding bits zero); 'invalid_bitfields': bits "
+                       "a reader expecting n flags must refuse.",
+        "conventions": "message is the message map in JSON rendering: bin fields (cube, cid, data, bits, chunks[]) "
+                       "as lower-case hex, every other value as itself.",
+        "protocol_id": wire.PROTOCOL_ID,
+        "limits": {"max_frame": wire.MAX_FRAME, "max_batch": wire.MAX_BATCH, "max_message_text": wire.MAX_MESSAGE_TEXT,
+                   "max_have_bytes": wire.MAX_HAVE_BYTES, "max_id": wire.MAX_ID},
+        "error_codes": sorted(wire.ERROR_CODES),
+        "valid": [{"name": n, "message": render(m), "frame": wire.encode_frame(m).hex()} for n, m in valid],
+        "bitfields": [{"name": n, "flags": f, "bits": wire.bits_from_flags(f).hex()} for n, f in bitfields],
+        "invalid_bitfields": [{"name": n, "bits": b.hex(), "n": k, "error": "FormatError"} for n, b, k in [
+            ("padding bit set", b"\x40", 1), ("padding bit set in the second byte", b"\xff\x40", 9),
+            ("one byte short", b"", 1), ("one byte too many", b"\x80\x00", 8)]],
+        "invalid": [{"name": n, "frame": d.hex(), "error": e} for n, d, e in invalid],
+    }
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 def dumps(doc: dict) -> str:
@@ -740,6 +926,8 @@ def generate() -> dict[str, str]:
         "car.json": car_vectors(cubes),
         "invalid_manifests.json": invalid_manifest_vectors(cubes),
         "invalid_payloads.json": invalid_payload_vectors(by_name),
+        "names.json": name_vectors(cubes),
+        "wire.json": wire_vectors(cubes),
     }
     header = {"mip": limits.MIP_VERSION, "generator": "scripts/make_vectors.py"}
     return {name: dumps({**header, **doc}) for name, doc in docs.items()}

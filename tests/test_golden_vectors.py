@@ -415,6 +415,151 @@ def test_manifest_json_renderings_validate_against_schema():
         validator.validate(case["expected"]["manifest_json"])
 
 
+# -- name records ------------------------------------------------------------------------------
+
+def test_name_record_valid():
+    from memnet.cube import name_record
+
+    doc = load("names.json")
+    assert bytes.fromhex(doc["sign_domain"]) == name_record.SIGN_DOMAIN == b"memnet/mip/v1/name\x00"
+    assert bytes.fromhex(doc["key_domain"]) == name_record.KEY_DOMAIN
+    assert (doc["namespace"], doc["max_record"], doc["max_ttl"], doc["default_ttl"]) == (
+        name_record.NAMESPACE, name_record.MAX_RECORD, name_record.MAX_TTL, name_record.DEFAULT_TTL)
+    for case in doc["valid"]:
+        data, f = bytes.fromhex(case["record"]), case["fields"]
+        author, cube = bytes.fromhex(f["author"]), bytes.fromhex(f["cube"])
+        assert author.hex() == load("keys.json")["cases"][0]["public_key"]
+        assert cid.to_text(cube) == case["cube_text"] == cube_case("plaintext")["expected"]["cube_id"]
+        # the signer reproduces the bytes
+        assert name_record.sign(golden_key(), f["name"], cube, f["seq"], f["expires"]) == data
+        for now in case["valid_at"]:
+            rec = name_record.decode(data, key=case["dht_key"], now=now)
+            assert (rec.author, rec.name, rec.cube, rec.seq, rec.expires) == (
+                author, f["name"], cube, f["seq"], f["expires"])
+            assert rec.encode() == data
+        # signature, DHT key and path, recomputed by hand
+        unsigned = canonical.encode({**f, "author": author, "cube": cube})
+        assert unsigned.hex() == case["unsigned"]
+        assert case["signing_bytes"] == (name_record.SIGN_DOMAIN + unsigned).hex()
+        Ed25519PublicKey.from_public_bytes(author).verify(bytes.fromhex(case["signature"]),
+                                                          bytes.fromhex(case["signing_bytes"]))
+        key_input = name_record.KEY_DOMAIN + author + f["name"].encode()
+        assert key_input.hex() == case["dht_key_input"]
+        assert case["dht_key"] == "/memnet-name/" + hashlib.sha256(key_input).hexdigest()
+        assert name_record.dht_key(author, f["name"]) == case["dht_key"]
+        assert name_record.parse_path(case["path"]) == (author, f["name"])
+
+
+@pytest.mark.parametrize("case", cases("names.json", "invalid"))
+def test_name_record_invalid(case):
+    from memnet.cube import name_record
+
+    raises_exactly(case["error"], name_record.decode, bytes.fromhex(case["record"]), key=case.get("key"),
+                   now=case["now"])
+
+
+@pytest.mark.parametrize("case", cases("names.json", "select"))
+def test_name_record_select(case):
+    from libp2p.records.utils import InvalidRecordType
+
+    from memnet.net.names import validator
+
+    v = validator(lambda: case["now"])
+    records = [bytes.fromhex(r) for r in case["records"]]
+    assert v.select(case["key"], records) == case["best"]
+    v.validate(case["key"], records[case["best"]])
+    for other in (r for i, r in enumerate(records) if i != case["best"]):
+        try:
+            v.validate(case["key"], other)
+        except InvalidRecordType:
+            continue
+        assert v.select(case["key"], [other, records[case["best"]]]) == 1
+
+
+# -- wire protocol -----------------------------------------------------------------------------
+
+WIRE_BINARY = {"cube", "cid", "data", "bits"}
+
+
+def unrender_message(rendered: dict) -> dict:
+    """wire.json's JSON rendering -> the message map (hex -> bytes for the bin fields)."""
+    out = {k: bytes.fromhex(v) if k in WIRE_BINARY else v for k, v in rendered.items()}
+    if "chunks" in out:
+        out["chunks"] = [bytes.fromhex(c) for c in out["chunks"]]
+    return out
+
+
+def test_wire_constants():
+    from memnet.net import wire
+
+    doc = load("wire.json")
+    assert doc["protocol_id"] == wire.PROTOCOL_ID and wire.SUPPORTED[0] == wire.PROTOCOL_ID
+    assert doc["limits"] == {"max_frame": wire.MAX_FRAME, "max_batch": wire.MAX_BATCH,
+                             "max_message_text": wire.MAX_MESSAGE_TEXT, "max_have_bytes": wire.MAX_HAVE_BYTES,
+                             "max_id": wire.MAX_ID}
+    assert doc["limits"]["max_frame"] == limits.MAX_CHUNK_SIZE + 65536
+    assert set(doc["error_codes"]) == wire.ERROR_CODES
+    assert {case["message"]["t"] for case in doc["valid"]} == set(wire.FIELDS)
+
+
+@pytest.mark.parametrize("case", cases("wire.json", "valid"))
+def test_wire_valid(case):
+    import msgpack
+
+    from memnet.net import wire
+
+    message, data = unrender_message(case["message"]), bytes.fromhex(case["frame"])
+    assert wire.encode_frame(message).hex() == case["frame"]
+    decoder = wire.FrameDecoder()
+    decoder.feed(data)
+    assert decoder.next() == message and decoder.next() is None
+    decoder.eof()
+    # by hand: a minimal LEB128 length, then a map an ordinary msgpack decoder reads the same way
+    length, shift, position = 0, 0, 0
+    while True:
+        byte = data[position]
+        position += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    assert length == len(data) - position and position == len(wire._varint(length))
+    assert msgpack.unpackb(data[position:], raw=False) == message
+    # the golden bytes are the golden cubes' own: what a receiver verifies (MIP section 11)
+    if message["t"] == "manifest":
+        assert cid.to_text(cid.cid_of(message["data"])) == cube_case("plaintext")["expected"]["cube_id"]
+    if message["t"] == "chunk":
+        cid.verify_block(message["cid"], message["data"])
+        assert cid.to_text(message["cid"]) in cube_case("plaintext")["expected"]["chunks"]
+
+
+@pytest.mark.parametrize("case", cases("wire.json", "invalid"))
+def test_wire_invalid(case):
+    from memnet.net import wire
+
+    def decode() -> None:
+        decoder = wire.FrameDecoder(load("wire.json")["limits"]["max_frame"])
+        decoder.feed(bytes.fromhex(case["frame"]))
+        while decoder.next() is not None:
+            pass
+        decoder.eof()
+
+    raises_exactly(case["error"], decode)
+
+
+def test_wire_bitfields():
+    from memnet.net import wire
+
+    doc = load("wire.json")
+    for case in doc["bitfields"]:
+        bits = bytes.fromhex(case["bits"])
+        assert wire.bits_from_flags(case["flags"]) == bits
+        assert wire.flags_from_bits(bits, len(case["flags"])) == case["flags"]
+        assert all(bool(bits[i // 8] & (0x80 >> (i % 8))) == f for i, f in enumerate(case["flags"]))
+    for case in doc["invalid_bitfields"]:
+        raises_exactly(case["error"], wire.flags_from_bits, bytes.fromhex(case["bits"]), case["n"])
+
+
 # -- the generator -----------------------------------------------------------------------------
 
 def test_make_vectors_check_passes():
