@@ -1,0 +1,122 @@
+"""Provider records and name records in memnet's Kademlia DHT.
+
+DHT keys: a cube is announced under its CID's multihash (as IPFS does); an activation cube also
+under each of its prefix-chain keys, as b"/memnet/prefix/" + key, so a peer can look up the
+longest cached prefix of its own token ids.
+
+py-libp2p's find_providers and get_value answer from the local store alone once it holds
+anything for a key; a node that once cached one provider would never see the others, and a node
+holding an old name record would never see a newer one. Lookups here always ask the k closest
+peers too and merge.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from memnet.cube import name_record
+from memnet.errors import MemnetError, NetworkError
+
+log = logging.getLogger("memnet.dht")
+
+PREFIX_NAMESPACE = b"/memnet/prefix/"
+QUERY_TIMEOUT = 10.0
+
+
+def cube_key(cube_id: bytes) -> bytes:
+    return cube_id[2:]  # drop the CID version and codec: the sha2-256 multihash
+
+
+def prefix_key(key: bytes) -> bytes:
+    return PREFIX_NAMESPACE + key
+
+
+class Discovery:
+    def __init__(self, dht: KadDHT):
+        self.dht = dht
+        self.me = dht.host.get_id()
+
+    async def provide(self, key: bytes) -> int:
+        """Announce this node for key; returns how many peers took the record (0 = alone)."""
+        providers = self.dht.provider_store
+        before = len(providers.providing_keys)
+        ok = await providers.provide(key)
+        log.debug("provided %s (%s, %d keys)", key.hex()[:16], ok, before)
+        return int(ok)
+
+    def stop_providing(self, key: bytes) -> None:
+        self.dht.provider_store.providing_keys.discard(key)
+
+    async def find_providers(self, key: bytes, count: int = 20) -> list[PeerInfo]:
+        """Providers of key, deduplicated by peer, this node excluded."""
+        store = self.dht.provider_store
+        found: dict[ID, PeerInfo] = {p.peer_id: p for p in store.get_providers(key)}
+        closest = await self.dht.peer_routing.find_closest_peers_network(key)
+
+        async def ask(peer: ID) -> None:
+            with trio.move_on_after(QUERY_TIMEOUT):
+                try:
+                    providers, _ = await store._get_providers_from_peer_with_closers(peer, key)
+                except Exception as exc:  # an unreachable peer just does not answer
+                    log.debug("providers from %s failed: %r", peer, exc)
+                    return
+                for info in providers:
+                    known = found.get(info.peer_id)
+                    if known is None or (not known.addrs and info.addrs):
+                        found[info.peer_id] = info
+
+        async with trio.open_nursery() as nursery:
+            for peer in closest:
+                if peer != self.me:
+                    nursery.start_soon(ask, peer)
+        found.pop(self.me, None)
+        return list(found.values())[:count]
+
+    async def put_name(self, record: bytes) -> None:
+        parsed = name_record.decode(record)
+        key = name_record.dht_key(parsed.author, parsed.name)
+        try:
+            await self.dht.put_value(key, record)
+        except MemnetError:
+            raise
+        except Exception as exc:  # libp2p refuses an older record with ValueError
+            raise NetworkError(f"the DHT refused the name record: {exc}") from None
+
+    async def resolve_name(self, author: bytes, name: str) -> name_record.NameRecord | None:
+        """The best valid record for (author, name) among this node and the k closest peers."""
+        key = name_record.dht_key(author, name)
+        key_bytes = key.encode()
+        values: list[bytes] = []
+        local = self.dht.value_store.get(key_bytes)
+        if local is not None:
+            values.append(local.value)
+        closest = await self.dht.peer_routing.find_closest_peers_network(key_bytes)
+
+        async def ask(peer: ID) -> None:
+            with trio.move_on_after(QUERY_TIMEOUT):
+                try:
+                    value = await self.dht.value_store._get_from_peer(peer, key_bytes)
+                except Exception as exc:
+                    log.debug("name from %s failed: %r", peer, exc)
+                    return
+                if isinstance(value, bytes):
+                    values.append(value)
+
+        async with trio.open_nursery() as nursery:
+            for peer in closest:
+                if peer != self.me:
+                    nursery.start_soon(ask, peer)
+        records = []
+        for value in values:
+            try:
+                records.append(name_record.decode(value, key=key))
+            except MemnetError as exc:  # forged, expired or replayed under another key
+                log.info("ignoring a bad record for %s: %s", key, exc)
+        if not records:
+            return None
+        return records[name_record.best(records)]

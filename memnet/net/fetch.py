@@ -1,0 +1,238 @@
+"""Fetch a cube from the swarm: the manifest first (authenticated before any chunk is asked
+for), then chunks from every provider at once, each verified against its CID. Nothing reaches
+the store until the whole cube verifies."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from memnet.cube import build, cid, manifest as manifest_mod
+from memnet.cube.build import Cube
+from memnet.cube.manifest import Manifest
+from memnet.errors import FetchError, FormatError, MemnetError
+from memnet.net.client import MipSession
+from memnet.net.fetch_plan import FetchPlan
+from memnet.store.lmdb_store import Store
+
+log = logging.getLogger("memnet.fetch")
+
+BAN_SCORE = -100  # one bad chunk or forged manifest: not asked again by this daemon
+Progress = Callable[[int, int], None]
+
+
+class PeerScores:
+    """What this node has seen of each peer: bytes delivered up, lies down."""
+
+    def __init__(self) -> None:
+        self.score: Counter[str] = Counter()
+
+    def lied(self, peer: str) -> None:
+        self.score[peer] += BAN_SCORE
+
+    def delivered(self, peer: str, n_bytes: int) -> None:
+        self.score[peer] += max(1, n_bytes >> 20)
+
+    def banned(self, peer: str) -> bool:
+        return self.score[peer] <= BAN_SCORE
+
+    def order(self, peers: list[PeerInfo]) -> list[PeerInfo]:
+        usable = [p for p in peers if not self.banned(str(p.peer_id))]
+        return sorted(usable, key=lambda p: -self.score[str(p.peer_id)])
+
+
+@dataclass
+class FetchReport:
+    cube: Cube
+    seconds: float
+    bytes_from: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FetchTuning:
+    streams_per_peer: int = 4
+    chunks_per_request: int = 4
+
+
+class _Fetch:
+    def __init__(self, host: IHost, store: Store, cube_id: bytes, scores: PeerScores,
+                 tuning: FetchTuning, progress: Progress | None):
+        self.host, self.store, self.cube_id, self.scores = host, store, cube_id, scores
+        self.tuning, self.progress = tuning, progress
+        self.data: dict[bytes, bytes] = {}
+        self.bytes_from: Counter[str] = Counter()
+        self.dropped: dict[str, str] = {}
+        self._changed = trio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _drop(self, peer: str, why: str) -> None:
+        log.info("fetch %s: dropping peer %s: %s", cid.to_text(self.cube_id), peer, why)
+        self.dropped.setdefault(peer, why)
+
+    async def _connect(self, info: PeerInfo) -> bool:
+        try:
+            with trio.fail_after(10):
+                await self.host.connect(info)
+            return True
+        except Exception as exc:
+            self._drop(str(info.peer_id), f"unreachable: {exc or type(exc).__name__}")
+            return False
+
+    async def manifest(self, providers: list[PeerInfo]) -> tuple[bytes, Manifest]:
+        for info in providers:
+            peer = str(info.peer_id)
+            if peer in self.dropped or not await self._connect(info):
+                continue
+            try:
+                session = await MipSession.open(self.host, info.peer_id)
+                try:
+                    data = await session.manifest(self.cube_id)
+                finally:
+                    await session.close()
+                manifest = manifest_mod.decode(data, self.cube_id)  # hash, then signature
+                build.check_fresh(manifest)
+                return data, manifest
+            except MemnetError as exc:
+                if isinstance(exc, FormatError):
+                    self.scores.lied(peer)  # bytes that do not authenticate are a lie
+                self._drop(peer, str(exc))
+            except Exception as exc:
+                self._drop(peer, f"failed: {exc!r}")
+        raise FetchError(f"no provider delivered an authentic manifest for {cid.to_text(self.cube_id)}"
+                         + _reasons(self.dropped))
+
+    async def chunks(self, plan: FetchPlan, providers: list[PeerInfo]) -> None:
+        peers = {str(p.peer_id) for p in providers}
+        async with trio.open_nursery() as nursery:
+            for info in providers:
+                nursery.start_soon(self._peer, plan, info, peers)
+
+    async def _peer(self, plan: FetchPlan, info: PeerInfo, peers: set[str]) -> None:
+        peer = str(info.peer_id)
+        if peer in self.dropped or not await self._connect(info):
+            plan.drop(peer, self.dropped.get(peer, "unreachable"))
+            self._notify()
+            return
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.tuning.streams_per_peer):
+                nursery.start_soon(self._worker, plan, info.peer_id, peers)
+
+    async def _worker(self, plan: FetchPlan, peer_id: ID, peers: set[str]) -> None:
+        peer = str(peer_id)
+        session = None
+        try:
+            while not plan.complete and not plan.stuck(peers) and peer not in plan.dropped:
+                batch = plan.next_batch(peer)
+                if not batch:
+                    await self._changed.wait()
+                    continue
+                if session is None:
+                    session = await MipSession.open(self.host, peer_id)
+                await self._request(plan, session, peer, batch)
+        except MemnetError as exc:
+            plan.drop(peer, str(exc))
+            self._drop(peer, str(exc))
+        except Exception as exc:  # stream reset, connection lost: the provider went away
+            plan.drop(peer, f"failed: {exc!r}")
+            self._drop(peer, f"failed: {exc!r}")
+        finally:
+            self._notify()
+            if session is not None:
+                await session.close()
+
+    async def _request(self, plan: FetchPlan, session: MipSession, peer: str, batch: list[bytes]) -> None:
+        outstanding = list(batch)
+        try:
+            async for chunk_id, data in session.chunks(self.cube_id, batch):
+                outstanding.remove(chunk_id)
+                if data is None:
+                    plan.lacks(peer, chunk_id)
+                    continue
+                try:
+                    cid.verify_block(chunk_id, data)
+                except MemnetError:
+                    self.scores.lied(peer)
+                    raise
+                if plan.received(peer, chunk_id):
+                    self.data[chunk_id] = data
+                    self.bytes_from[peer] += len(data)
+                    self.scores.delivered(peer, len(data))
+                    if self.progress:
+                        self.progress(plan.done_bytes, plan.total_bytes)
+        finally:
+            if outstanding:
+                plan.failed(peer, outstanding)
+            self._notify()
+
+
+def _reasons(dropped: dict[str, str]) -> str:
+    if not dropped:
+        return " (no providers)"
+    return " (" + "; ".join(f"{p[-8:]}: {why}" for p, why in list(dropped.items())[:4]) + ")"
+
+
+async def fetch_cube(
+    host: IHost,
+    store: Store,
+    cube_id: bytes,
+    find_providers: Callable[[], Awaitable[list[PeerInfo]]],
+    *,
+    scores: PeerScores,
+    tuning: FetchTuning = FetchTuning(),
+    progress: Progress | None = None,
+    pin_reason: str | None = "fetched",
+    rounds: int = 3,
+) -> FetchReport:
+    """Fetch, verify and store cube_id. find_providers is asked again when every provider of a
+    round has dropped out before the cube is complete."""
+    started = time.monotonic()
+    me = str(host.get_id())
+    fetch = _Fetch(host, store, cube_id, scores, tuning, progress)
+    tried: set[str] = set()
+
+    async def fresh_providers() -> list[PeerInfo]:
+        found = [p for p in await find_providers() if str(p.peer_id) != me and str(p.peer_id) not in tried]
+        return scores.order(found)
+
+    providers = await fresh_providers()
+    if not providers:
+        raise FetchError(f"no provider of {cid.to_text(cube_id)} found in the swarm")
+    manifest_bytes, manifest = await fetch.manifest(providers)
+    first_index = {}
+    for index, chunk_id in enumerate(manifest.chunks):
+        first_index.setdefault(chunk_id, index)
+    local = dict(zip(first_index, store.has_chunks(list(first_index))))
+    wanted = [c for c in first_index if not local[c]]
+    plan = FetchPlan(wanted, {c: manifest.chunk_length(first_index[c]) for c in wanted},
+                     tuning.chunks_per_request)
+    for _ in range(rounds):
+        tried |= {str(p.peer_id) for p in providers}
+        if providers:
+            await fetch.chunks(plan, providers)
+        if plan.complete:
+            break
+        providers = await fresh_providers()
+        if not providers:
+            break
+    if not plan.complete:
+        raise FetchError(f"{cid.to_text(cube_id)}: {len(plan.done)} of {len(wanted)} chunks fetched,"
+                         f" no provider left" + _reasons(fetch.dropped))
+
+    def chunk(chunk_id: bytes) -> bytes | None:
+        return fetch.data.get(chunk_id) or store.chunk(chunk_id)
+
+    cube = build.verify(manifest_bytes, cube_id, chunk)
+    store.put(cube, pin_reason=pin_reason)
+    return FetchReport(cube, time.monotonic() - started, dict(fetch.bytes_from), dict(fetch.dropped))

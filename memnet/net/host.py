@@ -1,0 +1,69 @@
+"""The libp2p host of a memnet node: TCP, Noise only, yamux only, memnet's own Kademlia protocol.
+
+py-libp2p's defaults are unsafe for us: new_host() offers plaintext, secio and TLS next to Noise
+(so a peer can pick plaintext), and KadDHT speaks /ipfs/kad/1.0.0 whatever protocol_prefix says
+(0.8.1 uses a module constant in every DHT module), which would make a node a server of the
+public IPFS DHT. This module fixes both in one place.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import multiaddr
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import Ed25519PrivateKey as P2PPrivateKey
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from memnet.errors import UsageError
+
+KAD_PROTOCOL = TProtocol("/memnet/kad/1.0.0")
+_KAD_MODULES = ("common", "kad_dht", "peer_routing", "provider_store", "value_store")
+
+
+def use_memnet_kad_protocol() -> None:
+    """Point every py-libp2p DHT module at /memnet/kad/1.0.0 (see the module docstring)."""
+    for name in _KAD_MODULES:
+        module = importlib.import_module(f"libp2p.kad_dht.{name}")
+        module.PROTOCOL_ID = KAD_PROTOCOL
+
+
+def key_pair(key: Ed25519PrivateKey) -> KeyPair:
+    """The node's identity key as a libp2p key pair: same key, so PeerID == author's PeerID."""
+    seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    private = P2PPrivateKey.from_bytes(seed)
+    return KeyPair(private, private.get_public_key())
+
+
+def build_host(key: Ed25519PrivateKey, mdns: bool = False) -> IHost:
+    pair = key_pair(key)
+    security = {NOISE_ID: NoiseTransport(pair, noise_privkey=new_x25519_pair().private_key)}
+    return new_host(key_pair=pair, sec_opt=security, muxer_opt={TProtocol(YAMUX_ID): Yamux},
+                    enable_mDNS=mdns)
+
+
+def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
+    try:
+        return multiaddr.Multiaddr(text.strip())
+    except Exception:  # multiaddr raises several unrelated types for bad text
+        raise UsageError(f"not a multiaddr: {text!r}") from None
+
+
+def peer_info(text: str) -> PeerInfo:
+    """A dialable peer from '/ip4/.../tcp/N/p2p/PEERID'."""
+    try:
+        return info_from_p2p_addr(parse_multiaddr(text))
+    except UsageError:
+        raise
+    except Exception:
+        raise UsageError(f"a peer address needs /p2p/PEERID at the end: {text!r}") from None
