@@ -10,41 +10,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cli.common import _cid, _home_option, _node, _print_json, app, daemon_client, out
 from memnet import home as home_mod
 from memnet import ingest, local, render
 from memnet.cube import cid, keys
 from memnet.errors import FormatError, MemnetError, UsageError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="memnet: share signed, content-addressed LLM memory (MemCubes).")
-# CIDs must never be cut short: piped output gets a wide console instead of 80 columns
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 220)
-_home_option: dict[str, Optional[str]] = {"path": None}
-
-
-@app.callback()
-def _root(home: Optional[str] = typer.Option(None, "--home", help="Node home (default: $MEMNET_HOME "
-                                             "or the per-user data folder).")) -> None:
-    _home_option["path"] = home
-
-
-def _node() -> home_mod.Node:
-    return home_mod.open_node(home_mod.resolve(_home_option["path"]))
-
-
-def _cid(text: str) -> bytes:
-    try:
-        return cid.from_text(text)
-    except FormatError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _print_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-
 
 @app.command()
 def init() -> None:
@@ -109,6 +81,17 @@ def publish(
     label = f" {m.name} v{m.version}" if m.name else ""
     sys.stderr.write(f"published {kind}{label}: {render.human_size(m.size)} in {len(m.chunks)} chunk(s)\n")
     sys.stdout.write(cid.to_text(cube.cube_id) + "\n")
+    if not no_pin:
+        _announce([cube.cube_id])
+
+
+def _announce(cube_ids: list[bytes]) -> None:
+    """Tell a running daemon about new pins, so it provides them now rather than at its next
+    re-provide round."""
+    client = daemon_client(required=False)
+    if client is not None and cube_ids:
+        reached = client.call("announce", cubes=cube_ids)
+        sys.stderr.write(f"announced {len(reached)} cube(s) to the swarm\n")
 
 
 @app.command("ls")
@@ -191,16 +174,22 @@ def verify(cubes: list[str] = typer.Argument(None, help="CIDs (default: every st
 @app.command()
 def pin(cube: str, reason: str = typer.Option("manual", "--reason")) -> None:
     """Pin a cube so gc keeps it."""
-    _node().store.pin(_cid(cube), reason)
+    cube_id = _cid(cube)
+    _node().store.pin(cube_id, reason)
     out.print(f"pinned {cube} ({reason})")
+    _announce([cube_id])
 
 
 @app.command()
 def unpin(cube: str) -> None:
     """Unpin a cube (gc may then remove it)."""
-    if not _node().store.unpin(_cid(cube)):
+    cube_id = _cid(cube)
+    if not _node().store.unpin(cube_id):
         raise UsageError(f"{cube} is not pinned")
     out.print(f"unpinned {cube}")
+    client = daemon_client(required=False)
+    if client is not None:
+        client.call("unannounce", cubes=[cube_id])
 
 
 @app.command()
@@ -222,8 +211,11 @@ def export_cmd(cubes: list[str] = typer.Argument(..., help="CIDs to export."),
 def import_cmd(archive: Path = typer.Argument(..., help="CARv1 archive written by memnet export."),
                no_pin: bool = typer.Option(False, "--no-pin")) -> None:
     """Import cubes from an archive: every block and signature is checked before anything is stored."""
-    for cube_id, new in local.import_archive(_node(), archive, pin=not no_pin):
+    imported = local.import_archive(_node(), archive, pin=not no_pin)
+    for cube_id, new in imported:
         out.print(f"{'imported' if new else 'present '} {cid.to_text(cube_id)}")
+    if not no_pin:
+        _announce([cube_id for cube_id, _ in imported])
 
 
 @app.command()
@@ -247,6 +239,9 @@ def cat(cube: str, output: Optional[Path] = typer.Option(None, "-o", "--output",
         out.print(f"wrote PEFT adapter to {output}")
     else:
         raise UsageError("activation cubes are used by generation, not printed")
+
+
+import cli.swarm  # noqa: E402,F401  (registers the daemon and network commands on app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,174 @@
+"""Commands that need the swarm: run the daemon, and talk to it (get, find, peers, status,
+names, shutdown)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+from cli.common import _cid, _node, _print_json, app, daemon_client, out
+from memnet import render
+from memnet.cube import cid, name_record
+from memnet.errors import DaemonError, FormatError, MemnetError, UsageError
+
+name_app = typer.Typer(no_args_is_help=True, help="Signed, sequenced names pointing at cubes.")
+app.add_typer(name_app, name="name")
+
+
+@app.command()
+def daemon(
+    listen: list[str] = typer.Option([], "--listen", help="Multiaddr to listen on (repeatable)."),
+    bootstrap: list[str] = typer.Option([], "--bootstrap", help="Peer multiaddr with /p2p/ID (repeatable)."),
+    mdns: Optional[bool] = typer.Option(None, "--mdns/--no-mdns", help="Find peers on the LAN."),
+    reprovide_interval: Optional[int] = typer.Option(None, "--reprovide-interval", help="Seconds between re-announcements."),
+    upload_rate: Optional[float] = typer.Option(None, "--upload-rate", help="Upload cap for the node, bytes/s."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Also log libp2p's own messages."),
+) -> None:
+    """Run the node: join the swarm, serve and announce pinned cubes, accept CLI requests."""
+    import trio
+
+    from memnet.daemon import state
+    from memnet.daemon.config import DaemonConfig
+    from memnet.daemon.service import Daemon
+
+    node = _node()
+    running = state.read(node.home)
+    if running is not None:
+        raise DaemonError(f"a daemon (pid {running.pid}) already runs for {node.home}")
+    config = DaemonConfig.from_config(node.config, listen=tuple(listen) or None,
+                                      bootstrap=tuple(bootstrap) or None, mdns=mdns,
+                                      reprovide_interval=reprovide_interval)
+    if upload_rate is not None:
+        from dataclasses import replace
+        config = replace(config, serve=replace(config.serve, upload_bytes_per_s=upload_rate))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # py-libp2p logs routine peer churn as warnings
+        logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    try:
+        trio.run(Daemon(node, config).run)
+    except BaseExceptionGroup as group:  # trio nurseries wrap what went wrong: show the cause
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], (MemnetError, OSError)):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    found = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
+
+
+@app.command()
+def shutdown() -> None:
+    """Stop the running daemon."""
+    daemon_client().call("stop")
+    out.print("daemon stopping")
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The daemon's identity, addresses, peers and store."""
+    info = daemon_client().call("status")
+    if as_json:
+        _print_json(info)
+        return
+    out.print(f"peer id:       {info['peer_id']} (pid {info['pid']}, up {info['uptime']} s)")
+    for addr in info["addrs"]:
+        out.print(f"listening:     {addr}")
+    out.print(f"peers:         {info['connected']} connected, {info['routing_table']} in the routing table")
+    out.print(f"cubes:         {info['cubes']} stored, {info['providing']} announced")
+    out.print(f"served:        {render.human_size(info['served_bytes'])}")
+
+
+@app.command()
+def peers(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Connected peers."""
+    found = daemon_client().call("peers")
+    if as_json:
+        _print_json(found)
+        return
+    for peer in found:
+        out.print(f"{peer['peer_id']}  {' '.join(peer['addrs'])}")
+    sys.stderr.write(f"{len(found)} peer(s)\n")
+
+
+@app.command()
+def find(
+    cube: Optional[str] = typer.Argument(None, help="Cube CID."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="A prefix-chain key (64 hex digits) instead of a CID."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the providers of a cube (or of a KV prefix) in the swarm."""
+    if (cube is None) == (prefix is None):
+        raise UsageError("give a CID or --prefix KEY")
+    if cube is not None:
+        found = daemon_client().call("find", cube=_cid(cube))
+    else:
+        try:
+            key = bytes.fromhex(prefix)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise UsageError("--prefix must be a 32-byte prefix-chain key in hex")
+        found = daemon_client().call("find", prefix=key)
+    if as_json:
+        _print_json(found)
+        return
+    for peer in found:
+        out.print(f"{peer['peer_id']}  {' '.join(peer['addrs'])}")
+    sys.stderr.write(f"{len(found)} provider(s)\n")
+
+
+@app.command()
+def get(cube: str = typer.Argument(..., help="Cube CID."),
+        no_pin: bool = typer.Option(False, "--no-pin", help="Do not pin (and so do not provide) it."),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar.")) -> None:
+    """Fetch a cube from the swarm; it is stored only complete and verified."""
+    cube_id = _cid(cube)
+    client = daemon_client()
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=quiet or not sys.stderr.isatty(), transient=True,
+                  console=None) as bar:
+        task = bar.add_task("fetch", total=None)
+        result = client.call("get", cube=cube_id, pin=not no_pin,
+                             on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if result["already"]:
+        sys.stderr.write(f"{cube} is already stored\n")
+        return
+    size, seconds = result["size"], result["seconds"]
+    sources = ", ".join(f"{peer[-8:]}: {render.human_size(n)}" for peer, n in result["from"].items()) or "-"
+    sys.stderr.write(f"fetched {render.human_size(size)} in {seconds:.2f} s "
+                     f"({render.human_size(size / max(seconds, 1e-9))}/s) from {sources}\n")
+    for peer, why in result["dropped"].items():
+        sys.stderr.write(f"dropped peer {peer}: {why}\n")
+    sys.stdout.write(cid.to_text(cube_id) + "\n")
+
+
+@name_app.command("publish")
+def name_publish(name: str = typer.Argument(..., help="Name, scoped to this node's key."),
+                 cube: str = typer.Argument(..., help="Cube CID the name points at."),
+                 ttl: Optional[int] = typer.Option(None, "--ttl", help="Record lifetime in seconds (default 24 h).")) -> None:
+    """Point NAME at a cube with a signed record in the DHT (a higher sequence each time)."""
+    result = daemon_client().call("name_publish", name=name, cube=_cid(cube), ttl=ttl)
+    out.print(f"{_node().peer_id}/{name} -> {cube} (seq {result['seq']})")
+
+
+@name_app.command("resolve")
+def name_resolve(path: str = typer.Argument(..., help="PEERID/NAME")) -> None:
+    """Resolve PEERID/NAME to a cube CID through the DHT."""
+    try:
+        author, name = name_record.parse_path(path)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
+    result = daemon_client().call("name_resolve", author=author, name=name)
+    sys.stderr.write(f"seq {result['seq']}, expires {result['expires']}\n")
+    sys.stdout.write(cid.to_text(result["cube"]) + "\n")
+
+
