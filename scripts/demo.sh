@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The memnet demo: two node homes on this machine; publish, list, show, verify, export, import.
+# The memnet demo: node homes on this machine; publish, list, show, verify, export, import; then
+# three daemons on loopback: publish on one, find and fetch (verified) on another, signed names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -47,4 +48,34 @@ PY
 printf '\n\033[1mbad input is refused with one line:\033[0m\n'
 printf 'not a car file' > "$work/bad.car"
 memnet --home "$bob" import "$work/bad.car" || echo "(exit code $?)"
-echo; echo "demo finished; node homes are in $work"
+printf '\n\033[1mthe swarm: three daemons on loopback\033[0m\n'
+carol="$work/carol"
+memnet --home "$carol" init >/dev/null
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+start() {  # start a daemon for home $1 (further args go to `memnet daemon`); wait for daemon.json
+  local home=$1; shift
+  memnet --home "$home" daemon --listen /ip4/127.0.0.1/tcp/0 "$@" >"$home.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 300); do [ -f "$home/daemon.json" ] && return; sleep 0.1; done
+  echo "daemon for $home did not start:"; cat "$home.log"; exit 1
+}
+addr() { .venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["addrs"][0])' "$1/daemon.json"; }
+start "$alice"
+start "$bob" --bootstrap "$(addr "$alice")"
+start "$carol" --bootstrap "$(addr "$bob")"   # carol knows only bob: alice is found through the DHT
+step memnet --home "$carol" status
+head -c 6000000 /dev/urandom | base64 -w 160 | awk 'NR % 40 == 0 {print ""} 1' > "$work/big-notes.txt"
+big=$(memnet --home "$alice" publish "$work/big-notes.txt" --name big-notes)
+echo "alice published $big"
+step memnet --home "$carol" find "$big"
+step memnet --home "$carol" get "$big"
+step memnet --home "$carol" verify "$big"
+step memnet --home "$bob" find "$big"        # alice and now carol, who provides what she fetched
+step memnet --home "$alice" name publish latest-notes "$big"
+step memnet --home "$bob" name resolve "$(memnet --home "$alice" id --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["peer_id"])')/latest-notes"
+printf '\n\033[1ma cube nobody has:\033[0m\n'
+memnet --home "$carol" get bafkreiemqpndzewx4bioklzfvhtiegsfny5fxuc3nkjk2vmcpjxiammsti || echo "(exit code $?)"
+for home in "$alice" "$bob" "$carol"; do memnet --home "$home" shutdown >/dev/null; done
+wait
+echo; echo "demo finished; node homes and daemon logs are in $work"

@@ -213,6 +213,7 @@ class Daemon:
         reached = {}
         for cube_id in args.get("cubes", []):
             reached[cid.to_text(cube_id)] = await self.announce(cube_id)
+            log.info("announced %s", cid.to_text(cube_id))
         return reached
 
     async def cmd_unannounce(self, args: dict, progress) -> None:
@@ -246,6 +247,9 @@ class Daemon:
         report = await fetch_cube(self.host, self.node.store, cube_id, providers, scores=self.scores,
                                   tuning=self.config.fetch, progress=progress,
                                   pin_reason="fetched" if pin else None)
+        log.info("fetched %s (%d bytes) in %.2f s from %d peer(s)%s", cid.to_text(cube_id),
+                 report.cube.manifest.size, report.seconds, len(report.bytes_from),
+                 f", dropped {len(report.dropped)}" if report.dropped else "")
         if self.config.provide_fetched and pin:
             await self.announce(cube_id, report.cube.manifest)
         return {"cube": cube_id, "already": False, "size": report.cube.manifest.size,
