@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,27 +27,28 @@ class DaemonConfig:
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **overrides: Any) -> DaemonConfig:
-        raw = dict(config.get("daemon") or {})
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            serve = _sub(ServeLimits, raw.pop("limits", {}), "daemon.limits")
-            fetch = _sub(FetchTuning, raw.pop("fetch", {}), "daemon.fetch")
-            known = {f.name for f in dataclasses.fields(cls)} - {"serve", "fetch"}
-            unknown = set(raw) - known
-            if unknown:
-                raise HomeError(f"config.json: unknown daemon setting(s) {sorted(unknown)}")
-            for key in ("listen", "bootstrap"):
-                if key in raw:
-                    if not isinstance(raw[key], (list, tuple)) or not all(isinstance(a, str) for a in raw[key]):
-                        raise HomeError(f"config.json: daemon.{key} must be a list of multiaddrs")
-                    raw[key] = tuple(raw[key])
-            if not isinstance(raw.get("reprovide_interval", 1), int) or raw.get("reprovide_interval", 1) <= 0:
-                raise HomeError("config.json: daemon.reprovide_interval must be a positive integer (seconds)")
-            if raw.get("reprovide_interval", 0) >= PROVIDER_RECORD_EXPIRY:
-                raise HomeError("config.json: daemon.reprovide_interval must be below the 48 h record expiry")
-            config = cls(serve=serve, fetch=fetch, **raw)
-        except TypeError as exc:
-            raise HomeError(f"config.json: bad daemon setting: {exc}") from None
+        raw = config.get("daemon") or {}
+        if not isinstance(raw, dict):
+            raise HomeError("config.json: daemon must be an object")
+        raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+        serve = _sub(ServeLimits, raw.pop("limits", {}), "daemon.limits")
+        fetch = _sub(FetchTuning, raw.pop("fetch", {}), "daemon.fetch")
+        unknown = set(raw) - ({f.name for f in dataclasses.fields(cls)} - {"serve", "fetch"})
+        if unknown:
+            raise HomeError(f"config.json: unknown daemon setting(s) {sorted(unknown)}")
+        for key in ("listen", "bootstrap"):
+            if key in raw:
+                if not isinstance(raw[key], (list, tuple)) or not all(isinstance(a, str) for a in raw[key]):
+                    raise HomeError(f"config.json: daemon.{key} must be a list of multiaddrs")
+                raw[key] = tuple(raw[key])
+        for key in ("mdns", "provide_fetched"):
+            if key in raw and not isinstance(raw[key], bool):
+                raise HomeError(f"config.json: daemon.{key} must be true or false")
+        interval = raw.get("reprovide_interval", cls.reprovide_interval)
+        if not _is_int(interval) or not 0 < interval < PROVIDER_RECORD_EXPIRY:
+            raise HomeError("config.json: daemon.reprovide_interval must be a whole number of seconds "
+                            "between 1 and the 48 h record expiry")
+        config = cls(serve=serve, fetch=fetch, **raw)
         for addr in config.listen:
             parse_multiaddr(addr)
         for addr in config.bootstrap:
@@ -54,14 +56,24 @@ class DaemonConfig:
         return config
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _sub(kind: type, values: Any, where: str) -> Any:
+    """Numbers only; counts (int defaults) must be whole and at least 1, the rest finite and >= 0."""
     if not isinstance(values, dict):
         raise HomeError(f"config.json: {where} must be an object")
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - names
+    defaults = {f.name: f.default for f in dataclasses.fields(kind)}
+    unknown = set(values) - set(defaults)
     if unknown:
         raise HomeError(f"config.json: unknown {where} setting(s) {sorted(unknown)}")
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise HomeError(f"config.json: {where}.{key} must be a non-negative number")
+        if _is_int(defaults[key]):
+            if not _is_int(value) or value < 1:
+                raise HomeError(f"config.json: {where}.{key} must be a whole number, at least 1")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise HomeError(f"config.json: {where}.{key} must be a finite number, at least 0")
+        elif key.endswith("timeout") and value == 0:
+            raise HomeError(f"config.json: {where}.{key} must be more than 0 seconds")
     return kind(**values)

@@ -67,13 +67,20 @@ async def _read_frame(stream: trio.SocketStream) -> bytes:
 
 async def serve(port_ready: Callable[[int], None], token: str, commands: dict[str, Handler]) -> None:
     async def connection(stream: trio.SocketStream) -> None:
+        try:
+            await one_request(stream)
+        except Exception:  # whatever one client does, the channel stays up for the next
+            log.exception("control connection failed")
+
+    async def one_request(stream: trio.SocketStream) -> None:
         async with stream:
             try:
                 with trio.fail_after(10):
                     request = unpack(await _read_frame(stream))
             except (DaemonError, trio.TooSlowError, trio.BrokenResourceError):
                 return
-            if not hmac.compare_digest(str(request.get("token", "")), token):
+            given = request.get("token")
+            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
                 await stream.send_all(pack({"error": "bad control token", "exit": 1}))
                 return
             cmd = request.get("cmd")
@@ -83,32 +90,42 @@ async def serve(port_ready: Callable[[int], None], token: str, commands: dict[st
                 await stream.send_all(pack({"error": f"unknown daemon command {cmd!r}", "exit": 2}))
                 return
             pending: list[bytes] = []
+            finished = trio.Event()
 
             def progress(done: int, total: int) -> None:
                 pending.append(pack({"progress": [done, total]}))
 
             async def flush_progress() -> None:
+                # never cancelled mid-send: a half-written frame would garble the channel
                 while True:
                     if pending:
                         frames = b"".join(pending)
                         pending.clear()
                         await stream.send_all(frames)
-                    await trio.sleep(0.1)
+                    if finished.is_set():
+                        return
+                    with trio.move_on_after(0.1):
+                        await finished.wait()
 
+            async def run_handler() -> None:
+                nonlocal reply
+                try:
+                    reply = pack({"ok": await handler(args, progress)})
+                except MemnetError as exc:
+                    reply = pack({"error": str(exc), "exit": exc.exit_code})
+                except Exception as exc:  # a bug: keep the daemon up, tell the caller
+                    log.exception("daemon command %s failed", cmd)
+                    reply = pack({"error": f"internal daemon error: {exc!r}", "exit": 1})
+                finally:
+                    finished.set()
+
+            reply = b""
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(flush_progress)
-                    try:
-                        result = await handler(args, progress)
-                        reply = {"ok": result}
-                    except MemnetError as exc:
-                        reply = {"error": str(exc), "exit": exc.exit_code}
-                    except Exception as exc:  # a bug: keep the daemon up, tell the caller
-                        log.exception("daemon command %s failed", cmd)
-                        reply = {"error": f"internal daemon error: {exc!r}", "exit": 1}
-                    nursery.cancel_scope.cancel()
-                await stream.send_all(b"".join(pending) + pack(reply))
-            except trio.BrokenResourceError:
+                    nursery.start_soon(run_handler)
+                await stream.send_all(reply)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.debug("control client went away during %s", cmd)
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")

@@ -41,6 +41,9 @@ def read(home: Path, check_alive: bool = True) -> DaemonState | None:
         state = DaemonState(**raw)
     except (OSError, ValueError, TypeError):
         return None
+    if not (isinstance(state.pid, int) and state.pid > 0 and isinstance(state.control_port, int)
+            and isinstance(state.token, str) and isinstance(state.addrs, list)):
+        return None
     if check_alive and not _alive(state.pid):
         return None
     return state

@@ -17,6 +17,7 @@ from memnet.net.streams import FramedStream
 from memnet.store.lmdb_store import Store
 
 log = logging.getLogger("memnet.mip")
+MAX_REQUEST_FRAME = 16 * 1024  # a full get_chunks is ~2.5 KB: no peer makes us buffer chunk-sized frames
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class MipServer:
         return TokenBucket(rate, rate / 8, trio.current_time() if rate else 0.0)
 
     async def handle(self, stream: INetStream) -> None:
-        framed = FramedStream(stream)
+        framed = FramedStream(stream, MAX_REQUEST_FRAME)
         peer = framed.peer
         if self._streams[peer] >= self.limits.streams_per_peer:
             await self._refuse(framed, wire.error(0, "busy", "too many streams from this peer"))

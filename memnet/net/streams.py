@@ -13,9 +13,9 @@ READ_SIZE = 1 << 20
 
 
 class FramedStream:
-    def __init__(self, stream: INetStream):
+    def __init__(self, stream: INetStream, max_frame: int = wire.MAX_FRAME):
         self.stream = stream
-        self._decoder = wire.FrameDecoder()
+        self._decoder = wire.FrameDecoder(max_frame)
 
     @property
     def peer(self) -> str:
