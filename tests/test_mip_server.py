@@ -298,3 +298,18 @@ def test_plaintext_host_cannot_connect_to_a_memnet_host():
             assert memnet_host.get_id() not in plain.get_connected_peers()
             assert plain.get_id() not in memnet_host.get_connected_peers()
     run(scenario)
+
+
+def test_version_is_negotiated_by_multistream_select(store, cube):
+    """A client offering only a version this node does not speak is refused; one offering a
+    newer version first and v1 after it gets v1."""
+    async def scenario():
+        async with pair(store) as (a, b, _):
+            with pytest.raises(Exception):
+                await b.new_stream(a.get_id(), [TProtocol("/memnet/mip/2.0.0")])
+            stream = await b.new_stream(a.get_id(), [TProtocol("/memnet/mip/2.0.0"), MIP])
+            assert stream.get_protocol() == MIP
+            session = MipSession(FramedStream(stream))
+            assert await session.manifest(cube.cube_id) == cube.manifest_bytes
+            await session.close()
+    run(scenario)
