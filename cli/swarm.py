@@ -90,13 +90,16 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command()
 def peers(as_json: bool = typer.Option(False, "--json")) -> None:
     """Connected peers."""
-    found = daemon_client().call("peers")
+    _print_peers(daemon_client().call("peers"), as_json, "peer(s)")
+
+
+def _print_peers(found: list[dict], as_json: bool, noun: str) -> None:
     if as_json:
         _print_json(found)
         return
     for peer in found:
         out.print(f"{peer['peer_id']}  {' '.join(peer['addrs'])}")
-    sys.stderr.write(f"{len(found)} peer(s)\n")
+    sys.stderr.write(f"{len(found)} {noun}\n")
 
 
 @app.command()
@@ -118,12 +121,7 @@ def find(
         if len(key) != 32:
             raise UsageError("--prefix must be a 32-byte prefix-chain key in hex")
         found = daemon_client().call("find", prefix=key)
-    if as_json:
-        _print_json(found)
-        return
-    for peer in found:
-        out.print(f"{peer['peer_id']}  {' '.join(peer['addrs'])}")
-    sys.stderr.write(f"{len(found)} provider(s)\n")
+    _print_peers(found, as_json, "provider(s)")
 
 
 @app.command()
