@@ -41,10 +41,7 @@ def daemon(
         raise DaemonError(f"a daemon (pid {running.pid}) already runs for {node.home}")
     config = DaemonConfig.from_config(node.config, listen=tuple(listen) or None,
                                       bootstrap=tuple(bootstrap) or None, mdns=mdns,
-                                      reprovide_interval=reprovide_interval)
-    if upload_rate is not None:
-        from dataclasses import replace
-        config = replace(config, serve=replace(config.serve, upload_bytes_per_s=upload_rate))
+                                      reprovide_interval=reprovide_interval, upload_rate=upload_rate)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # py-libp2p logs routine peer churn as warnings

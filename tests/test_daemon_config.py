@@ -171,3 +171,8 @@ def test_reprovide_interval_bool():
 ])
 def test_integer_and_positive_settings(daemon):
     refused({"daemon": daemon})
+
+
+def test_upload_rate_override_lands_in_the_limits_and_is_checked():
+    assert DaemonConfig.from_config({}, upload_rate=1e6).serve.upload_bytes_per_s == 1e6
+    assert "upload_bytes_per_s" in refused({}, upload_rate=-5)

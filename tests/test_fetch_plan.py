@@ -54,10 +54,22 @@ def test_end_game_duplicates_in_flight_chunks_only_to_peers_without_them():
     # C duplicates in-flight chunks it does not have, up to the batch size
     c = plan.next_batch("C")
     assert c == chunks[0:4]
-    # B already has c4, c5 in flight; it may duplicate A's c0..c3
-    assert plan.next_batch("B") == chunks[0:4]
-    # and now every in-flight chunk is in flight at A: nothing useful left for A
+    # a chunk is asked of at most two peers: c0..c3 are at A and C, c4, c5 at B and A
+    assert plan.next_batch("B") == []
     assert plan.next_batch("A") == []
+
+
+def test_end_game_waits_for_the_last_batch_per_peer():
+    """Duplicates cost upload: while more than a batch per live peer is in flight, idle peers
+    wait rather than duplicate."""
+    plan, chunks = plan_of(20, batch=4)
+    for peer in "ABCD":
+        plan.next_batch(peer)
+    plan.next_batch("A")                       # 20 in flight, 0 pending
+    assert plan.next_batch("B") == []           # 20 > 4 per peer x 4 peers
+    for chunk_id in chunks[:4]:
+        plan.received("A", chunk_id)            # 16 in flight = 4 x 4: the end game opens
+    assert len(plan.next_batch("B")) == 4
 
 
 def test_end_game_respects_batch_size_and_skips_done_chunks():

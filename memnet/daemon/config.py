@@ -31,7 +31,10 @@ class DaemonConfig:
         if not isinstance(raw, dict):
             raise HomeError("config.json: daemon must be an object")
         raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-        serve = _sub(ServeLimits, raw.pop("limits", {}), "daemon.limits")
+        limits = raw.pop("limits", {})
+        if "upload_rate" in raw:  # the command line's --upload-rate, checked like the file's
+            limits = {**limits, "upload_bytes_per_s": raw.pop("upload_rate")} if isinstance(limits, dict) else limits
+        serve = _sub(ServeLimits, limits, "daemon.limits")
         fetch = _sub(FetchTuning, raw.pop("fetch", {}), "daemon.fetch")
         unknown = set(raw) - ({f.name for f in dataclasses.fields(cls)} - {"serve", "fetch"})
         if unknown:

@@ -145,11 +145,13 @@ class Daemon:
 
     # -- announcing --------------------------------------------------------------------------
 
-    async def announce(self, cube_id: bytes, manifest: Manifest | None = None) -> int:
+    async def announce(self, cube_id: bytes, manifest: Manifest | None = None) -> bool:
+        """Provide every key of a cube; True if some peer took the cube's own record."""
         manifest = manifest or self.node.store.manifest(cube_id)
-        reached = 0
-        for key in announce_keys(cube_id, manifest):
-            reached = max(reached, await self.discovery.provide(key))
+        keys = announce_keys(cube_id, manifest)
+        reached = await self.discovery.provide(keys[0])
+        for key in keys[1:]:
+            await self.discovery.provide(key)
         self.providing.add(cube_id)
         return reached
 

@@ -41,13 +41,9 @@ class Discovery:
         self.dht = dht
         self.me = dht.host.get_id()
 
-    async def provide(self, key: bytes) -> int:
-        """Announce this node for key; returns how many peers took the record (0 = alone)."""
-        providers = self.dht.provider_store
-        before = len(providers.providing_keys)
-        ok = await providers.provide(key)
-        log.debug("provided %s (%s, %d keys)", key.hex()[:16], ok, before)
-        return int(ok)
+    async def provide(self, key: bytes) -> bool:
+        """Announce this node for key; True if at least one peer took the record."""
+        return await self.dht.provider_store.provide(key)
 
     def stop_providing(self, key: bytes) -> None:
         self.dht.provider_store.providing_keys.discard(key)

@@ -233,6 +233,6 @@ async def fetch_cube(
     def chunk(chunk_id: bytes) -> bytes | None:
         return fetch.data.get(chunk_id) or store.chunk(chunk_id)
 
-    cube = build.verify(manifest_bytes, cube_id, chunk)
+    cube = build.verify(manifest_bytes, cube_id, chunk, hashed=fetch.data.keys())
     store.put(cube, pin_reason=pin_reason)
     return FetchReport(cube, time.monotonic() - started, dict(fetch.bytes_from), dict(fetch.dropped))

@@ -1,8 +1,9 @@
 """Which chunk to ask which peer for next (pure, so a simulator can drive the same logic).
 
 Peers pull work: a worker asks for a batch when it has capacity, so faster peers get more.
-When nothing is left unrequested, an idle worker re-requests chunks still in flight at other
-peers (BitTorrent's end game), so one slow or vanished peer cannot hold up the last chunks.
+When nothing is left unrequested and only about a batch per peer is still in flight, an idle
+worker re-requests chunks in flight at one other peer (BitTorrent's end game), so one slow or
+vanished peer cannot hold up the last chunks.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class FetchPlan:
         self.batch = batch
         self.done: set[bytes] = set()
         self.dropped: dict[str, str] = {}  # peer -> why
+        self._peers: set[str] = set()
         self.total_bytes = sum(sizes[c] for c in chunk_ids)
         self.done_bytes = 0
 
@@ -30,15 +32,21 @@ class FetchPlan:
         """Chunks for peer to request now; empty when there is nothing it could usefully do."""
         if peer in self.dropped:
             return []
+        self._peers.add(peer)
         lacking = self._lacking.get(peer, set())
         batch = [c for c in self._pending if c not in lacking][:self.batch]
-        if not batch:  # end game: duplicate work still in flight elsewhere
+        if not batch and len(self._in_flight) <= self.batch * self._live_peers():
+            # end game, only for the last batch or so per peer: duplicates cost the providers
+            # upload, so a chunk is asked of at most two peers at once
             batch = [c for c, peers in self._in_flight.items()
-                     if peer not in peers and c not in lacking][:self.batch]
+                     if len(peers) < 2 and peer not in peers and c not in lacking][:self.batch]
         for chunk_id in batch:
             self._pending.pop(chunk_id, None)
             self._in_flight.setdefault(chunk_id, set()).add(peer)
         return batch
+
+    def _live_peers(self) -> int:
+        return max(1, len(self._peers - set(self.dropped)))
 
     def received(self, peer: str, chunk_id: bytes) -> bool:
         """A verified chunk arrived; False if another peer delivered it first."""
