@@ -176,3 +176,15 @@ def test_integer_and_positive_settings(daemon):
 def test_upload_rate_override_lands_in_the_limits_and_is_checked():
     assert DaemonConfig.from_config({}, upload_rate=1e6).serve.upload_bytes_per_s == 1e6
     assert "upload_bytes_per_s" in refused({}, upload_rate=-5)
+
+
+def test_allocator_settings_apply_on_glibc():
+    import platform
+
+    from memnet.daemon import allocator
+
+    applied = allocator.tune()
+    if platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    else:
+        assert applied is False

@@ -95,8 +95,8 @@ def decode(data: bytes, max_size: int) -> Any:
         again = encode(value)
     except CanonicalError as exc:
         raise CanonicalError(f"not canonical: {exc}") from None
-    # compare as bytes: == between memoryviews (or bytes and a memoryview) goes element by element,
-    # ~100x slower than the copy, which made chunk frames cost 1 ms each
-    if again != (data.tobytes() if isinstance(data, memoryview) else data):
+    # == between bytes and a memoryview goes element by element (1 ms per 256 KiB chunk frame);
+    # startswith of the same length is one memcmp
+    if len(again) != len(data) or not again.startswith(data):
         raise CanonicalError("msgpack is not in canonical form (key order or integer/length encoding)")
     return value

@@ -20,7 +20,7 @@ from libp2p.tools.anyio_service.context import background_trio_service
 
 from memnet.cube import canonical, cid, name_record
 from memnet.cube.manifest import Manifest
-from memnet.daemon import control, state
+from memnet.daemon import allocator, control, state
 from memnet.daemon.config import DaemonConfig
 from memnet.errors import NetworkError, NotFoundError, PolicyError, UsageError
 from memnet.files import write_atomic
@@ -63,6 +63,7 @@ class Daemon:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED,
                   extra_handlers: dict[str, Callable] | None = None) -> None:
         use_memnet_kad_protocol()
+        allocator.tune()
         listen = [parse_multiaddr(a) for a in self.config.listen]
         self.host = build_host(self.node.key, mdns=self.config.mdns)
         try:

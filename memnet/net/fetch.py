@@ -25,6 +25,7 @@ from memnet.store.lmdb_store import Store
 
 log = logging.getLogger("memnet.fetch")
 
+STAGE_BATCH = 16  # chunks (4 MiB at the default size) written to the store per staging commit
 BAN_SCORE = -100  # one bad chunk or forged manifest: not asked again by this daemon
 Progress = Callable[[int, int], None]
 
@@ -68,8 +69,11 @@ class _Fetch:
                  tuning: FetchTuning, progress: Progress | None):
         self.host, self.store, self.cube_id, self.scores = host, store, cube_id, scores
         self.tuning, self.progress = tuning, progress
-        self.data: dict[bytes, bytes] = {}
+        self.data: dict[bytes, bytes] = {}  # every verified chunk of this fetch
+        self._unstaged: list[tuple[bytes, bytes]] = []
         self.bytes_from: Counter[str] = Counter()
+        self._staging = trio.Event()
+        self._fetching = True
         self.dropped: dict[str, str] = {}
         self._changed = trio.Event()
 
@@ -167,6 +171,9 @@ class _Fetch:
                     raise
                 if plan.received(peer, chunk_id):
                     self.data[chunk_id] = data
+                    self._unstaged.append((chunk_id, data))
+                    if len(self._unstaged) >= STAGE_BATCH:
+                        self._staging.set()
                     self.bytes_from[peer] += len(data)
                     self.scores.delivered(peer, len(data))
                     if self.progress:
@@ -175,6 +182,23 @@ class _Fetch:
             if outstanding:
                 plan.failed(peer, outstanding)
             self._notify()
+
+
+    async def stage(self) -> None:
+        """Write verified chunks to the store in a worker thread while the transfer goes on
+        (py-lmdb drops the GIL for puts and commits), so the final commit is small."""
+        while True:
+            await self._staging.wait()
+            self._staging = trio.Event()
+            batch, self._unstaged = self._unstaged, []
+            if batch:
+                await trio.to_thread.run_sync(self.store.stage_chunks, batch)
+            if not self._fetching and not self._unstaged:
+                return
+
+    def finish_staging(self) -> None:
+        self._fetching = False
+        self._staging.set()
 
 
 def _reasons(dropped: dict[str, str]) -> str:
@@ -210,6 +234,7 @@ async def fetch_cube(
     if not providers:
         raise FetchError(f"no provider of {cid.to_text(cube_id)} found in the swarm")
     manifest_bytes, manifest = await fetch.manifest(providers)
+    phases = {"find+manifest": time.monotonic() - started}
     first_index = {}
     for index, chunk_id in enumerate(manifest.chunks):
         first_index.setdefault(chunk_id, index)
@@ -217,15 +242,24 @@ async def fetch_cube(
     wanted = [c for c in first_index if not local[c]]
     plan = FetchPlan(wanted, {c: manifest.chunk_length(first_index[c]) for c in wanted},
                      tuning.chunks_per_request)
-    for _ in range(rounds):
-        tried |= {str(p.peer_id) for p in providers}
-        if providers:
-            await fetch.chunks(plan, providers)
-        if plan.complete:
-            break
-        providers = await fresh_providers()
-        if not providers:
-            break
+    mark = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetch.stage)
+        try:
+            for _ in range(rounds):
+                tried |= {str(p.peer_id) for p in providers}
+                if providers:
+                    await fetch.chunks(plan, providers)
+                if plan.complete:
+                    break
+                providers = await fresh_providers()
+                if not providers:
+                    break
+        finally:
+            phases["chunks"] = time.monotonic() - mark
+            mark = time.monotonic()
+            fetch.finish_staging()
+    phases["staging tail"] = time.monotonic() - mark
     if not plan.complete:
         raise FetchError(f"{cid.to_text(cube_id)}: {len(plan.done)} of {len(wanted)} chunks fetched,"
                          f" no provider left" + _reasons(fetch.dropped))
@@ -233,6 +267,12 @@ async def fetch_cube(
     def chunk(chunk_id: bytes) -> bytes | None:
         return fetch.data.get(chunk_id) or store.chunk(chunk_id)
 
+    mark = time.monotonic()
     cube = build.verify(manifest_bytes, cube_id, chunk, hashed=fetch.data.keys())
+    phases["verify"] = time.monotonic() - mark
+    mark = time.monotonic()
     store.put(cube, pin_reason=pin_reason)
+    phases["commit"] = time.monotonic() - mark
+    log.debug("fetch %s phases: %s", cid.to_text(cube_id),
+              ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in phases.items()))
     return FetchReport(cube, time.monotonic() - started, dict(fetch.bytes_from), dict(fetch.dropped))

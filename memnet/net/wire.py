@@ -199,36 +199,43 @@ class FrameDecoder:
     """Turns stream bytes into validated messages: feed() what arrives, then call next() until it
     returns None. A decoder that raised has seen a protocol violation: close the stream.
 
-    Bytes live in one bytearray read from an offset, compacted only once the consumed part is at
-    least half of it, so a 4 MiB frame arriving in small reads costs linear, not quadratic, copying.
+    Received pieces are kept as they came and joined once, when a frame is complete: one copy per
+    byte, however the frame was split (a growing buffer copied chunk frames two or three times).
     """
-
-    _COMPACT_AT = 64 * 1024
 
     def __init__(self, max_frame: int = MAX_FRAME):
         if not 0 < max_frame <= MAX_FRAME:
             raise ValueError(f"max_frame must be 1 … {MAX_FRAME}")
         self._max_frame = max_frame
-        self._buf = bytearray()
-        self._pos = 0
+        self._pieces: list[bytes | memoryview] = []
+        self._size = 0
 
     @property
     def pending(self) -> int:
         """Bytes received but not yet returned as a message (0 at a frame boundary)."""
-        return len(self._buf) - self._pos
+        return self._size
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        if data:
+            self._pieces.append(data)
+            self._size += len(data)
+
+    def _head(self, n: int) -> bytes:
+        out = b""
+        for piece in self._pieces:
+            out += bytes(piece[:n - len(out)])
+            if len(out) >= n:
+                break
+        return out
 
     def next(self) -> dict | None:
         """The next complete message, or None if more bytes are needed."""
-        buf, pos = self._buf, self._pos
-        available = len(buf) - pos
+        head = self._head(MAX_VARINT_BYTES)
         length = 0
         for size in range(1, MAX_VARINT_BYTES + 1):
-            if size > available:
+            if size > len(head):
                 return None
-            byte = buf[pos + size - 1]
+            byte = head[size - 1]
             length |= (byte & 0x7F) << (7 * (size - 1))
             if not byte & 0x80:
                 break
@@ -240,23 +247,15 @@ class FrameDecoder:
             raise FormatError("empty frame")
         if length > self._max_frame:  # refuse before buffering the body
             raise LimitError(f"frame of {length} bytes announced, the limit is {self._max_frame}")
-        start = pos + size
-        if available - size < length:
+        total = size + length
+        if self._size < total:
             return None
-        # Decode straight from the buffer; the view is released before the buffer can change.
-        with memoryview(buf)[start:start + length] as body:
-            value = canonical.decode(body, self._max_frame)
-        self._pos = start + length
-        self._compact()
-        return validate(value)
-
-    def _compact(self) -> None:
-        if self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif self._pos >= self._COMPACT_AT and 2 * self._pos >= len(self._buf):
-            del self._buf[:self._pos]
-            self._pos = 0
+        joined = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
+        view = memoryview(joined)
+        rest = view[total:]
+        self._pieces = [rest] if len(rest) else []
+        self._size = len(rest)
+        return validate(canonical.decode(view[size:total], self._max_frame))
 
     def eof(self) -> None:
         """The stream ended: FormatError if it ended inside a frame. Call after next() is None."""

@@ -36,7 +36,8 @@ from memnet.errors import NotFoundError, PolicyError, StoreError, StoreFullError
 from memnet.store.environment import close_environment, open_environment
 
 T = TypeVar("T")
-_DB_NAMES = ("manifests", "chunks", "refs", "pins", "index", "names", "stats")
+_DB_NAMES = ("manifests", "chunks", "refs", "pins", "index", "names", "stats", "staged")
+STAGING_GRACE = 3600  # seconds a staged chunk of an unfinished fetch is safe from GC
 _INDEX_TAGS = {"kind": b"k", "author": b"a", "tag": b"t", "model": b"m", "prefix": b"p"}
 _MAX_GROWTHS = 8
 _DISK_FULL = ("No space left", "File too large", "Disk quota")
@@ -197,8 +198,9 @@ class Store:
         for chunk_id in set(m.chunks):
             raw = txn.get(chunk_id, db=db["refs"])
             count = struct.unpack(">I", raw)[0] if raw else 0
-            if count == 0:
-                txn.put(chunk_id, cube.chunks[chunk_id], db=db["chunks"])
+            if count == 0:  # a staged (or orphaned) copy was verified on its way in: keep it
+                txn.put(chunk_id, cube.chunks[chunk_id], db=db["chunks"], overwrite=False)
+                txn.delete(chunk_id, db=db["staged"])
             txn.put(chunk_id, struct.pack(">I", count + 1), db=db["refs"])
         txn.put(cube_id, cube.manifest_bytes, db=db["manifests"])
         for key in _index_keys(cube_id, m):
@@ -215,6 +217,20 @@ class Store:
             raise PolicyError(f"{m.name} version {m.version} is older than the stored version {version}")
         if version == m.version and other != cube_id:
             raise PolicyError(f"{m.name} version {m.version} already names another cube {cid.to_text(other)}")
+
+    def stage_chunks(self, chunks: list[tuple[bytes, bytes]]) -> None:
+        """Write verified chunks of a cube still being fetched, so the disk work overlaps the
+        transfer and an interrupted fetch resumes. They belong to no cube until put() commits
+        one; GC leaves them alone for STAGING_GRACE seconds."""
+        need = sum(len(data) for _, data in chunks)
+        stamp = struct.pack(">Q", int(time.time()))
+
+        def fn(txn: lmdb.Transaction) -> None:
+            for chunk_id, data in chunks:
+                txn.put(chunk_id, data, db=self._db["chunks"], overwrite=False)
+                txn.put(chunk_id, stamp, db=self._db["staged"])
+
+        self._write(fn, need)
 
     def pin(self, cube_id: bytes, reason: str) -> None:
         def fn(txn: lmdb.Transaction) -> None:
@@ -441,11 +457,17 @@ class Store:
             txn.put(b"\x00gc", b"", db=self._db["stats"])
             txn.delete(b"\x00gc", db=self._db["stats"])
         cursor = txn.cursor(db=self._db["chunks"])
+        fresh = int(time.time()) - STAGING_GRACE
+        staged = {key: struct.unpack(">Q", value)[0]
+                  for key, value in txn.cursor(db=self._db["staged"]).iternext()}
         # keys only: reading every value would copy the whole store into memory on each GC
         orphans = [
             key for key in cursor.iternext(keys=True, values=False)
-            if txn.get(key, db=self._db["refs"]) is None
+            if txn.get(key, db=self._db["refs"]) is None and staged.get(key, 0) < fresh
         ]
+        for key, at in staged.items():
+            if at < fresh:
+                txn.delete(key, db=self._db["staged"])
         for key in orphans:
             report.bytes += len(txn.get(key, db=self._db["chunks"]))
             txn.delete(key, db=self._db["chunks"])
