@@ -313,3 +313,20 @@ def test_version_is_negotiated_by_multistream_select(store, cube):
             assert await session.manifest(cube.cube_id) == cube.manifest_bytes
             await session.close()
     run(scenario)
+
+
+def test_pipelined_requests_are_answered_in_order(store, cube):
+    async def scenario():
+        async with pair(store) as (a, b, _):
+            session = await MipSession.open(b, a.get_id())
+            ids = list(cube.manifest.chunks)
+            first, second = ids[:2], ids[2:4]
+            rid1 = await session.request_chunks(cube.cube_id, first)
+            rid2 = await session.request_chunks(cube.cube_id, second)  # sent before any answer
+            assert rid1 != rid2
+            got1 = [c async for c, _ in session.receive_chunks(rid1, first)]
+            got2 = [(c, d) async for c, d in session.receive_chunks(rid2, second)]
+            assert got1 == first
+            assert got2 == [(c, bytes(cube.chunks[c])) for c in second]
+            await session.close()
+    run(scenario)

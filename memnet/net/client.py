@@ -56,11 +56,16 @@ class MipSession:
         await self.framed.send(wire.get_have(rid, cube_id))
         return wire.flags_from_bits((await self._reply(rid, "have"))["bits"], n_chunks)
 
-    async def chunks(self, cube_id: bytes, chunk_ids: list[bytes]):
-        """Yield (chunk_id, data or None if the peer lacks it) in request order. Data is as
-        received: the caller verifies it against chunk_id."""
+    async def request_chunks(self, cube_id: bytes, chunk_ids: list[bytes]) -> int:
+        """Send a get_chunks without waiting for its answer (requests on a stream pipeline: the
+        responder answers them in order); returns its id for receive_chunks."""
         rid = next(self._ids)
         await self.framed.send(wire.get_chunks(rid, cube_id, chunk_ids))
+        return rid
+
+    async def receive_chunks(self, rid: int, chunk_ids: list[bytes]):
+        """Yield (chunk_id, data or None if the peer lacks it) in request order. Data is as
+        received: the caller verifies it against chunk_id."""
         for chunk_id in chunk_ids:
             message = await self.framed.receive(REQUEST_TIMEOUT, FRAME_TIMEOUT)
             if message is None:
@@ -72,6 +77,11 @@ class MipSession:
             if message["cid"] != chunk_id:
                 raise PeerError(f"peer {self.peer} answered out of order")
             yield chunk_id, message.get("data")
+
+    async def chunks(self, cube_id: bytes, chunk_ids: list[bytes]):
+        rid = await self.request_chunks(cube_id, chunk_ids)
+        async for item in self.receive_chunks(rid, chunk_ids):
+            yield item
 
     async def close(self) -> None:
         await self.framed.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -60,8 +60,13 @@ class FetchReport:
 
 @dataclass(frozen=True)
 class FetchTuning:
-    streams_per_peer: int = 4
+    """2 x 4 x 2 keeps 16 chunks (4 MiB at the default size) in flight per provider. Measured on
+    loopback, 1 to 4 streams and 1 to 4 pipelined requests all land within the noise (fetch
+    0.46-0.52 s for 64 MiB); two streams keep one slow answer from stalling a provider."""
+
+    streams_per_peer: int = 2
     chunks_per_request: int = 4
+    requests_per_stream: int = 2  # get_chunks pipelined on one stream before reading answers
 
 
 class _Fetch:
@@ -135,16 +140,23 @@ class _Fetch:
 
     async def _worker(self, plan: FetchPlan, peer_id: ID, peers: set[str]) -> None:
         peer = str(peer_id)
-        session = None
+        session: MipSession | None = None
+        pipeline: deque[tuple[int, list[bytes]]] = deque()  # requests sent, answers not yet read
         try:
-            while not plan.complete and not plan.stuck(peers) and peer not in plan.dropped:
-                batch = plan.next_batch(peer)
-                if not batch:
+            while peer not in plan.dropped:
+                while len(pipeline) < self.tuning.requests_per_stream:
+                    batch = plan.next_batch(peer)
+                    if not batch:
+                        break
+                    if session is None:
+                        session = await MipSession.open(self.host, peer_id)
+                    pipeline.append((await session.request_chunks(self.cube_id, batch), batch))
+                if pipeline:
+                    await self._receive(plan, session, peer, *pipeline.popleft())
+                elif plan.complete or plan.stuck(peers):
+                    return
+                else:
                     await self._changed.wait()
-                    continue
-                if session is None:
-                    session = await MipSession.open(self.host, peer_id)
-                await self._request(plan, session, peer, batch)
         except MemnetError as exc:
             plan.drop(peer, str(exc))
             self._drop(peer, str(exc))
@@ -152,14 +164,17 @@ class _Fetch:
             plan.drop(peer, f"failed: {exc!r}")
             self._drop(peer, f"failed: {exc!r}")
         finally:
+            for _, batch in pipeline:
+                plan.failed(peer, batch)
             self._notify()
             if session is not None:
                 await session.close()
 
-    async def _request(self, plan: FetchPlan, session: MipSession, peer: str, batch: list[bytes]) -> None:
+    async def _receive(self, plan: FetchPlan, session: MipSession, peer: str, rid: int,
+                       batch: list[bytes]) -> None:
         outstanding = list(batch)
         try:
-            async for chunk_id, data in session.chunks(self.cube_id, batch):
+            async for chunk_id, data in session.receive_chunks(rid, batch):
                 outstanding.remove(chunk_id)
                 if data is None:
                     plan.lacks(peer, chunk_id)
@@ -182,7 +197,6 @@ class _Fetch:
             if outstanding:
                 plan.failed(peer, outstanding)
             self._notify()
-
 
     async def stage(self) -> None:
         """Write verified chunks to the store in a worker thread while the transfer goes on
