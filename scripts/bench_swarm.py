@@ -62,9 +62,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 import trio  # noqa: E402
-from safetensors.numpy import save  # noqa: E402
 
 from memnet import home as home_mod  # noqa: E402
 from memnet import local  # noqa: E402
@@ -72,6 +70,7 @@ from memnet.cube import cid, payloads  # noqa: E402
 from memnet.daemon import state as state_mod  # noqa: E402
 from memnet.daemon.config import DaemonConfig  # noqa: E402
 from memnet.daemon.control import ControlClient  # noqa: E402
+from tests.factories import lora_files  # noqa: E402
 
 MiB = 1024 * 1024
 RAW_PROTOCOL = "/memnet-bench/raw/1.0.0"
@@ -105,16 +104,8 @@ def lora_cube_args(size: int, seed: int) -> tuple[bytes, dict]:
     pair = 2 * HIDDEN * 4  # bytes per unit of rank for one module's A and B
     layers = max(1, -(-size // (len(TARGETS) * 64 * pair)))
     r = max(1, round(size / (layers * len(TARGETS) * pair)))
-    rng = np.random.default_rng(seed)
-    tensors = {}
-    for layer in range(layers):
-        for module in TARGETS:
-            base = f"base_model.model.model.layers.{layer}.self_attn.{module}"
-            tensors[f"{base}.lora_A.weight"] = rng.standard_normal((r, HIDDEN), dtype=np.float32)
-            tensors[f"{base}.lora_B.weight"] = rng.standard_normal((HIDDEN, r), dtype=np.float32)
-    config = {"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "target_modules": list(TARGETS),
-              "base_model_name_or_path": "bench-base", "task_type": "CAUSAL_LM"}
-    payload = payloads.build_parameter_payload(config, save(tensors, metadata={"format": "pt"}))
+    config, weights = lora_files(r=r, hidden=HIDDEN, layers=layers, targets=TARGETS, seed=seed)
+    payload = payloads.build_parameter_payload(config, weights)
     meta = {"base_model": hashlib.sha256(b"bench-base").digest(), "peft": payloads.peft_summary(config)}
     return payload, meta
 
