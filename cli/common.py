@@ -42,8 +42,6 @@ def _print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-
-
 def daemon_client(required: bool = True) -> ControlClient | None:
     """The running daemon of this home; None (or an error, if required) when there is none."""
     home = home_mod.resolve(_home_option["path"])

@@ -35,6 +35,18 @@ BINARY_PATHS = {
 
 
 @functools.cache
+
+def read_leb128(data: bytes, position: int) -> tuple[int, int]:
+    """An unsigned LEB128 varint read by hand (independent of memnet's codecs): (value, end)."""
+    value, shift = 0, 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, position
+
 def load(name: str) -> dict:
     doc = json.loads((VECTORS / name).read_text(encoding="utf-8"))
     assert doc["mip"] == limits.MIP_VERSION
@@ -318,14 +330,7 @@ def test_car(case):
     # blocks, walked by hand: varint(len) + 36-byte CID + data, in the documented order
     position, order = len(car.encode_varint(len(header))) + len(header), []
     while position < len(data):
-        length, shift = 0, 0
-        while True:
-            byte = data[position]
-            position += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
+        length, position = read_leb128(data, position)
         block_cid, block = data[position:position + 36], data[position + 36:position + length]
         assert hashlib.sha256(block).digest() == block_cid[4:] and block_cid[:4] == bytes.fromhex("01551220")
         order.append(cid.to_text(block_cid))
@@ -515,14 +520,7 @@ def test_wire_valid(case):
     assert decoder.next() == message and decoder.next() is None
     decoder.eof()
     # by hand: a minimal LEB128 length, then a map an ordinary msgpack decoder reads the same way
-    length, shift, position = 0, 0, 0
-    while True:
-        byte = data[position]
-        position += 1
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
+    length, position = read_leb128(data, 0)
     assert length == len(data) - position and position == len(wire._varint(length))
     assert msgpack.unpackb(data[position:], raw=False) == message
     # the golden bytes are the golden cubes' own: what a receiver verifies (MIP section 11)
