@@ -39,3 +39,23 @@ def prefix_keys(token_ids: Sequence[int], salt_bytes: bytes, block_size: int) ->
         previous = hashlib.sha256(previous + struct.pack(f"<{len(block)}I", *block)).digest()
         keys.append(previous)
     return keys
+
+
+def matched_tokens(token_ids: Sequence[int], salt_bytes: bytes, block_size: int, n_tokens: int,
+                   keys: Sequence[bytes]) -> int:
+    """How many leading tokens of token_ids a cache with these prefix keys holds exactly: the
+    longest key boundary (each full block, then n_tokens) where token_ids hash to the same key.
+    The chain makes each key commit to every token before it, so equal keys mean equal ids."""
+    matched = 0
+    previous = salt_bytes
+    for index, key in enumerate(keys):
+        start = index * block_size
+        end = min(start + block_size, n_tokens)
+        if end > len(token_ids):
+            break
+        block = token_ids[start:end]
+        previous = hashlib.sha256(previous + struct.pack(f"<{len(block)}I", *block)).digest()
+        if previous != key:
+            break
+        matched = end
+    return matched

@@ -1,0 +1,235 @@
+"""Generation that reuses a cached prefix: the longest one in the local store, else in the swarm,
+fetched only when that is measured to be faster than recomputing it.
+
+    generate(node, loaded, ids, options, swarm=None) -> Generation
+
+The swarm is anything with find_prefix and get (the CLI passes the daemon's control client
+wrapper): this layer knows cubes, the store and the model, not the network.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from memnet.cube import cid, manifest as manifest_mod
+from memnet.cube import prefix
+from memnet.errors import MemnetError, UsageError
+from memnet.home import Node
+from memnet.model import kv, perf
+from memnet.model.loader import LoadedModel
+
+MIN_REUSE = 16  # fewer cached tokens than this save less than the lookup costs
+
+
+class Swarm(Protocol):
+    def find_prefix(self, probes: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
+        """For lists of prompt prefix keys (one list per salt), authenticated (cube id, manifest
+        bytes) of cubes that peers hold under the longest key found."""
+
+    def get(self, cube_id: bytes) -> tuple[int, float, str]:
+        """Fetch a cube into the local store: (bytes moved, seconds, peer it mostly came from)."""
+
+
+@dataclass
+class Options:
+    max_new_tokens: int = 64
+    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16", "int8")  # preference on ties
+    adapter: bytes | None = None
+    use_local: bool = True
+    use_swarm: bool = True
+    check: bool = False         # also run the full prefill and compare the first logits
+
+
+@dataclass
+class Candidate:
+    cube_id: bytes
+    meta: dict[str, Any]
+    size: int
+    usable: int
+    local: bool
+
+
+@dataclass
+class Generation:
+    text: str
+    new_ids: list[int]
+    prompt_tokens: int
+    reused: int = 0
+    source: str = "none"          # none | local | peer
+    peer: str | None = None       # the PeerID most of a fetched cube came from
+    cube_id: bytes | None = None
+    dtype: str | None = None
+    ttft: float = 0.0
+    seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)
+    decision: str = ""
+    max_logit_diff: float | None = None
+    same_top1: bool | None = None
+
+    def timing_line(self) -> str:
+        if self.reused:
+            where = "from the local store" if self.source == "local" else f"from peer {self.peer}"
+            where += f" (cube {cid.to_text(self.cube_id)[:16]}…, {self.dtype})"
+            reuse = f"{self.reused}/{self.prompt_tokens} prompt tokens reused {where}"
+        else:
+            reuse = f"0/{self.prompt_tokens} prompt tokens reused (full prefill)"
+        line = f"TTFT {self.ttft * 1000:.0f} ms · {reuse} · {len(self.new_ids)} tokens in {self.seconds:.2f} s"
+        if self.decision:
+            line += f" · {self.decision}"
+        if self.max_logit_diff is not None:
+            line += f" · max |Δlogit| {self.max_logit_diff:.2e}, top-1 {'same' if self.same_top1 else 'DIFFERENT'}"
+        return line
+
+
+def _candidate(cube_id: bytes, m: manifest_mod.Manifest, ids: list[int], loaded: LoadedModel,
+               adapter: bytes | None, local: bool) -> Candidate | None:
+    if m.kind != "activation":
+        return None
+    try:
+        kv.check_binding(m.meta, loaded, adapter)
+    except MemnetError:
+        return None
+    usable = kv.usable_tokens(m.meta, ids)
+    return Candidate(cube_id, m.meta, m.size, usable, local) if usable >= MIN_REUSE else None
+
+
+def probe_keys(binding: kv.Binding, ids: list[int]) -> list[bytes]:
+    """The prompt's keys a cached prefix can be found under: every full block and the whole
+    prompt, plus each length inside the first block (a cube shorter than a block, such as a
+    system prompt, is keyed by its own length)."""
+    salt = binding.salt()
+    keys = prefix.prefix_keys(ids, salt, kv.BLOCK_SIZE)
+    short = [prefix.prefix_keys(ids[:n], salt, kv.BLOCK_SIZE)[0]
+             for n in range(MIN_REUSE, min(len(ids), kv.BLOCK_SIZE))]
+    return keys + short
+
+
+def find_local(node: Node, loaded: LoadedModel, ids: list[int], options: Options) -> list[Candidate]:
+    found: dict[bytes, Candidate] = {}
+    for dtype in options.dtypes:
+        binding = kv.binding_for(loaded, options.adapter, dtype)
+        for key in probe_keys(binding, ids):
+            for cube_id in node.store.find("prefix", key):
+                if cube_id not in found:
+                    c = _candidate(cube_id, node.store.manifest(cube_id), ids, loaded, options.adapter, True)
+                    if c is not None:
+                        found[cube_id] = c
+    return list(found.values())
+
+
+def find_swarm(swarm: Swarm, loaded: LoadedModel, ids: list[int], options: Options) -> list[Candidate]:
+    probes = [prefix.prefix_keys(ids, kv.binding_for(loaded, options.adapter, d).salt(), kv.BLOCK_SIZE)
+              for d in options.dtypes]
+    found = []
+    for cube_id, manifest_bytes in swarm.find_prefix(probes):
+        m = manifest_mod.decode(manifest_bytes, cube_id)  # authenticated: hash, then signature
+        c = _candidate(cube_id, m, ids, loaded, options.adapter, False)
+        if c is not None:
+            found.append(c)
+    return found
+
+
+def _best(candidates: list[Candidate], options: Options) -> Candidate | None:
+    order = {d: i for i, d in enumerate(options.dtypes)}
+    return max(candidates, default=None,
+               key=lambda c: (c.usable, c.local, -order.get(c.meta["dtype"], 99), -c.size))
+
+
+def _argmax(logits: Any) -> int:
+    return int(logits.argmax())
+
+
+def _stop_ids(loaded: LoadedModel) -> set[int]:
+    ids = {loaded.tokenizer.eos_token_id}
+    for token in ("<|im_end|>", "<|endoftext|>"):
+        value = loaded.tokenizer.convert_tokens_to_ids(token)
+        if isinstance(value, int) and value != loaded.tokenizer.unk_token_id:
+            ids.add(value)
+    return {i for i in ids if i is not None}
+
+
+def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
+             swarm: Swarm | None = None) -> Generation:
+    from memnet.model.runtime import torch
+
+    if not ids:
+        raise UsageError("the prompt has no tokens")
+    if len(ids) + options.max_new_tokens > loaded.max_tokens:
+        raise UsageError(f"{len(ids)} prompt tokens + {options.max_new_tokens} new exceed the model's "
+                         f"{loaded.max_tokens}")
+    book = perf.PerfBook(node.home)
+    result = Generation("", [], len(ids))
+    start = time.perf_counter()
+    best = _best(find_local(node, loaded, ids, options), options) if options.use_local else None
+    result.steps["lookup_local"] = time.perf_counter() - start
+    if swarm is not None and options.use_swarm and (best is None or best.usable < len(ids) - 1):
+        mark = time.perf_counter()
+        remote = find_swarm(swarm, loaded, ids, options)
+        result.steps["lookup_swarm"] = time.perf_counter() - mark
+        better = _best([c for c in remote if best is None or c.usable > best.usable], options)
+        if better is not None:
+            saved = better.usable - (best.usable if best else 0)
+            estimate = perf.estimate_prefill(book.prefill_samples(loaded.pinned.fingerprint), saved)
+            if estimate is None:  # never measured here: fetching a cached prefill is the bet
+                estimate = float("inf")
+            choice = perf.choose(better.size, estimate, book.bandwidth(), book.load_rate())
+            result.decision = choice.reason()
+            if choice.fetch:
+                mark = time.perf_counter()
+                moved, seconds, result.peer = swarm.get(better.cube_id)
+                result.steps["fetch"] = time.perf_counter() - mark
+                book.add_fetch(moved, seconds)
+                best = better
+    cache, n_cached = None, 0
+    if best is not None:
+        mark = time.perf_counter()
+        payload = node.store.read_payload(best.cube_id)
+        cache = kv.cache_from_payload(payload, best.meta, loaded, best.usable)
+        load_seconds = time.perf_counter() - mark
+        result.steps["load"] = load_seconds
+        book.add_load(len(payload), load_seconds)
+        n_cached = best.usable
+        node.store.record_access(best.cube_id)
+        result.reused, result.cube_id, result.dtype = n_cached, best.cube_id, best.meta["dtype"]
+        result.source = "local" if best.local else "peer"
+    mark = time.perf_counter()
+    with torch.inference_mode():
+        out = loaded.model(input_ids=torch.tensor([ids[n_cached:]]), past_key_values=cache,
+                           position_ids=torch.arange(n_cached, len(ids)).unsqueeze(0), use_cache=True)
+        logits = out.logits[0, -1]
+        next_id = _argmax(logits)
+        result.ttft = time.perf_counter() - start
+        result.steps["prefill"] = time.perf_counter() - mark
+        if n_cached == 0:
+            book.add_prefill(loaded.pinned.fingerprint, len(ids), result.steps["prefill"])
+        if options.check:
+            full = loaded.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+            result.max_logit_diff = float((full - logits).abs().max())
+            result.same_top1 = _argmax(full) == next_id
+        stops, cache, position = _stop_ids(loaded), out.past_key_values, len(ids)
+        while len(result.new_ids) < options.max_new_tokens and next_id not in stops:
+            result.new_ids.append(next_id)
+            if len(result.new_ids) == options.max_new_tokens:
+                break
+            out = loaded.model(input_ids=torch.tensor([[next_id]]), past_key_values=cache,
+                               position_ids=torch.tensor([[position]]), use_cache=True)
+            cache, position = out.past_key_values, position + 1
+            next_id = _argmax(out.logits[0, -1])
+    result.seconds = time.perf_counter() - start
+    result.text = loaded.decode(result.new_ids)
+    return result
+
+
+def build(node: Node, loaded: LoadedModel, ids: list[int], dtype: str, adapter: bytes | None = None,
+          **publish_options: Any):
+    """Prefill ids and publish the K/V as an activation cube (pinned): (cube, prefill seconds)."""
+    from memnet import local
+
+    binding = kv.binding_for(loaded, adapter, dtype)
+    cache, _logits, seconds = kv.prefill(loaded, ids)
+    perf.PerfBook(node.home).add_prefill(loaded.pinned.fingerprint, len(ids), seconds)
+    payload = kv.payload_from_cache(cache, len(ids), dtype)
+    cube = local.publish(node, "activation", payload, kv.meta_for(binding, loaded, ids), **publish_options)
+    return cube, seconds

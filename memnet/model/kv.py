@@ -1,0 +1,143 @@
+"""Activation cubes: a prefix's per-layer K/V from a prefill, and the cache rebuilt from one.
+
+Identity is token ids (bound through the prefix-chain keys), never text. Only a cache that starts
+at position 0 is exact (RoPE is applied before caching), so a cube is used as a prefix only, and
+cut to however many of its leading tokens the prompt shares (a causal cache's first L positions
+depend on the first L tokens alone).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from memnet.cube import payloads, prefix
+from memnet.errors import PolicyError, UsageError
+from memnet.model.loader import LoadedModel
+
+BLOCK_SIZE = 256        # network-wide: discovery looks keys up at multiples of it
+ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+DTYPE_NAMES = tuple(ELEMENT_BYTES)
+
+
+def _torch_dtype(name: str):
+    from memnet.model.runtime import torch
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+            "int8": torch.int8}[name]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a KV cache depends on besides the token ids."""
+
+    model: bytes
+    tokenizer: bytes
+    adapter: bytes | None
+    dtype: str
+
+    def salt(self) -> bytes:
+        return prefix.salt(self.model, self.tokenizer, self.adapter, self.dtype)
+
+    def keys(self, ids: list[int]) -> list[bytes]:
+        return prefix.prefix_keys(ids, self.salt(), BLOCK_SIZE)
+
+
+def binding_for(loaded: LoadedModel, adapter: bytes | None, dtype: str) -> Binding:
+    if dtype not in ELEMENT_BYTES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}")
+    return Binding(loaded.pinned.fingerprint, loaded.pinned.tokenizer, adapter, dtype)
+
+
+def prefill(loaded: LoadedModel, ids: list[int]) -> tuple[Any, Any, float]:
+    """Run the model over ids from position 0: (DynamicCache, last logits, seconds)."""
+    from memnet.model.runtime import torch
+
+    if not ids:
+        raise UsageError("nothing to prefill: the text has no tokens")
+    if len(ids) > loaded.max_tokens:
+        raise UsageError(f"{len(ids)} tokens exceed the model's {loaded.max_tokens}")
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = loaded.model(input_ids=torch.tensor([ids]), use_cache=True)
+    return out.past_key_values, out.logits[0, -1], time.perf_counter() - start
+
+
+def payload_from_cache(cache: Any, n_tokens: int, dtype: str) -> bytes:
+    """k.{l}/v.{l} as [kv_heads, n_tokens, head_dim]; int8 adds per-(head, token) absmax scales."""
+    from safetensors.torch import save
+
+    from memnet.model.runtime import torch
+
+    tensors = {}
+    for index, layer in enumerate(cache.layers):
+        for name, states in (("k", layer.keys), ("v", layer.values)):
+            t = states[0, :, :n_tokens, :].float()
+            if dtype == "int8":
+                scale = t.abs().amax(dim=-1, keepdim=True) / 127.0
+                safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+                tensors[f"{name}.{index}"] = torch.round(t / safe).clamp(-127, 127).to(torch.int8).contiguous()
+                tensors[f"{name}_scale.{index}"] = scale.contiguous()
+            else:
+                tensors[f"{name}.{index}"] = t.to(_torch_dtype(dtype)).contiguous()
+    return save(tensors)
+
+
+def meta_for(binding: Binding, loaded: LoadedModel, ids: list[int]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"model": binding.model, "tokenizer": binding.tokenizer, "dtype": binding.dtype,
+                            "n_tokens": len(ids), "block_size": BLOCK_SIZE, "prefix_keys": binding.keys(ids),
+                            "layout": dict(loaded.pinned.layout)}
+    if binding.adapter is not None:
+        meta["adapter"] = binding.adapter
+    return meta
+
+
+def check_binding(meta: dict[str, Any], loaded: LoadedModel, adapter: bytes | None) -> None:
+    """Refuse a cube made under another model, tokenizer, adapter or layout, naming the difference."""
+    pinned = loaded.pinned
+    if meta["model"] != pinned.fingerprint:
+        raise PolicyError(f"the KV cube is for model {meta['model'].hex()[:12]}, "
+                          f"not the running {pinned.name} ({pinned.short})")
+    if meta["tokenizer"] != pinned.tokenizer:
+        raise PolicyError(f"the KV cube is for tokenizer {meta['tokenizer'].hex()[:12]}, "
+                          f"not {pinned.tokenizer.hex()[:12]}")
+    cube_adapter = meta.get("adapter")
+    if cube_adapter != adapter:
+        have = cube_adapter.hex()[:12] if cube_adapter else "none"
+        want = adapter.hex()[:12] if adapter else "none"
+        raise PolicyError(f"the KV cube was built under adapter {have}, this generation runs {want}")
+    if meta["layout"] != pinned.layout:
+        raise PolicyError(f"the KV cube's layout {meta['layout']} does not match the model's {pinned.layout}")
+    if meta["block_size"] != BLOCK_SIZE:
+        raise PolicyError(f"the KV cube uses block size {meta['block_size']}, memnet uses {BLOCK_SIZE}")
+
+
+def usable_tokens(meta: dict[str, Any], ids: list[int]) -> int:
+    """Leading tokens of ids the cube holds; at least one prompt token is always left to run
+    (its logits start the answer)."""
+    binding = Binding(meta["model"], meta["tokenizer"], meta.get("adapter"), meta["dtype"])
+    matched = prefix.matched_tokens(ids, binding.salt(), meta["block_size"], meta["n_tokens"],
+                                    meta["prefix_keys"])
+    return min(matched, len(ids) - 1)
+
+
+def cache_from_payload(payload: bytes, meta: dict[str, Any], loaded: LoadedModel, n_use: int) -> Any:
+    """A DynamicCache holding the cube's first n_use positions, in the model's fp32."""
+    from safetensors.torch import load
+
+    from memnet.model.runtime import torch, transformers
+
+    payloads.validate_activation(payload, meta)  # header, names, dtypes and shapes first
+    if not 0 < n_use <= meta["n_tokens"]:
+        raise PolicyError(f"cannot use {n_use} of the cube's {meta['n_tokens']} tokens")
+    tensors = load(payload)
+    layers = []
+    for index in range(meta["layout"]["layers"]):
+        pair = []
+        for name in ("k", "v"):
+            t = tensors[f"{name}.{index}"][:, :n_use, :]
+            if meta["dtype"] == "int8":
+                t = t.float() * tensors[f"{name}_scale.{index}"][:, :n_use, :]
+            pair.append(t.to(torch.float32).unsqueeze(0).contiguous())
+        layers.append(tuple(pair))
+    return transformers.DynamicCache(layers, config=loaded.model.config)

@@ -1,0 +1,100 @@
+"""Measured costs that decide fetch-or-recompute: prefill seconds per model, fetch bandwidth,
+and how fast a stored KV cube loads. Samples come from this node's own runs (HOME/perf.json);
+the decision itself is a pure function.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from memnet.files import write_atomic
+
+PERF_FILE = "perf.json"
+KEEP = 8                               # newest samples kept per series
+DEFAULT_BANDWIDTH = 8 * 1024 * 1024    # bytes/s assumed before the first fetch is measured
+DEFAULT_LOAD_RATE = 500 * 1024 * 1024  # bytes/s assumed before the first cube load is measured
+FETCH_OVERHEAD = 0.05                  # s: provider lookup reply + manifest round trip
+
+
+@dataclass(frozen=True)
+class Choice:
+    fetch: bool
+    fetch_seconds: float
+    prefill_seconds: float
+
+    def reason(self) -> str:
+        verb = "fetch" if self.fetch else "recompute"
+        return (f"{verb}: fetch+load ≈ {self.fetch_seconds:.2f} s vs prefill ≈ "
+                f"{self.prefill_seconds:.2f} s")
+
+
+def estimate_prefill(samples: list[list[float]], n_tokens: int) -> float | None:
+    """Prefill seconds for n_tokens from (tokens, seconds) samples: the rate of the sample
+    nearest in length (attention makes the cost grow faster than linearly, so the nearest length
+    is a better guide than an average)."""
+    usable = [s for s in samples if s[0] > 0 and s[1] > 0]
+    if not usable:
+        return None
+    tokens, seconds = min(usable, key=lambda s: abs(s[0] - n_tokens))
+    return seconds * n_tokens / tokens
+
+
+def rate(samples: list[list[float]], default: float) -> float:
+    """Bytes per second over the kept (bytes, seconds) samples."""
+    total_bytes = sum(s[0] for s in samples if s[1] > 0)
+    total_seconds = sum(s[1] for s in samples if s[1] > 0)
+    return total_bytes / total_seconds if total_bytes and total_seconds else default
+
+
+def choose(n_bytes: int, prefill_seconds: float, bandwidth: float, load_rate: float) -> Choice:
+    fetch_seconds = FETCH_OVERHEAD + n_bytes / bandwidth + n_bytes / load_rate
+    return Choice(fetch_seconds < prefill_seconds, fetch_seconds, prefill_seconds)
+
+
+class PerfBook:
+    """The node's measurements, persisted as JSON (small, rewritten atomically)."""
+
+    def __init__(self, home: Path):
+        self.path = home / PERF_FILE
+        try:
+            doc = json.loads(self.path.read_text())
+            self.doc = doc if isinstance(doc, dict) else {}
+        except (FileNotFoundError, ValueError):
+            self.doc = {}
+
+    def _series(self, *keys: str) -> list[list[float]]:
+        node = self.doc
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                return []
+        series = node.setdefault(keys[-1], [])
+        return series if isinstance(series, list) else []
+
+    def _add(self, sample: list[float], *keys: str) -> None:
+        series = self._series(*keys)
+        series.append(sample)
+        del series[:-KEEP]
+        write_atomic(self.path, json.dumps(self.doc, indent=1).encode())
+
+    def prefill_samples(self, model: bytes) -> list[list[float]]:
+        return self._series("prefill", model.hex())
+
+    def add_prefill(self, model: bytes, n_tokens: int, seconds: float) -> None:
+        if n_tokens >= 16:  # tiny runs are dominated by fixed overhead
+            self._add([n_tokens, round(seconds, 6)], "prefill", model.hex())
+
+    def bandwidth(self) -> float:
+        return rate(self._series("fetch"), DEFAULT_BANDWIDTH)
+
+    def add_fetch(self, n_bytes: int, seconds: float) -> None:
+        if n_bytes >= 64 * 1024:
+            self._add([n_bytes, round(seconds, 6)], "fetch")
+
+    def load_rate(self) -> float:
+        return rate(self._series("load"), DEFAULT_LOAD_RATE)
+
+    def add_load(self, n_bytes: int, seconds: float) -> None:
+        self._add([n_bytes, round(seconds, 6)], "load")
