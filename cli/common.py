@@ -49,3 +49,12 @@ def daemon_client(required: bool = True) -> ControlClient | None:
     if client is None and required:
         raise DaemonError(f"no daemon is running for {home}; start one with `memnet daemon`")
     return client
+
+
+def announce(cube_ids: list[bytes]) -> None:
+    """Tell a running daemon about new pins, so it provides them now rather than at its next
+    re-provide round."""
+    client = daemon_client(required=False)
+    if client is not None and cube_ids:
+        reached = client.call("announce", cubes=cube_ids)
+        sys.stderr.write(f"announced {len(reached)} cube(s) to the swarm\n")

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from cli.common import _cid, _home_option, _node, _print_json, app, daemon_client, out
+from cli.common import _cid, _home_option, _node, _print_json, announce, app, daemon_client, out
 from memnet import home as home_mod
 from memnet import ingest, local, render
 from memnet.cube import cid, keys
@@ -82,16 +82,7 @@ def publish(
     sys.stderr.write(f"published {kind}{label}: {render.human_size(m.size)} in {len(m.chunks)} chunk(s)\n")
     sys.stdout.write(cid.to_text(cube.cube_id) + "\n")
     if not no_pin:
-        _announce([cube.cube_id])
-
-
-def _announce(cube_ids: list[bytes]) -> None:
-    """Tell a running daemon about new pins, so it provides them now rather than at its next
-    re-provide round."""
-    client = daemon_client(required=False)
-    if client is not None and cube_ids:
-        reached = client.call("announce", cubes=cube_ids)
-        sys.stderr.write(f"announced {len(reached)} cube(s) to the swarm\n")
+        announce([cube.cube_id])
 
 
 @app.command("ls")
@@ -177,7 +168,7 @@ def pin(cube: str, reason: str = typer.Option("manual", "--reason")) -> None:
     cube_id = _cid(cube)
     _node().store.pin(cube_id, reason)
     out.print(f"pinned {cube} ({reason})")
-    _announce([cube_id])
+    announce([cube_id])
 
 
 @app.command()
@@ -215,7 +206,7 @@ def import_cmd(archive: Path = typer.Argument(..., help="CARv1 archive written b
     for cube_id, new in imported:
         out.print(f"{'imported' if new else 'present '} {cid.to_text(cube_id)}")
     if not no_pin:
-        _announce([cube_id for cube_id, _ in imported])
+        announce([cube_id for cube_id, _ in imported])
 
 
 @app.command()
@@ -242,6 +233,8 @@ def cat(cube: str, output: Optional[Path] = typer.Option(None, "-o", "--output",
 
 
 import cli.swarm  # noqa: E402,F401  (registers the daemon and network commands on app)
+import cli.lora  # noqa: E402,F401  (memnet lora import/train/ls)
+import cli.model  # noqa: E402,F401  (model pin/ls, kv build, generate)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,6 +40,7 @@ class Options:
     use_local: bool = True
     use_swarm: bool = True
     check: bool = False         # also run the full prefill and compare the first logits
+    fetch: str = "auto"         # auto: measured costs decide; always; never (swarm lookup only)
 
 
 @dataclass
@@ -176,7 +177,10 @@ def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
                 estimate = float("inf")
             choice = perf.choose(better.size, estimate, book.bandwidth(), book.load_rate())
             result.decision = choice.reason()
-            if choice.fetch:
+            if options.fetch != "auto":
+                result.decision = f"{'fetch' if options.fetch == 'always' else 'recompute'} (--fetch "\
+                                  f"{options.fetch}; measured: {choice.reason()})"
+            if options.fetch == "always" or (options.fetch == "auto" and choice.fetch):
                 mark = time.perf_counter()
                 moved, seconds, result.peer = swarm.get(better.cube_id)
                 result.steps["fetch"] = time.perf_counter() - mark

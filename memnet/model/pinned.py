@@ -176,7 +176,6 @@ def convert_smollm2(dest_root: Path, say: Callable[[str], None], install: bool =
     from memnet.model.runtime import transformers
 
     folder = _gguf_location(install, say)
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader draws its own progress bar
     say(f"converting {SMOLLM2_GGUF} to safetensors (once; about half a minute)")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)

@@ -1,0 +1,219 @@
+"""Commands for model memory: pin a model, build KV cubes, generate with cached prefixes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from cli.common import _node, _print_json, announce, app, daemon_client, out
+from memnet import render
+from memnet.cube import cid
+from memnet.errors import UsageError
+from memnet.home import Node
+
+model_app = typer.Typer(no_args_is_help=True, help="Pinned models (the weights memory is bound to).")
+kv_app = typer.Typer(no_args_is_help=True, help="Activation cubes: precomputed KV caches of prefixes.")
+app.add_typer(model_app, name="model")
+app.add_typer(kv_app, name="kv")
+
+MAX_INPUT = 16 * 1024 * 1024
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+@model_app.command("pin")
+def model_pin(what: str = typer.Argument(..., help="`smollm2`, or a local Hugging Face causal-LM folder."),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """Pin a model: convert it once to a safetensors folder and record its fingerprints."""
+    from memnet.model import pinned as pinned_mod
+
+    model, new = pinned_mod.pin(_node(), what, _say)
+    if as_json:
+        _print_json(_model_json(model))
+        return
+    _say(f"{'pinned' if new else 'already pinned'} {model.name} ({model.params / 1e6:.0f}M parameters) "
+         f"at {model.folder}")
+    sys.stdout.write(model.fingerprint.hex() + "\n")
+
+
+def _model_json(m: Any) -> dict[str, Any]:
+    return {"name": m.name, "fingerprint": m.fingerprint.hex(), "tokenizer": m.tokenizer.hex(),
+            "layout": m.layout, "params": m.params, "folder": str(m.folder), "source": m.source,
+            "kv_bytes_per_token": {d: m.kv_bytes_per_token(b) for d, b in
+                                   {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}.items()}}
+
+
+@model_app.command("ls")
+def model_ls(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List pinned models; the last is the default."""
+    from memnet.model import pinned as pinned_mod
+
+    models = pinned_mod.pinned_models(_node())
+    if as_json:
+        _print_json([_model_json(m) for m in models])
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "FINGERPRINT", "TOKENIZER", "PARAMS", "LAYOUT", "KV/TOKEN (fp16)"):
+        table.add_column(column, no_wrap=column in ("FINGERPRINT", "TOKENIZER"))
+    for m in models:
+        layout = f"{m.layout['layers']}L x {m.layout['kv_heads']}kv x {m.layout['head_dim']}"
+        table.add_row(m.name, m.fingerprint.hex(), m.tokenizer.hex()[:16], f"{m.params / 1e6:.1f}M", layout,
+                      render.human_size(m.kv_bytes_per_token(2)))
+    out.print(table)
+    _say(f"{len(models)} model(s)")
+
+
+# -- shared by kv build and generate -------------------------------------------------------------
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    if path.stat().st_size > MAX_INPUT:
+        raise UsageError(f"{path}: larger than {MAX_INPUT // (1024 * 1024)} MiB")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+
+
+def _messages(path: Path) -> list[dict[str, str]]:
+    try:
+        doc = json.loads(_read_text(path))
+    except ValueError:
+        raise UsageError(f"{path}: invalid JSON") from None
+    if not isinstance(doc, list) or not doc or not all(
+            isinstance(m, dict) and set(m) == {"role", "content"} and all(isinstance(v, str) for v in m.values())
+            for m in doc):
+        raise UsageError(f"{path}: expected a JSON list of {{\"role\": ..., \"content\": ...}} messages")
+    return doc
+
+
+def _input(text: Optional[str], file: Optional[Path], chat: Optional[Path]) -> str | list[dict[str, str]]:
+    """The prompt as text or chat messages, checked before any model is loaded."""
+    given = [x for x in (text, file, chat) if x is not None]
+    if len(given) != 1:
+        raise UsageError("give exactly one of TEXT, --file or --chat")
+    if chat is not None:
+        return _messages(chat)
+    return text if text is not None else _read_text(file)
+
+
+def _token_ids(loaded: Any, prompt: str | list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+    if isinstance(prompt, list):
+        return loaded.encode_chat(prompt, add_generation_prompt)
+    return loaded.encode(prompt)
+
+
+def _load(node: Node, model: Optional[str], lora: Optional[str]) -> tuple[Any, bytes | None]:
+    from memnet.model import lora as lora_mod
+    from memnet.model import loader, pinned
+
+    loaded = loader.load(pinned.resolve(node, model))
+    specs = lora_mod.parse_specs(lora) if lora else []
+    return loaded, lora_mod.activate(node, loaded, specs)
+
+
+@kv_app.command("build")
+def kv_build(
+    text: Optional[str] = typer.Argument(None, help="The prefix text (or use --file / --chat)."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Read the prefix from a UTF-8 file."),
+    chat: Optional[Path] = typer.Option(None, "--chat", help="JSON list of chat messages (the model's chat template)."),
+    dtype: str = typer.Option("float16", "--dtype", help="float32 (exact), float16, bfloat16 or int8."),
+    model: Optional[str] = typer.Option(None, "--model", help="Pinned model name or fingerprint (default: last pinned)."),
+    lora: Optional[str] = typer.Option(None, "--lora", help="Adapters the cache is built under: CID[:weight],..."),
+    name: Optional[str] = typer.Option(None, "--name", help="Versioned name for the cube."),
+    description: Optional[str] = typer.Option(None, "--description"),
+    ttl: Optional[int] = typer.Option(None, "--ttl", help="Expire after this many seconds."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Prefill a prefix once and publish its K/V as an activation cube."""
+    from memnet.model import generate, kv
+
+    if dtype not in kv.DTYPE_NAMES:
+        raise UsageError(f"--dtype must be one of {', '.join(kv.DTYPE_NAMES)}")
+    given = _input(text, file, chat)
+    node = _node()
+    loaded, adapter = _load(node, model, lora)
+    ids = _token_ids(loaded, given, add_generation_prompt=False)
+    optional = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
+    cube, seconds = generate.build(node, loaded, ids, dtype, adapter, ttl=ttl, **optional)
+    announce([cube.cube_id])
+    if as_json:
+        _print_json({"cube": cid.to_text(cube.cube_id), "tokens": len(ids), "dtype": dtype,
+                     "bytes": cube.manifest.size, "prefill_seconds": seconds,
+                     "prefix_keys": len(cube.manifest.meta["prefix_keys"])})
+        return
+    _say(f"{len(ids)} tokens prefilled in {seconds:.2f} s; {render.human_size(cube.manifest.size)} of "
+         f"{dtype} K/V ({cube.manifest.size // len(ids)} B/token), {len(cube.manifest.meta['prefix_keys'])} prefix keys")
+    sys.stdout.write(cid.to_text(cube.cube_id) + "\n")
+
+
+class DaemonSwarm:
+    """generate's view of the swarm, through the local daemon's control channel."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    def find_prefix(self, probes: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
+        found = self.client.call("find_prefix", probes=probes)
+        return [(c["cube"], c["manifest"]) for c in found]
+
+    def get(self, cube_id: bytes) -> tuple[int, float, str]:
+        result = self.client.call("get", cube=cube_id, pin=True, wait_announce=False)
+        if result["already"]:
+            return 0, 0.0, "local"
+        top = max(result["from"].items(), key=lambda kv: kv[1], default=("?", 0))[0]
+        return result["size"], result["seconds"], top
+
+
+@app.command("generate")
+def generate_cmd(
+    prompt: Optional[str] = typer.Argument(None, help="The prompt (or use --file / --chat)."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Read the prompt from a UTF-8 file."),
+    chat: Optional[Path] = typer.Option(None, "--chat", help="JSON list of chat messages; the answer continues them."),
+    max_tokens: int = typer.Option(64, "--max-tokens", "-n", help="New tokens to generate at most."),
+    model: Optional[str] = typer.Option(None, "--model", help="Pinned model name or fingerprint."),
+    lora: Optional[str] = typer.Option(None, "--lora", help="Adapters: CID[:weight],... (weighted composition)."),
+    dtypes: str = typer.Option("float32,float16,bfloat16,int8", "--kv-dtypes",
+                               help="KV cube dtypes to look for, preferred first on equal length."),
+    local_only: bool = typer.Option(False, "--local", help="Do not look in the swarm."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Full prefill; reuse nothing."),
+    check: bool = typer.Option(False, "--check", help="Also run the full prefill and report the logit difference."),
+    fetch: str = typer.Option("auto", "--fetch", help="Fetch a peer's prefix: auto (measured costs decide), always, never."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Generate, reusing the longest cached prefix (local store, then the swarm)."""
+    from memnet.model import generate, kv
+
+    wanted = tuple(d.strip() for d in dtypes.split(",") if d.strip())
+    if not wanted or any(d not in kv.DTYPE_NAMES for d in wanted):
+        raise UsageError(f"--kv-dtypes takes a comma list of {', '.join(kv.DTYPE_NAMES)}")
+    if fetch not in ("auto", "always", "never"):
+        raise UsageError("--fetch must be auto, always or never")
+    if max_tokens < 1:
+        raise UsageError("--max-tokens must be at least 1")
+    given = _input(prompt, file, chat)
+    node = _node()
+    loaded, adapter = _load(node, model, lora)
+    ids = _token_ids(loaded, given, add_generation_prompt=True)
+    client = None if (local_only or no_cache) else daemon_client(required=False)
+    options = generate.Options(max_new_tokens=max_tokens, dtypes=wanted, adapter=adapter,
+                               use_local=not no_cache, use_swarm=client is not None, check=check, fetch=fetch)
+    result = generate.generate(node, loaded, ids, options, DaemonSwarm(client) if client else None)
+    if as_json:
+        _print_json({"text": result.text, "tokens": len(result.new_ids), "prompt_tokens": result.prompt_tokens,
+                     "reused": result.reused, "source": result.source, "dtype": result.dtype,
+                     "cube": cid.to_text(result.cube_id) if result.cube_id else None,
+                     "ttft": result.ttft, "seconds": result.seconds, "steps": result.steps,
+                     "decision": result.decision, "max_logit_diff": result.max_logit_diff,
+                     "same_top1": result.same_top1, "model_load_seconds": loaded.load_seconds})
+        return
+    sys.stdout.write(result.text.strip() + "\n")
+    _say(result.timing_line())

@@ -1,0 +1,321 @@
+"""Activation memory against a pinned model: fingerprints, pinning, exact KV round trips, refusal
+of every mismatch, partial-prefix reuse, and the same on the real SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from memnet import home
+from memnet.cube import build as build_mod
+from memnet.cube import prefix
+from memnet.errors import PolicyError, TensorError, UsageError
+from memnet.model import fingerprint, generate, kv, loader, perf, pinned
+from tests.cli_helpers import assert_one_line_error, memnet
+from tests.model_factory import tiny_model_folder
+
+
+@pytest.fixture()
+def models(tmp_path_factory, monkeypatch):
+    root = tmp_path_factory.mktemp("models")
+    monkeypatch.setenv("MEMNET_MODELS", str(root))
+    return root
+
+
+@pytest.fixture()
+def node(tmp_path, models):
+    return home.init(tmp_path / "home")
+
+
+@pytest.fixture()
+def tiny(node, tiny_model_dir):
+    model, new = pinned.pin(node, str(tiny_model_dir))
+    assert new
+    return loader.load(model)
+
+
+def _ids(loaded, n: int, seed: int = 0) -> list[int]:
+    """n token ids of real text (the tiny tokenizer's vocabulary is small, so repeat text)."""
+    text = " ".join(f"memory {i} is content addressed, fox {i * 7 + seed}" for i in range(n))
+    ids = loaded.encode(text)
+    assert len(ids) >= n
+    return ids[:n]
+
+
+# -- fingerprints and pinning -----------------------------------------------------------------------
+
+def test_fingerprint_covers_weights_config_and_tokenizer(tmp_path, node, tiny):
+    folder = tiny.pinned.folder
+    assert fingerprint.model_fingerprint(folder) == tiny.pinned.fingerprint
+    assert fingerprint.tokenizer_fingerprint(folder) == tiny.pinned.tokenizer
+    copy = Path(shutil.copytree(folder, tmp_path / "copy"))
+    config = json.loads((copy / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-3
+    (copy / "config.json").write_text(json.dumps(config))
+    assert fingerprint.model_fingerprint(copy) != tiny.pinned.fingerprint
+    copy2 = Path(shutil.copytree(folder, tmp_path / "copy2"))
+    config = json.loads((copy2 / "config.json").read_text())
+    config["transformers_version"] = "0.0.1"  # where it was written, not what it computes
+    (copy2 / "config.json").write_text(json.dumps(config))
+    assert fingerprint.model_fingerprint(copy2) == tiny.pinned.fingerprint
+    tok = json.loads((copy2 / "tokenizer.json").read_text())
+    tok["added_tokens"][0]["content"] = "<|other|>"
+    (copy2 / "tokenizer.json").write_text(json.dumps(tok))
+    assert fingerprint.tokenizer_fingerprint(copy2) != tiny.pinned.tokenizer
+    assert fingerprint.model_fingerprint(copy2) != tiny.pinned.fingerprint
+
+
+def test_other_weights_other_fingerprint(tmp_path, node, tiny):
+    other, _ = pinned.pin(node, str(tiny_model_folder(tmp_path / "seed1", seed=1)))
+    assert other.fingerprint != tiny.pinned.fingerprint
+    assert other.tokenizer == tiny.pinned.tokenizer  # same tokenizer, other weights
+    assert [m.fingerprint for m in pinned.pinned_models(node)] == [tiny.pinned.fingerprint, other.fingerprint]
+    assert pinned.resolve(node).fingerprint == other.fingerprint  # the last pinned is the default
+    assert pinned.resolve(node, tiny.pinned.fingerprint.hex()[:10]).fingerprint == tiny.pinned.fingerprint
+
+
+def test_pin_again_and_edited_folder_refused(node, tiny, tiny_model_dir):
+    again, new = pinned.pin(node, str(tiny_model_dir))
+    assert not new and again.fingerprint == tiny.pinned.fingerprint
+    weights = tiny.pinned.folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match="changed since it was pinned"):
+        pinned.read_folder(tiny.pinned.folder)
+
+
+def test_pin_errors(tmp_path, node):
+    with pytest.raises(UsageError, match="neither"):
+        pinned.pin(node, str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no config.json"):
+        pinned.pin(node, str(tmp_path / "empty"))
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text("{}")
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(UsageError, match="pickle"):
+        pinned.pin(node, str(pickled))
+    with pytest.raises(UsageError, match="no model is pinned"):
+        pinned.resolve(node)
+
+
+# -- exact round trip and dtypes ----------------------------------------------------------------------
+
+def test_fp32_round_trip_is_exact(node, tiny):
+    ids = _ids(tiny, 300)
+    cube, _ = generate.build(node, tiny, ids, "float32")
+    assert cube.manifest.meta["n_tokens"] == 300 and len(cube.manifest.meta["prefix_keys"]) == 2
+    prompt = ids + _ids(tiny, 12, seed=5)
+    full = generate.generate(node, tiny, prompt, generate.Options(max_new_tokens=12, use_local=False))
+    cached = generate.generate(node, tiny, prompt, generate.Options(max_new_tokens=12, check=True))
+    assert cached.reused == 300 and cached.source == "local" and cached.cube_id == cube.cube_id
+    assert cached.max_logit_diff is not None and cached.max_logit_diff <= 1e-4
+    assert cached.same_top1 and cached.new_ids == full.new_ids and full.reused == 0
+
+
+@pytest.mark.parametrize("dtype,tolerance", [("float16", 0.05), ("bfloat16", 0.3), ("int8", 0.3)])
+def test_lossy_dtypes_keep_top1(node, tiny, dtype, tolerance):
+    ids = _ids(tiny, 200)
+    cube, _ = generate.build(node, tiny, ids, dtype)
+    assert cube.manifest.size < 4 * 200 * tiny.pinned.kv_bytes_per_token(1) + 4096
+    result = generate.generate(node, tiny, ids + _ids(tiny, 5, seed=3),
+                               generate.Options(max_new_tokens=4, dtypes=(dtype,), check=True))
+    assert result.reused == 200 and result.dtype == dtype
+    assert 0 < result.max_logit_diff <= tolerance and result.same_top1
+
+
+def test_int8_payload_has_per_token_scales(node, tiny):
+    ids = _ids(tiny, 40)
+    cache, _, _ = kv.prefill(tiny, ids)
+    payload = kv.payload_from_cache(cache, len(ids), "int8")
+    meta = kv.meta_for(kv.binding_for(tiny, None, "int8"), tiny, ids)
+    rebuilt = kv.cache_from_payload(payload, meta, tiny, len(ids))
+    for original, restored in zip(cache.layers, rebuilt.layers):
+        scale = original.keys.abs().amax(dim=-1, keepdim=True) / 127
+        assert float(((original.keys - restored.keys).abs() - scale / 2).max()) <= 1e-6
+
+
+# -- prefix matching ---------------------------------------------------------------------------------
+
+def test_partial_prefix_reuse_and_short_cubes(node, tiny):
+    ids = _ids(tiny, 300)
+    generate.build(node, tiny, ids, "float32")
+    diverging = ids[:270] + _ids(tiny, 40, seed=9)
+    result = generate.generate(node, tiny, diverging, generate.Options(max_new_tokens=2, check=True))
+    assert result.reused == 256 and result.max_logit_diff <= 1e-4  # the full first block only
+    exact = generate.generate(node, tiny, ids, generate.Options(max_new_tokens=2, check=True))
+    assert exact.reused == 299 and exact.max_logit_diff <= 1e-4  # one token left to run
+    system = _ids(tiny, 60, seed=2)
+    generate.build(node, tiny, system, "float32")
+    short = generate.generate(node, tiny, system + _ids(tiny, 30, seed=4), generate.Options(max_new_tokens=2))
+    assert short.reused == 60
+    unrelated = generate.generate(node, tiny, _ids(tiny, 100, seed=7)[::-1], generate.Options(max_new_tokens=2))
+    assert unrelated.reused == 0 and unrelated.source == "none"
+
+
+def test_matched_tokens_is_exact_about_ids():
+    salt = bytes(32)
+    ids = list(range(1000, 1600))
+    keys = prefix.prefix_keys(ids, salt, 256)
+    assert prefix.matched_tokens(ids, salt, 256, 600, keys) == 600
+    assert prefix.matched_tokens(ids + [1, 2], salt, 256, 600, keys) == 600
+    assert prefix.matched_tokens(ids[:599], salt, 256, 600, keys) == 512
+    changed = ids[:300] + [7] + ids[301:]
+    assert prefix.matched_tokens(changed, salt, 256, 600, keys) == 256
+    assert prefix.matched_tokens([7] + ids[1:], salt, 256, 600, keys) == 0
+    assert prefix.matched_tokens(ids, bytes([1]) * 32, 256, 600, keys) == 0
+
+
+# -- every mismatch refused -------------------------------------------------------------------------------
+
+def test_cube_for_another_model_or_adapter_is_refused(tmp_path, node, tiny):
+    ids = _ids(tiny, 64)
+    cube, _ = generate.build(node, tiny, ids, "float32")
+    other = loader.load(pinned.pin(node, str(tiny_model_folder(tmp_path / "other", seed=3)))[0])
+    payload = node.store.read_payload(cube.cube_id)
+    with pytest.raises(PolicyError, match="is for model"):
+        kv.check_binding(cube.manifest.meta, other, None)
+    assert generate.generate(node, other, ids + ids[:4], generate.Options(max_new_tokens=1)).reused == 0
+    with pytest.raises(PolicyError, match="adapter"):
+        kv.check_binding(cube.manifest.meta, tiny, bytes(range(32)))
+    bad_tokenizer = {**cube.manifest.meta, "tokenizer": bytes(32)}
+    with pytest.raises(PolicyError, match="tokenizer"):
+        kv.check_binding(bad_tokenizer, tiny, None)
+    bad_layout = {**cube.manifest.meta, "layout": {**cube.manifest.meta["layout"], "kv_heads": 1}}
+    with pytest.raises(PolicyError, match="layout"):
+        kv.check_binding(bad_layout, tiny, None)
+    wrong_dtype = {**cube.manifest.meta, "dtype": "float16"}  # meta says fp16, tensors are fp32
+    with pytest.raises(TensorError):
+        kv.cache_from_payload(payload, wrong_dtype, tiny, 64)
+    with pytest.raises(PolicyError, match="cannot use"):
+        kv.cache_from_payload(payload, cube.manifest.meta, tiny, 65)
+
+
+def test_cube_under_adapter_never_used_without_it(node, tiny):
+    ids = _ids(tiny, 100)
+    adapter = bytes(range(32))
+    cube, _ = generate.build(node, tiny, ids, "float32", adapter)
+    assert cube.manifest.meta["adapter"] == adapter
+    plain = generate.generate(node, tiny, ids + ids[:3], generate.Options(max_new_tokens=1))
+    assert plain.reused == 0
+    # the salt differs, so even the keys differ: no lookup can match across adapters
+    assert kv.binding_for(tiny, adapter, "float32").keys(ids) != kv.binding_for(tiny, None, "float32").keys(ids)
+
+
+def test_forged_activation_payload_refused(node, tiny):
+    ids = _ids(tiny, 32)
+    cube, _ = generate.build(node, tiny, ids, "float16")
+    payload = bytearray(node.store.read_payload(cube.cube_id))
+    header_len = int.from_bytes(payload[:8], "little")
+    header = json.loads(payload[8:8 + header_len])
+    header["k.0"]["shape"][1] = 31  # one token short: offsets no longer add up
+    text = json.dumps(header).encode().ljust(header_len)
+    forged = bytes(payload[:8]) + text + bytes(payload[8 + header_len:])
+    with pytest.raises(TensorError):
+        kv.cache_from_payload(forged, cube.manifest.meta, tiny, 32)
+    with pytest.raises(TensorError):
+        build_mod.build(node.key, "activation", forged, cube.manifest.meta)
+
+
+# -- the fetch-or-recompute decision ------------------------------------------------------------------------
+
+def test_fetch_or_recompute_decision():
+    assert perf.estimate_prefill([], 100) is None
+    samples = [[512, 1.0], [2048, 8.0]]
+    assert perf.estimate_prefill(samples, 1024) == pytest.approx(2.0)
+    assert perf.estimate_prefill(samples, 2048) == pytest.approx(8.0)
+    fast_link = perf.choose(50_000_000, prefill_seconds=10.0, bandwidth=100e6, load_rate=1e9)
+    assert fast_link.fetch and "fetch" in fast_link.reason()
+    slow_link = perf.choose(50_000_000, prefill_seconds=1.0, bandwidth=1e6, load_rate=1e9)
+    assert not slow_link.fetch and "recompute" in slow_link.reason()
+
+
+def test_perf_book_persists_and_bounds(tmp_path):
+    book = perf.PerfBook(tmp_path)
+    assert book.bandwidth() == perf.DEFAULT_BANDWIDTH
+    for i in range(20):
+        book.add_fetch(1_000_000, 0.01)
+        book.add_prefill(b"\x01" * 32, 100 + i, 1.0)
+    again = perf.PerfBook(tmp_path)
+    assert again.bandwidth() == pytest.approx(1e8)
+    assert len(again.prefill_samples(b"\x01" * 32)) == perf.KEEP
+    (tmp_path / perf.PERF_FILE).write_text("{not json")
+    assert perf.PerfBook(tmp_path).bandwidth() == perf.DEFAULT_BANDWIDTH
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+
+def test_cli_pin_build_generate(tmp_path, models, tiny_model_dir):
+    h = tmp_path / "clihome"
+    memnet(h, "init")
+    assert_one_line_error(memnet(h, "generate", "hello", check=False), "no model is pinned")
+    fp = memnet(h, "model", "pin", str(tiny_model_dir)).out.strip()
+    listed = json.loads(memnet(h, "model", "ls", "--json").out)
+    assert [m["fingerprint"] for m in listed] == [fp]
+    text = " ".join(f"memory {i} is content addressed" for i in range(24))
+    built = json.loads(memnet(h, "kv", "build", text, "--dtype", "float32", "--json").out)
+    assert built["tokens"] > 256 and built["prefix_keys"] == 2
+    shown = json.loads(memnet(h, "show", built["cube"], "--json").out)
+    assert shown["kind"] == "activation" and shown["meta"]["model"] == fp
+    gen = json.loads(memnet(h, "generate", text + " and so", "-n", "4", "--check", "--json").out)
+    assert gen["reused"] == built["tokens"] and gen["source"] == "local"
+    assert gen["max_logit_diff"] <= 1e-4 and gen["same_top1"]
+    plain = memnet(h, "generate", text + " and so", "-n", "4", "--no-cache")
+    assert "TTFT" in plain.err and "0/" in plain.err
+    messages = tmp_path / "chat.json"
+    messages.write_text(json.dumps([{"role": "user", "content": text}]))
+    chat = json.loads(memnet(h, "kv", "build", "--chat", str(messages), "--json").out)
+    assert chat["dtype"] == "float16"
+
+
+def test_cli_errors(tmp_path, models, tiny_model_dir):
+    h = tmp_path / "clihome"
+    memnet(h, "init")
+    memnet(h, "model", "pin", str(tiny_model_dir))
+    assert_one_line_error(memnet(h, "kv", "build", "x", "--dtype", "float64", check=False), "--dtype")
+    assert_one_line_error(memnet(h, "kv", "build", check=False), "exactly one")
+    assert_one_line_error(memnet(h, "kv", "build", "x", "--file", str(tmp_path / "none"), check=False), "exactly one")
+    assert_one_line_error(memnet(h, "kv", "build", "--file", str(tmp_path / "none"), check=False), "no such file")
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"role": "user"}]')
+    assert_one_line_error(memnet(h, "kv", "build", "--chat", str(bad), check=False), "messages")
+    assert_one_line_error(memnet(h, "generate", "x", "--kv-dtypes", "fp8", check=False), "--kv-dtypes")
+    assert_one_line_error(memnet(h, "generate", "x", "--model", "nonesuch", check=False), "no pinned model")
+    assert_one_line_error(memnet(h, "generate", "x", "-n", "1000", check=False), "exceed")
+    assert_one_line_error(memnet(h, "model", "pin", str(tmp_path), check=False), "config.json")
+
+
+# -- the real model ----------------------------------------------------------------------------------------------
+
+PROMPTS = [
+    "The capital of France is",
+    "Write a haiku about the sea.",
+    "List three uses of a hash function:",
+]
+
+
+def test_smollm2_fp16_cube_keeps_greedy_tokens(tmp_path, monkeypatch, smollm2_models_dir):
+    monkeypatch.setenv("MEMNET_MODELS", str(smollm2_models_dir))
+    node = home.init(tmp_path / "home")
+    model, _ = pinned.pin(node, "smollm2")
+    assert model.layout == {"layers": 30, "kv_heads": 3, "head_dim": 64}
+    assert model.kv_bytes_per_token(2) == 23040
+    smol = loader.load(model)
+    context = ("memnet shares signed, content-addressed units of LLM memory between machines. "
+               "A peer that already paid for a prefill shares it, and everyone else skips it. ") * 6
+    ctx_ids = smol.encode_chat([{"role": "system", "content": context}], add_generation_prompt=False)
+    cube, _ = generate.build(node, smol, ctx_ids, "float16")
+    assert 0 < cube.manifest.size - len(ctx_ids) * 23040 < 16384  # K/V plus the safetensors header
+    for question in PROMPTS:
+        ids = smol.encode_chat([{"role": "system", "content": context}, {"role": "user", "content": question}],
+                               add_generation_prompt=True)
+        full = generate.generate(node, smol, ids, generate.Options(max_new_tokens=8, use_local=False))
+        cached = generate.generate(node, smol, ids, generate.Options(max_new_tokens=8, check=True))
+        assert cached.reused == len(ctx_ids) and cached.source == "local"
+        assert cached.new_ids == full.new_ids, question
+        assert cached.same_top1 and cached.max_logit_diff < 0.1
