@@ -827,6 +827,10 @@ def wire_vectors(cubes: dict[str, build.Cube]) -> dict:
         ("error (id 0: the request could not be parsed)",
          wire.error(0, "bad_request", "frame length varint is not minimal")),
         ("error with non-ASCII text, largest id", wire.error(wire.MAX_ID, "not_found", "no such cube here \u00e9")),
+        ("get_prefix: the golden activation cube's first prefix key",
+         wire.get_prefix(5, cubes["activation_int8"].manifest.meta["prefix_keys"][0])),
+        ("cubes: the golden activation cube", wire.cubes(5, [cubes["activation_int8"].cube_id])),
+        ("cubes: none held", wire.cubes(6, [])),
     ]
     bitfields = [
         ("none", []), ("one set", [True]), ("last of a byte", [False] * 7 + [True]),
@@ -879,6 +883,11 @@ def wire_vectors(cubes: dict[str, build.Cube]) -> dict:
         ("have bitfield of MAX_CHUNKS/8 + 1 bytes", framed(body("have", bits=bytes(wire.MAX_HAVE_BYTES + 1))),
          "LimitError"),
         ("unknown error code", framed(body("error", code="teapot", message="")), "FormatError"),
+        ("get_prefix key of 31 bytes", framed(body("get_prefix", key=bytes(31))), "FormatError"),
+        ("cubes lists a cube twice", framed(body("cubes", cubes=[cube_id, cube_id])), "FormatError"),
+        ("cubes lists a dag-pb CID", framed(body("cubes", cubes=[dag_pb])), "CIDError"),
+        (f"cubes lists {wire.MAX_PREFIX_CUBES + 1} cubes", framed(body("cubes", cubes=many[:wire.MAX_PREFIX_CUBES + 1])),
+         "LimitError"),
         (f"error message of {wire.MAX_MESSAGE_TEXT + 1} characters",
          framed(body("error", code="internal", message="x" * (wire.MAX_MESSAGE_TEXT + 1))), "LimitError"),
     ]
@@ -891,11 +900,13 @@ def wire_vectors(cubes: dict[str, build.Cube]) -> dict:
                        "(eof); the named memnet.errors class must be raised. 'bitfields': have bits for flags "
                        "(bit i in byte i//8, mask 0x80 >> i%8, padding bits zero); 'invalid_bitfields': bits "
                        "a reader expecting n flags must refuse.",
-        "conventions": "message is the message map in JSON rendering: bin fields (cube, cid, data, bits, chunks[]) "
+        "conventions": "message is the message map in JSON rendering: bin fields (cube, cid, data, bits, key, "
+                       "chunks[], cubes[]) "
                        "as lower-case hex, every other value as itself.",
         "protocol_id": wire.PROTOCOL_ID,
         "limits": {"max_frame": wire.MAX_FRAME, "max_batch": wire.MAX_BATCH, "max_message_text": wire.MAX_MESSAGE_TEXT,
-                   "max_have_bytes": wire.MAX_HAVE_BYTES, "max_id": wire.MAX_ID},
+                   "max_have_bytes": wire.MAX_HAVE_BYTES, "max_id": wire.MAX_ID,
+                   "max_prefix_cubes": wire.MAX_PREFIX_CUBES},
         "error_codes": sorted(wire.ERROR_CODES),
         "valid": [{"name": n, "message": render(m), "frame": wire.encode_frame(m).hex()} for n, m in valid],
         "bitfields": [{"name": n, "flags": f, "bits": wire.bits_from_flags(f).hex()} for n, f in bitfields],

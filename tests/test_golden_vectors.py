@@ -483,14 +483,15 @@ def test_name_record_select(case):
 
 # -- wire protocol -----------------------------------------------------------------------------
 
-WIRE_BINARY = {"cube", "cid", "data", "bits"}
+WIRE_BINARY = {"cube", "cid", "data", "bits", "key"}
 
 
 def unrender_message(rendered: dict) -> dict:
     """wire.json's JSON rendering -> the message map (hex -> bytes for the bin fields)."""
     out = {k: bytes.fromhex(v) if k in WIRE_BINARY else v for k, v in rendered.items()}
-    if "chunks" in out:
-        out["chunks"] = [bytes.fromhex(c) for c in out["chunks"]]
+    for field in ("chunks", "cubes"):
+        if field in out:
+            out[field] = [bytes.fromhex(c) for c in out[field]]
     return out
 
 
@@ -501,7 +502,7 @@ def test_wire_constants():
     assert doc["protocol_id"] == wire.PROTOCOL_ID and wire.SUPPORTED[0] == wire.PROTOCOL_ID
     assert doc["limits"] == {"max_frame": wire.MAX_FRAME, "max_batch": wire.MAX_BATCH,
                              "max_message_text": wire.MAX_MESSAGE_TEXT, "max_have_bytes": wire.MAX_HAVE_BYTES,
-                             "max_id": wire.MAX_ID}
+                             "max_id": wire.MAX_ID, "max_prefix_cubes": wire.MAX_PREFIX_CUBES}
     assert doc["limits"]["max_frame"] == limits.MAX_CHUNK_SIZE + 65536
     assert set(doc["error_codes"]) == wire.ERROR_CODES
     assert {case["message"]["t"] for case in doc["valid"]} == set(wire.FIELDS)

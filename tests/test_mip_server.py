@@ -19,7 +19,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from memnet.cube import cid
-from memnet.errors import PeerError
+from memnet.errors import FetchError, PeerError
 from memnet.net import wire
 from memnet.net.client import MipSession
 from memnet.net.host import build_host
@@ -330,3 +330,78 @@ def test_pipelined_requests_are_answered_in_order(store, cube):
             assert got2 == [(c, bytes(cube.chunks[c])) for c in second]
             await session.close()
     run(scenario)
+
+
+# -- fetch_cube over two providers ----------------------------------------------------------------
+
+@asynccontextmanager
+async def providers(fast_store: Store, slow_store: Store, slow_limits: ServeLimits):
+    """Hosts A (fast_store) and B (slow_store, slow_limits) serve MIP; host C is connected to both.
+    Yields (c, [A's info, B's info], [A's server, B's server])."""
+    hosts = [build_host(factories.key(f"provider-{i}")) for i in range(2)] + [build_host(factories.key("fetcher"))]
+    servers = [MipServer(fast_store), MipServer(slow_store, slow_limits)]
+    async with hosts[0].run(LOCAL), hosts[1].run(LOCAL), hosts[2].run(LOCAL):
+        infos = []
+        for host, server in zip(hosts, servers):
+            host.set_stream_handler(MIP, server.handle)
+            infos.append(PeerInfo(host.get_id(), host.get_addrs()))
+            await hosts[2].connect(infos[-1])
+        yield hosts[2], infos, servers
+
+
+def test_fetch_stops_waiting_for_end_game_duplicates(store, cube, tmp_path):
+    """Once every chunk is in, answers still due from a slow provider (end-game duplicates) are
+    abandoned: its stream is reset rather than drained."""
+    from memnet.net.fetch import PeerScores, fetch_cube
+
+    slow, mine = Store(str(tmp_path / "slow")), Store(str(tmp_path / "mine"))
+    slow.put(cube)
+
+    async def scenario():
+        async with providers(store, slow, ServeLimits(upload_bytes_per_s=1024)) as (c, infos, servers):
+            async def find():
+                return infos
+            started = trio.current_time()
+            report = await fetch_cube(c, mine, cube.cube_id, find, scores=PeerScores())
+            # the slow provider's first chunk alone takes ~1 s at 1 KiB/s, its batch ~4 s
+            assert trio.current_time() - started < 2.5
+            assert report.cube.cube_id == cube.cube_id and mine.has(cube.cube_id)
+            assert sum(report.bytes_from.values()) == cube.manifest.size
+            assert servers[1].served_bytes < 4 * 1024
+    try:
+        run(scenario)
+    finally:
+        slow.close()
+        mine.close()
+
+
+def test_fetch_drops_and_bans_a_provider_of_a_bad_chunk(store, cube, tmp_path):
+    from memnet.net.fetch import PeerScores, fetch_cube
+
+    liar, mine = Store(str(tmp_path / "liar")), Store(str(tmp_path / "mine"))
+    liar.put(cube)
+    forged = list(cube.manifest.chunks)[:4]  # every chunk of the liar's first batches is wrong
+    with liar.env.begin(write=True) as txn:
+        for chunk_id in forged:
+            txn.put(chunk_id, b"x" * len(cube.chunks[chunk_id]), db=liar._db["chunks"])
+    scores = PeerScores()
+
+    async def scenario():
+        async with providers(store, liar, ServeLimits()) as (c, infos, _):
+            async def only_liar():
+                return infos[1:]
+            with pytest.raises(FetchError, match="does not match its CID"):
+                await fetch_cube(c, mine, cube.cube_id, only_liar, scores=scores, rounds=1)
+            assert scores.banned(str(infos[1].peer_id))
+            assert not mine.has(cube.cube_id) and not any(mine.has_chunks(forged))
+
+            async def both():
+                return infos
+            report = await fetch_cube(c, mine, cube.cube_id, both, scores=scores)
+            assert str(infos[1].peer_id) not in report.bytes_from  # banned: not asked again
+            assert mine.read_payload(cube.cube_id) == cube.payload()
+    try:
+        run(scenario)
+    finally:
+        liar.close()
+        mine.close()

@@ -29,6 +29,9 @@ SAMPLES = [
     wire.have(0, b""),
     wire.have(5, wire.bits_from_flags([True, False, True])),
     wire.error(0, "bad_request", "h\u00e9 \U0001f600"),
+    wire.get_prefix(6, bytes(range(32))),
+    wire.cubes(6, [C1, C2]),
+    wire.cubes(7, []),
 ]
 
 
@@ -62,7 +65,7 @@ def raw_map(*pairs: tuple[str, bytes]) -> bytes:
 
 def test_message_types():
     assert wire.REQUESTS | wire.RESPONSES == set(wire.FIELDS) and not wire.REQUESTS & wire.RESPONSES
-    assert wire.REQUESTS == {"get_manifest", "get_chunks", "get_have"}
+    assert wire.REQUESTS == {"get_manifest", "get_chunks", "get_have", "get_prefix"}
     assert {m["t"] for m in SAMPLES} == set(wire.FIELDS)
     assert wire.SUPPORTED == (wire.PROTOCOL_ID,) == ("/memnet/mip/1.0.0",)
 
@@ -262,6 +265,89 @@ def test_non_canonical_body(body):
         decode_all(frame(body))
 
 
+# -- chunk frames: the hand codec (wire._chunk_frame, wire._decode_chunk) -------------------------
+
+CHUNK_IDS = [0, 1, 127, 128, 255, 256, 65535, 65536, wire.MAX_ID]
+CHUNK_SIZES = [1, 255, 256, 65535, 65536, limits.MAX_CHUNK_SIZE]
+
+
+@pytest.mark.parametrize("rid", CHUNK_IDS)
+@pytest.mark.parametrize("size", CHUNK_SIZES)
+def test_chunk_frame_is_the_canonical_encoding(rid, size):
+    message = wire.chunk(rid, C2, bytes([size % 251]) * size)
+    body = canonical.encode(message)
+    assert wire.encode_frame(message) == frame(body)
+    fast = wire._decode_chunk(memoryview(body))
+    assert fast == message == wire.validate(canonical.decode(body, wire.MAX_FRAME))
+    assert isinstance(fast["data"], memoryview) and fast["data"].readonly
+
+
+def chunk_body(*, cid_value: bytes = C2, data: bytes = b"abc", rid: bytes = b"\x07",
+               data_header: bytes | None = None) -> bytes:
+    """A chunk map with fields in canonical order, each value given already encoded."""
+    encoded = canonical.encode(data)
+    header = encoded[:len(encoded) - len(data)] if data_header is None else data_header
+    return raw_map(("cid", canonical.encode(cid_value)), ("data", header + data), ("id", rid),
+                   ("t", canonical.encode("chunk")))
+
+
+CHUNK_FORGED = [
+    ("data length bin16 for 3 bytes", chunk_body(data_header=b"\xc5\x00\x03"), CanonicalError),
+    ("data length bin32 for 300 bytes", chunk_body(data=bytes(300), data_header=b"\xc6\x00\x00\x01\x2c"),
+     CanonicalError),
+    ("id 7 as uint8", chunk_body(rid=b"\xcc\x07"), CanonicalError),
+    ("id 200 as uint16", chunk_body(rid=b"\xcd\x00\xc8"), CanonicalError),
+    ("id 2^32 as uint64", chunk_body(rid=b"\xcf" + struct.pack(">Q", 2**32)), FormatError),
+    ("id 1 as uint64", chunk_body(rid=b"\xcf" + struct.pack(">Q", 1)), CanonicalError),
+    ("negative id", chunk_body(rid=b"\xff"), FormatError),
+    ("cid as bin16", raw_map(("cid", b"\xc5\x00\x24" + C2), ("data", canonical.encode(b"abc")),
+                             ("id", b"\x07"), ("t", canonical.encode("chunk"))), CanonicalError),
+    ("cid with dag-pb codec", chunk_body(cid_value=DAG_PB), CIDError),
+    ("cid of 37 bytes", chunk_body(cid_value=C2 + b"\x00"), CIDError),
+    ("empty data", chunk_body(data=b""), FormatError),
+    ("data over MAX_CHUNK_SIZE", chunk_body(data=bytes(limits.MAX_CHUNK_SIZE + 1)), LimitError),
+    ("length says more than there is", chunk_body(data_header=b"\xc4\x04"), CanonicalError),
+    ("length says less than there is", chunk_body(data_header=b"\xc4\x02"), CanonicalError),
+    ("trailing byte after the map", chunk_body() + b"\x00", CanonicalError),
+    ("truncated after the data", chunk_body()[:-4], CanonicalError),
+    ("type missing", raw_map(("cid", canonical.encode(C2)), ("data", canonical.encode(b"abc")),
+                             ("id", b"\x07")), FormatError),
+    ("type 'missing' with data", chunk_body()[:-6] + canonical.encode("missing"), FormatError),
+    ("keys out of order", raw_map(("data", canonical.encode(b"abc")), ("cid", canonical.encode(C2)),
+                                  ("id", b"\x07"), ("t", canonical.encode("chunk"))), CanonicalError),
+    ("extra key", raw_map(("cid", canonical.encode(C2)), ("data", canonical.encode(b"abc")), ("id", b"\x07"),
+                          ("s", b"\x01"), ("t", canonical.encode("chunk"))), FormatError),
+]
+
+
+@pytest.mark.parametrize("body, exc", [pytest.param(b, e, id=n) for n, b, e in CHUNK_FORGED])
+def test_forged_chunk_body(body, exc):
+    assert wire._decode_chunk(memoryview(body)) is None  # the general decoder decides
+    with pytest.raises(exc) as info:
+        decode_all(frame(body))
+    assert type(info.value) is exc
+
+
+def test_good_chunk_body_helper():
+    assert chunk_body() == canonical.encode(wire.chunk(7, C2, b"abc"))
+    assert decode_all(frame(chunk_body())) == [wire.chunk(7, C2, b"abc")]
+
+
+def test_oversized_chunk_frame_refused_before_the_body():
+    data = wire.encode_frame(wire.chunk(1, C1, bytes(200)))
+    with pytest.raises(LimitError):
+        decode_all(data, max_frame=100)
+
+
+def test_decoded_chunk_is_a_view_of_an_immutable_copy():
+    fed = bytearray(wire.encode_frame(wire.chunk(1, C1, b"abc")))
+    decoder = wire.FrameDecoder()
+    decoder.feed(fed)
+    fed[-12] ^= 0xFF  # a caller reusing its buffer must not change what was decoded
+    message = decoder.next()
+    assert message == wire.chunk(1, C1, b"abc") and message["data"].readonly
+
+
 def test_validate_python_values():
     assert wire.validate(dict(GET)) == GET
     for value in (None, (1, 2), {1: 2, "t": "missing"}, {"t": ["get_manifest"], "id": 1}):
@@ -271,6 +357,9 @@ def test_validate_python_values():
         wire.validate(msg("get_chunks", cube=C1, chunks=(C2,)))
     with pytest.raises(FormatError):
         wire.validate(msg("chunk", cid=C1, data=bytearray(b"x")))
+    assert wire.validate(msg("chunk", cid=C1, data=memoryview(b"x")))  # as decoded: a view
+    with pytest.raises(FormatError):
+        wire.validate(msg("manifest", data=memoryview(b"x")))
     assert wire.get_chunks(1, C1, (C2, C3))["chunks"] == [C2, C3]  # constructors take any sequence
 
 
@@ -399,6 +488,44 @@ def test_mutated_frames_raise_only_memnet_errors(batch, ops, cuts):
         pass
 
 
+@given(st.builds(wire.chunk, ids, cids, blobs), st.lists(mutations, min_size=1, max_size=3))
+@SETTINGS
+def test_chunk_fast_path_accepts_only_what_the_general_decoder_accepts(message, ops):
+    body = mutate(canonical.encode(message), ops)
+    fast = wire._decode_chunk(memoryview(body))
+    if fast is not None:  # then the bytes are canonical and the message is valid: same answer
+        assert fast == wire.validate(canonical.decode(body, wire.MAX_FRAME))
+        assert canonical.encode({**fast, "data": bytes(fast["data"])}) == body
+
+
 def test_varint_encoding():
     assert [varint(n).hex() for n in (1, 127, 128, 300, 2**21 - 1, 2**21, wire.MAX_FRAME)] == \
         ["01", "7f", "8001", "ac02", "ffff7f", "80808001", "80808402"]
+
+
+# -- get_prefix / cubes (longest cached prefix, docs/MIP.md §14.3, §17.1) ---------------------------
+
+@pytest.mark.parametrize("message,error", [
+    ({"t": "get_prefix", "id": 1, "key": bytes(31)}, FormatError),          # truncated key
+    ({"t": "get_prefix", "id": 1, "key": bytes(33)}, FormatError),          # oversized key
+    ({"t": "get_prefix", "id": 1, "key": "00" * 32}, FormatError),          # key as text
+    ({"t": "get_prefix", "id": 1}, FormatError),                            # missing key
+    ({"t": "get_prefix", "id": 1, "key": bytes(32), "n": 1}, FormatError),  # unknown field
+    ({"t": "cubes", "id": 1, "cubes": C1}, FormatError),                    # not a list
+    ({"t": "cubes", "id": 1, "cubes": [C1, C1]}, FormatError),              # listed twice
+    ({"t": "cubes", "id": 1, "cubes": [DAG_PB]}, CIDError),                 # forged: not a raw CID
+    ({"t": "cubes", "id": 1, "cubes": [C1[:-1]]}, CIDError),                # truncated CID
+    ({"t": "cubes", "id": 1, "cubes": [cid.cid_of(bytes([i, 1])) for i in range(wire.MAX_PREFIX_CUBES + 1)]},
+     LimitError),                                                          # oversized reply
+])
+def test_prefix_messages_refused(message, error):
+    with pytest.raises(error):
+        wire.validate(message)
+    with pytest.raises(error):  # the same through the frame decoder
+        decode_all(frame(canonical.encode(message)))
+
+
+def test_prefix_reply_at_its_limit_round_trips():
+    ids = [cid.cid_of(bytes([i])) for i in range(wire.MAX_PREFIX_CUBES)]
+    message = wire.cubes(wire.MAX_ID, ids)
+    assert decode_all(wire.encode_frame(message)) == [message]

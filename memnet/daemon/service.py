@@ -27,6 +27,7 @@ from memnet.files import write_atomic
 from memnet.home import Node
 from memnet.net import names, wire
 from memnet.net.discovery import Discovery, cube_key, prefix_key
+from memnet.net import prefix_lookup
 from memnet.net.fetch import PeerScores, fetch_cube
 from memnet.net.host import build_host, parse_multiaddr, peer_info, use_memnet_kad_protocol
 from memnet.net.server import MipServer
@@ -151,10 +152,18 @@ class Daemon:
         manifest = manifest or self.node.store.manifest(cube_id)
         keys = announce_keys(cube_id, manifest)
         reached = await self.discovery.provide(keys[0])
-        for key in keys[1:]:
-            await self.discovery.provide(key)
+        if keys[1:]:  # an activation cube's prefix keys: one DHT provide each, all at once
+            async with trio.open_nursery() as nursery:
+                for key in keys[1:]:
+                    nursery.start_soon(self.discovery.provide, key)
         self.providing.add(cube_id)
         return reached
+
+    async def _announce_in_background(self, cube_id: bytes, manifest: Manifest) -> None:
+        try:
+            await self.announce(cube_id, manifest)
+        except Exception as exc:  # a failed announcement must not take the daemon down
+            log.warning("announcing %s failed: %r", cid.to_text(cube_id), exc)
 
     async def _reprovide_loop(self) -> None:
         while True:
@@ -236,6 +245,12 @@ class Daemon:
             key = prefix_key(args["prefix"])
         return [_peer_dict(p) for p in await self.discovery.find_providers(key)]
 
+    async def cmd_find_prefix(self, args: dict, progress) -> list:
+        probes = prefix_lookup.check_probes(args.get("probes"))
+        found = await prefix_lookup.find_prefix_cubes(self.host, self.discovery, probes, self.scores)
+        return [{"cube": cube_id, "manifest": data, "providers": [_peer_dict(p) for p in providers]}
+                for cube_id, data, providers in found]
+
     async def cmd_get(self, args: dict, progress) -> dict:
         cube_id = cid.check_binary(args["cube"])
         pin = args.get("pin", True)
@@ -254,7 +269,10 @@ class Daemon:
                  report.cube.manifest.size, report.seconds, len(report.bytes_from),
                  f", dropped {len(report.dropped)}" if report.dropped else "")
         if self.config.provide_fetched and pin:
-            await self.announce(cube_id, report.cube.manifest)
+            if args.get("wait_announce", True):
+                await self.announce(cube_id, report.cube.manifest)
+            else:  # the caller is waiting to use the cube (a prefix for generation), not to share it
+                self._nursery.start_soon(self._announce_in_background, cube_id, report.cube.manifest)
         return {"cube": cube_id, "already": False, "size": report.cube.manifest.size,
                 "seconds": report.seconds, "from": report.bytes_from, "dropped": report.dropped}
 

@@ -51,6 +51,13 @@ class MipSession:
         await self.framed.send(wire.get_manifest(rid, cube_id))
         return (await self._reply(rid, "manifest"))["data"]
 
+    async def prefix(self, key: bytes) -> list[bytes]:
+        """Ids of the activation cubes the peer holds under a prefix-chain key (unverified: the
+        caller fetches and authenticates each manifest)."""
+        rid = next(self._ids)
+        await self.framed.send(wire.get_prefix(rid, key))
+        return (await self._reply(rid, "cubes"))["cubes"]
+
     async def have(self, cube_id: bytes, n_chunks: int) -> list[bool]:
         rid = next(self._ids)
         await self.framed.send(wire.get_have(rid, cube_id))
@@ -85,3 +92,7 @@ class MipSession:
 
     async def close(self) -> None:
         await self.framed.close()
+
+    async def reset(self) -> None:
+        """Abandon the stream, answers still due included."""
+        await self.framed.reset()

@@ -18,7 +18,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from memnet.cube import build, cid, manifest as manifest_mod
 from memnet.cube.build import Cube
 from memnet.cube.manifest import Manifest
-from memnet.errors import FetchError, FormatError, MemnetError
+from memnet.errors import CIDError, FetchError, FormatError, MemnetError
 from memnet.net.client import MipSession
 from memnet.net.fetch_plan import FetchPlan
 from memnet.store.lmdb_store import Store
@@ -26,6 +26,7 @@ from memnet.store.lmdb_store import Store
 log = logging.getLogger("memnet.fetch")
 
 STAGE_BATCH = 16  # chunks (4 MiB at the default size) written to the store per staging commit
+CLOSE_TIMEOUT = 5.0  # seconds to hang up a stream
 BAN_SCORE = -100  # one bad chunk or forged manifest: not asked again by this daemon
 Progress = Callable[[int, int], None]
 
@@ -60,13 +61,15 @@ class FetchReport:
 
 @dataclass(frozen=True)
 class FetchTuning:
-    """2 x 4 x 2 keeps 16 chunks (4 MiB at the default size) in flight per provider. Measured on
-    loopback, 1 to 4 streams and 1 to 4 pipelined requests all land within the noise (fetch
-    0.46-0.52 s for 64 MiB); two streams keep one slow answer from stalling a provider."""
+    """1 x 4 x 4 keeps 16 chunks (4 MiB at the default size) in flight per provider. Measured on
+    loopback (64 MiB from one provider, CPU-bound), a second stream per provider costs both sides
+    CPU (about twice the yamux window updates: fetcher +0.02-0.08 s, provider +0.03-0.09 s) for no
+    speed-up; with four rate-capped providers one and two streams tie (the end game's duplicates
+    are reset when the cube completes, so a deeper pipeline does not hold up the finish)."""
 
-    streams_per_peer: int = 2
+    streams_per_peer: int = 1
     chunks_per_request: int = 4
-    requests_per_stream: int = 2  # get_chunks pipelined on one stream before reading answers
+    requests_per_stream: int = 4  # get_chunks pipelined on one stream before reading answers
 
 
 class _Fetch:
@@ -79,8 +82,10 @@ class _Fetch:
         self.bytes_from: Counter[str] = Counter()
         self._staging = trio.Event()
         self._fetching = True
+        self._complete = False
         self.dropped: dict[str, str] = {}
         self._changed = trio.Event()
+        self._round = trio.CancelScope()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -125,6 +130,7 @@ class _Fetch:
     async def chunks(self, plan: FetchPlan, providers: list[PeerInfo]) -> None:
         peers = {str(p.peer_id) for p in providers}
         async with trio.open_nursery() as nursery:
+            self._round = nursery.cancel_scope  # cancelled as soon as the cube is complete
             for info in providers:
                 nursery.start_soon(self._peer, plan, info, peers)
 
@@ -142,6 +148,7 @@ class _Fetch:
         peer = str(peer_id)
         session: MipSession | None = None
         pipeline: deque[tuple[int, list[bytes]]] = deque()  # requests sent, answers not yet read
+        finished = False
         try:
             while peer not in plan.dropped:
                 while len(pipeline) < self.tuning.requests_per_stream:
@@ -154,6 +161,7 @@ class _Fetch:
                 if pipeline:
                     await self._receive(plan, session, peer, *pipeline.popleft())
                 elif plan.complete or plan.stuck(peers):
+                    finished = True
                     return
                 else:
                     await self._changed.wait()
@@ -168,22 +176,30 @@ class _Fetch:
                 plan.failed(peer, batch)
             self._notify()
             if session is not None:
-                await session.close()
+                # A stream left with answers due (an error, or end-game duplicates cancelled when
+                # the cube completed) is reset so the provider stops sending them; shielded so
+                # that a cancelled fetch still hangs up.
+                with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                    await (session.close() if finished else session.reset())
 
     async def _receive(self, plan: FetchPlan, session: MipSession, peer: str, rid: int,
                        batch: list[bytes]) -> None:
         outstanding = list(batch)
+        received: list[tuple[bytes, bytes]] = []
         try:
             async for chunk_id, data in session.receive_chunks(rid, batch):
-                outstanding.remove(chunk_id)
                 if data is None:
+                    outstanding.remove(chunk_id)
                     plan.lacks(peer, chunk_id)
-                    continue
-                try:
-                    cid.verify_block(chunk_id, data)
-                except MemnetError:
-                    self.scores.lied(peer)
-                    raise
+                else:
+                    received.append((chunk_id, data))
+            # Hash the batch in a worker thread (hashlib drops the GIL), so the trio thread goes
+            # on reading the other streams meanwhile; nothing is used before this returns.
+            if received and not await trio.to_thread.run_sync(_authentic, received):
+                self.scores.lied(peer)
+                raise CIDError(f"peer {peer} sent a chunk that does not match its CID")
+            for chunk_id, data in received:
+                outstanding.remove(chunk_id)
                 if plan.received(peer, chunk_id):
                     self.data[chunk_id] = data
                     self._unstaged.append((chunk_id, data))
@@ -193,6 +209,8 @@ class _Fetch:
                     self.scores.delivered(peer, len(data))
                     if self.progress:
                         self.progress(plan.done_bytes, plan.total_bytes)
+            if plan.complete:  # answers still due elsewhere are duplicates: stop waiting for them
+                self._round.cancel()
         finally:
             if outstanding:
                 plan.failed(peer, outstanding)
@@ -204,15 +222,25 @@ class _Fetch:
         while True:
             await self._staging.wait()
             self._staging = trio.Event()
+            if self._complete:  # the cube's own commit writes what is left: one commit, not two
+                return
             batch, self._unstaged = self._unstaged, []
             if batch:
                 await trio.to_thread.run_sync(self.store.stage_chunks, batch)
             if not self._fetching and not self._unstaged:
                 return
 
-    def finish_staging(self) -> None:
-        self._fetching = False
+    def finish_staging(self, complete: bool) -> None:
+        """The transfer is over: stage what is left only if the cube is incomplete (so a later
+        fetch resumes from it)."""
+        self._fetching, self._complete = False, complete
         self._staging.set()
+
+
+def _authentic(chunks: list[tuple[bytes, bytes]]) -> bool:
+    """Whether every chunk hashes to its CID (one worker-thread call per batch: a thread hop
+    costs the trio thread about as much as hashing a small chunk)."""
+    return all(cid.cid_of(data) == chunk_id for chunk_id, data in chunks)
 
 
 def _reasons(dropped: dict[str, str]) -> str:
@@ -247,8 +275,10 @@ async def fetch_cube(
     providers = await fresh_providers()
     if not providers:
         raise FetchError(f"no provider of {cid.to_text(cube_id)} found in the swarm")
+    phases = {"find": time.monotonic() - started}
+    mark = time.monotonic()
     manifest_bytes, manifest = await fetch.manifest(providers)
-    phases = {"find+manifest": time.monotonic() - started}
+    phases["manifest"] = time.monotonic() - mark
     first_index = {}
     for index, chunk_id in enumerate(manifest.chunks):
         first_index.setdefault(chunk_id, index)
@@ -272,7 +302,7 @@ async def fetch_cube(
         finally:
             phases["chunks"] = time.monotonic() - mark
             mark = time.monotonic()
-            fetch.finish_staging()
+            fetch.finish_staging(plan.complete)
     phases["staging tail"] = time.monotonic() - mark
     if not plan.complete:
         raise FetchError(f"{cid.to_text(cube_id)}: {len(plan.done)} of {len(wanted)} chunks fetched,"

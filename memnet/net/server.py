@@ -95,6 +95,8 @@ class MipServer:
         try:
             if kind == "get_manifest":
                 reply = wire.manifest(rid, self.store.manifest_bytes(message["cube"]))
+            elif kind == "get_prefix":  # the activation cubes held under a prefix-chain key
+                reply = wire.cubes(rid, self.store.find("prefix", message["key"])[:wire.MAX_PREFIX_CUBES])
             else:  # get_have
                 chunk_ids = list(self.store.manifest(message["cube"]).chunks)
                 reply = wire.have(rid, wire.bits_from_flags(self.store.has_chunks(chunk_ids)))

@@ -2,8 +2,9 @@
 
 A frame is varint(len(body)) ‖ body, the body one canonical msgpack map (§2). Messages are plain
 dicts; every one that leaves or enters this module has been validated, so the daemon never looks
-at an unchecked field. v1 is strict: unknown or missing fields are errors, and any change is a new
-protocol id. Only memnet.errors exceptions escape for bad input.
+at an unchecked field (a decoded chunk's data is a read-only memoryview of its frame, not a copy).
+v1 is strict: unknown or missing fields are errors, and any change is a new protocol id. Only
+memnet.errors exceptions escape for bad input.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ MAX_BATCH = 64                                   # chunk CIDs per get_chunks
 MAX_MESSAGE_TEXT = 512                           # characters of an error message
 MAX_ID = 2**32 - 1
 MAX_HAVE_BYTES = -(-limits.MAX_CHUNKS // 8)
+MAX_PREFIX_CUBES = 16                            # cube ids per cubes reply
 MAX_VARINT_BYTES = 4                             # 28 bits, enough for MAX_FRAME
 
 ERROR_CODES = frozenset({"bad_request", "not_found", "too_large", "rate_limited", "busy", "unsupported",
@@ -36,15 +38,17 @@ FIELDS: dict[str, frozenset[str]] = {
     "get_have": frozenset({"cube"}),
     "have": frozenset({"bits"}),
     "error": frozenset({"code", "message"}),
+    "get_prefix": frozenset({"key"}),
+    "cubes": frozenset({"cubes"}),
 }
-REQUESTS = frozenset({"get_manifest", "get_chunks", "get_have"})
+REQUESTS = frozenset({"get_manifest", "get_chunks", "get_have", "get_prefix"})
 RESPONSES = frozenset(FIELDS) - REQUESTS
 
 
 # -- validation --------------------------------------------------------------------------------
 
-def _bytes(t: str, name: str, value: Any, low: int, high: int) -> bytes:
-    if not isinstance(value, bytes):
+def _bytes(t: str, name: str, value: Any, low: int, high: int, types: type | tuple = bytes) -> bytes:
+    if not isinstance(value, types):
         raise FormatError(f"{t}: {name} must be bytes, not {type(value).__name__}")
     if len(value) > high:
         raise LimitError(f"{t}: {name} is {len(value)} bytes, the limit is {high}")
@@ -102,11 +106,25 @@ def validate(obj: Any) -> dict:
         _bytes(t, "data", obj["data"], 1, limits.MAX_MANIFEST)
     elif t == "chunk":
         _cid(t, "cid", obj["cid"])
-        _bytes(t, "data", obj["data"], 1, limits.MAX_CHUNK_SIZE)  # MIP §4: no chunk is empty
+        # MIP §4: no chunk is empty. A decoded chunk's data is a read-only view of the frame.
+        _bytes(t, "data", obj["data"], 1, limits.MAX_CHUNK_SIZE, (bytes, memoryview))
     elif t == "missing":
         _cid(t, "cid", obj["cid"])
     elif t == "have":
         _bytes(t, "bits", obj["bits"], 0, MAX_HAVE_BYTES)
+    elif t == "get_prefix":
+        if not isinstance(obj["key"], bytes) or len(obj["key"]) != 32:
+            raise FormatError("get_prefix: key must be 32 bytes (a prefix-chain key)")
+    elif t == "cubes":
+        cubes = obj["cubes"]
+        if not isinstance(cubes, list):
+            raise FormatError(f"cubes: cubes must be a list, not {type(cubes).__name__}")
+        if len(cubes) > MAX_PREFIX_CUBES:
+            raise LimitError(f"cubes: {len(cubes)} cube ids, the limit is {MAX_PREFIX_CUBES}")
+        for index, item in enumerate(cubes):
+            _cid(t, f"cubes[{index}]", item)
+        if len(set(cubes)) != len(cubes):
+            raise FormatError("cubes: a cube id is listed twice")
     else:  # error
         code, message = obj["code"], obj["message"]
         if not isinstance(code, str) or code not in ERROR_CODES:
@@ -148,6 +166,14 @@ def have(id: int, bits: bytes) -> dict:
     return validate({"t": "have", "id": id, "bits": bits})
 
 
+def get_prefix(id: int, key: bytes) -> dict:
+    return validate({"t": "get_prefix", "id": id, "key": key})
+
+
+def cubes(id: int, cube_ids: list[bytes]) -> dict:
+    return validate({"t": "cubes", "id": id, "cubes": list(cube_ids)})
+
+
 def error(id: int, code: str, message: str) -> dict:
     """An error frame. The message is ours (often an exception's text), so it is cut to size and
     stripped of lone surrogates rather than refused: reporting an error must not fail."""
@@ -187,9 +213,91 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+# A chunk frame's body, canonical msgpack (§2) of its four fields in key order, is
+#   _CHUNK_HEAD ‖ cid (36) ‖ _DATA_KEY ‖ bin8/16/32 header ‖ data ‖ _ID_KEY ‖ uint ‖ _CHUNK_TAIL
+# Chunk frames carry nearly every byte of a fetch, so they are encoded and decoded by hand here:
+# no msgpack copy of the data and no re-encode to check canonicity. The decoder accepts only this
+# exact layout with minimal lengths and integers, i.e. exactly canonical.encode's output (the
+# tests check both against the general codec); anything else goes to the general decoder.
+_CHUNK_HEAD = b"\x84\xa3cid\xc4\x24"  # fixmap of 4, "cid", bin8 of 36 bytes
+_DATA_KEY = b"\xa4data"
+_ID_KEY = b"\xa2id"
+_CHUNK_TAIL = b"\xa1t\xa5chunk"
+_DATA_AT = len(_CHUNK_HEAD) + cid.CID_LEN + len(_DATA_KEY)  # offset of data's bin header
+
+
+def _uint(value: int) -> bytes:
+    """msgpack's shortest encoding of 0 <= value <= MAX_ID."""
+    if value < 0x80:
+        return bytes((value,))
+    if value < 0x100:
+        return b"\xcc" + value.to_bytes(1, "big")
+    if value < 0x10000:
+        return b"\xcd" + value.to_bytes(2, "big")
+    return b"\xce" + value.to_bytes(4, "big")
+
+
+def _bin_header(n: int) -> bytes:
+    if n < 0x100:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+def _chunk_frame(msg: dict) -> bytes:
+    """encode_frame of a valid chunk message, with one copy of its data."""
+    data = msg["data"]
+    head = _CHUNK_HEAD + msg["cid"] + _DATA_KEY + _bin_header(len(data))
+    tail = _ID_KEY + _uint(msg["id"]) + _CHUNK_TAIL
+    size = len(head) + len(data) + len(tail)
+    if size > MAX_FRAME:
+        raise LimitError(f"chunk frame is {size} bytes, the limit is {MAX_FRAME}")
+    return b"".join((_varint(size), head, data, tail))
+
+
+_BIN = {0xC4: (1, 1), 0xC5: (2, 0x100), 0xC6: (4, 0x10000)}  # length bytes, least length (no chunk is empty)
+_UINT = {0xCC: (1, 0x80), 0xCD: (2, 0x100), 0xCE: (4, 0x10000)}  # value bytes, least value
+
+
+def _decode_chunk(body: memoryview) -> dict | None:
+    """The valid chunk message whose canonical encoding body is, else None: then the general
+    decoder decides (and names the error). The data is a view of body, not a copy."""
+    head = bytes(body[:_DATA_AT + 5])
+    if not head.startswith(_CHUNK_HEAD) or head[_DATA_AT - len(_DATA_KEY):_DATA_AT] != _DATA_KEY \
+            or len(head) <= _DATA_AT or head[_DATA_AT] not in _BIN:
+        return None
+    width, least = _BIN[head[_DATA_AT]]
+    start = _DATA_AT + 1 + width
+    n = int.from_bytes(head[_DATA_AT + 1:start], "big")
+    if len(head) < start or not least <= n <= limits.MAX_CHUNK_SIZE:
+        return None
+    rest = bytes(body[start + n:start + n + 16])  # "id", its value, "t", "chunk": at most 16 bytes
+    at = len(_ID_KEY) + 1
+    if len(rest) < at or not rest.startswith(_ID_KEY):
+        return None
+    kind = rest[at - 1]
+    if kind < 0x80:  # positive fixint
+        width, least = 0, 0
+    elif kind in _UINT:
+        width, least = _UINT[kind]
+    else:  # negative, uint64 or not an integer: not a valid id
+        return None
+    rid = int.from_bytes(rest[at:at + width], "big") if width else kind
+    end = start + n + at + width + len(_CHUNK_TAIL)
+    if rid < least or rest[at + width:] != _CHUNK_TAIL or len(body) != end:
+        return None
+    chunk_id = head[len(_CHUNK_HEAD):len(_CHUNK_HEAD) + cid.CID_LEN]
+    if not chunk_id.startswith(cid.PREFIX):
+        return None
+    return {"t": "chunk", "id": rid, "cid": chunk_id, "data": body[start:start + n]}
+
+
 def encode_frame(msg: dict) -> bytes:
     """varint(len(body)) ‖ body for a valid message."""
-    body = canonical.encode(validate(msg))
+    if validate(msg)["t"] == "chunk":
+        return _chunk_frame(msg)
+    body = canonical.encode(msg)
     if len(body) > MAX_FRAME:
         raise LimitError(f"{msg['t']} frame is {len(body)} bytes, the limit is {MAX_FRAME}")
     return _varint(len(body)) + body
@@ -217,6 +325,8 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> None:
         if data:
+            if type(data) is not bytes:  # decoded chunks are views of it: it must not change
+                data = bytes(data)
             self._pieces.append(data)
             self._size += len(data)
 
@@ -255,7 +365,8 @@ class FrameDecoder:
         rest = view[total:]
         self._pieces = [rest] if len(rest) else []
         self._size = len(rest)
-        return validate(canonical.decode(view[size:total], self._max_frame))
+        body = view[size:total]
+        return _decode_chunk(body) or validate(canonical.decode(body, self._max_frame))
 
     def eof(self) -> None:
         """The stream ended: FormatError if it ended inside a frame. Call after next() is None."""
