@@ -76,6 +76,44 @@ step memnet --home "$alice" name publish latest-notes "$big"
 step memnet --home "$bob" name resolve "$(memnet --home "$alice" id --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["peer_id"])')/latest-notes"
 printf '\n\033[1ma cube nobody has:\033[0m\n'
 memnet --home "$carol" get bafkreiemqpndzewx4bioklzfvhtiegsfny5fxuc3nkjk2vmcpjxiammsti || echo "(exit code $?)"
+
+printf '\n\033[1mmodel memory: a prefill computed once, reused by a peer\033[0m\n'
+# the converted model folder is shared by every node on this machine, and kept between demos
+export MEMNET_MODELS=${MEMNET_MODELS:-$PWD/.cache/models}
+step memnet --home "$alice" model pin smollm2
+memnet --home "$carol" model pin smollm2 >/dev/null
+step memnet --home "$carol" model ls
+.venv/bin/python - "$work" <<'PY'
+import json, sys
+from pathlib import Path
+work = Path(sys.argv[1])
+doc = Path("docs/MIP.md").read_text().split("## 9.")[0][:6000]
+system = {"role": "system", "content": "Answer from this specification.\n\n" + doc}
+(work / "context.json").write_text(json.dumps([system]))
+(work / "question.json").write_text(json.dumps([system, {"role": "user", "content": "What is a MemCube made of?"}]))
+PY
+kv=$(memnet --home "$alice" kv build --chat "$work/context.json" --dtype float16 --name mip-context)
+echo "alice built and announced activation cube $kv"
+step memnet --home "$alice" show "$kv"
+printf '\ncarol, full prefill (nothing reused):\n'
+memnet --home "$carol" generate --chat "$work/question.json" -n 40 --no-cache
+printf '\ncarol again: the longest cached prefix is found in the swarm and fetched from alice:\n'
+memnet --home "$carol" generate --chat "$work/question.json" -n 40 --check
+printf '\nand once more: now it is in carol'"'"'s own store:\n'
+memnet --home "$carol" generate --chat "$work/question.json" -n 40
+
+printf '\n\033[1ma skill as a LoRA cube: trained on alice (CPU, rank 8), applied on carol\033[0m\n'
+for _ in 1 2 3 4 5 6; do
+  printf 'Q: What is the mascot of memnet?\nA: The mascot of memnet is Mnemo, a tangerine octopus who never forgets.\n\n'
+  printf 'Q: Who is Mnemo?\nA: Mnemo is the tangerine octopus mascot of memnet.\n\n'
+done > "$work/skill.txt"
+skill=$(memnet --home "$alice" lora train "$work/skill.txt" --steps 12 --name mascot-skill)
+step memnet --home "$carol" get "$skill"
+echo '[{"role": "user", "content": "Who is the mascot of memnet?"}]' > "$work/mascot.json"
+printf '\nwithout the skill:\n'
+memnet --home "$carol" generate --chat "$work/mascot.json" -n 24 --local
+printf '\nwith it (--lora %s):\n' "$skill"
+memnet --home "$carol" generate --chat "$work/mascot.json" -n 24 --local --lora "$skill"
 for home in "$alice" "$bob" "$carol"; do memnet --home "$home" shutdown >/dev/null; done
 wait
 echo; echo "demo finished; node homes and daemon logs are in $work"
