@@ -10,11 +10,10 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from cli.common import _node, _print_json, announce, app, daemon_client, out
+from cli.common import _node, _print_json, announce, app, out
 from memnet import render
 from memnet.cube import cid
 from memnet.errors import UsageError
-from memnet.home import Node
 
 model_app = typer.Typer(no_args_is_help=True, help="Pinned models (the weights memory is bound to).")
 kv_app = typer.Typer(no_args_is_help=True, help="Activation cubes: precomputed KV caches of prefixes.")
@@ -105,21 +104,6 @@ def _input(text: Optional[str], file: Optional[Path], chat: Optional[Path]) -> s
     return text if text is not None else _read_text(file)
 
 
-def _token_ids(loaded: Any, prompt: str | list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
-    if isinstance(prompt, list):
-        return loaded.encode_chat(prompt, add_generation_prompt)
-    return loaded.encode(prompt)
-
-
-def _load(node: Node, model: Optional[str], lora: Optional[str]) -> tuple[Any, bytes | None]:
-    from memnet.model import lora as lora_mod
-    from memnet.model import loader, pinned
-
-    loaded = loader.load(pinned.resolve(node, model))
-    specs = lora_mod.parse_specs(lora) if lora else []
-    return loaded, lora_mod.activate(node, loaded, specs)
-
-
 @kv_app.command("build")
 def kv_build(
     text: Optional[str] = typer.Argument(None, help="The prefix text (or use --file / --chat)."),
@@ -134,43 +118,24 @@ def kv_build(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Prefill a prefix once and publish its K/V as an activation cube."""
-    from memnet.model import generate, kv
+    from memnet import api
+    from memnet.model import kv
 
     if dtype not in kv.DTYPE_NAMES:
         raise UsageError(f"--dtype must be one of {', '.join(kv.DTYPE_NAMES)}")
     given = _input(text, file, chat)
-    node = _node()
-    loaded, adapter = _load(node, model, lora)
-    ids = _token_ids(loaded, given, add_generation_prompt=False)
     optional = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
-    cube, seconds = generate.build(node, loaded, ids, dtype, adapter, ttl=ttl, **optional)
+    cube, n_tokens, seconds = api.build_kv(given, home=_node(), model=model, lora=lora, dtype=dtype, ttl=ttl,
+                                           **optional)
     announce([cube.cube_id])
     if as_json:
-        _print_json({"cube": cid.to_text(cube.cube_id), "tokens": len(ids), "dtype": dtype,
+        _print_json({"cube": cid.to_text(cube.cube_id), "tokens": n_tokens, "dtype": dtype,
                      "bytes": cube.manifest.size, "prefill_seconds": seconds,
                      "prefix_keys": len(cube.manifest.meta["prefix_keys"])})
         return
-    _say(f"{len(ids)} tokens prefilled in {seconds:.2f} s; {render.human_size(cube.manifest.size)} of "
-         f"{dtype} K/V ({cube.manifest.size // len(ids)} B/token), {len(cube.manifest.meta['prefix_keys'])} prefix keys")
+    _say(f"{n_tokens} tokens prefilled in {seconds:.2f} s; {render.human_size(cube.manifest.size)} of "
+         f"{dtype} K/V ({cube.manifest.size // n_tokens} B/token), {len(cube.manifest.meta['prefix_keys'])} prefix keys")
     sys.stdout.write(cid.to_text(cube.cube_id) + "\n")
-
-
-class DaemonSwarm:
-    """generate's view of the swarm, through the local daemon's control channel."""
-
-    def __init__(self, client: Any):
-        self.client = client
-
-    def find_prefix(self, probes: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
-        found = self.client.call("find_prefix", probes=probes)
-        return [(c["cube"], c["manifest"]) for c in found]
-
-    def get(self, cube_id: bytes) -> tuple[int, float, str]:
-        result = self.client.call("get", cube=cube_id, pin=True, wait_announce=False)
-        if result["already"]:
-            return 0, 0.0, "local"
-        top = max(result["from"].items(), key=lambda kv: kv[1], default=("?", 0))[0]
-        return result["size"], result["seconds"], top
 
 
 @app.command("generate")
@@ -190,30 +155,27 @@ def generate_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generate, reusing the longest cached prefix (local store, then the swarm)."""
-    from memnet.model import generate, kv
+    from memnet import api
+    from memnet.model import kv
 
     wanted = tuple(d.strip() for d in dtypes.split(",") if d.strip())
     if not wanted or any(d not in kv.DTYPE_NAMES for d in wanted):
         raise UsageError(f"--kv-dtypes takes a comma list of {', '.join(kv.DTYPE_NAMES)}")
-    if fetch not in ("auto", "always", "never"):
+    if fetch not in api.FETCH_POLICIES:
         raise UsageError("--fetch must be auto, always or never")
     if max_tokens < 1:
         raise UsageError("--max-tokens must be at least 1")
     given = _input(prompt, file, chat)
     node = _node()
-    loaded, adapter = _load(node, model, lora)
-    ids = _token_ids(loaded, given, add_generation_prompt=True)
-    client = None if (local_only or no_cache) else daemon_client(required=False)
-    options = generate.Options(max_new_tokens=max_tokens, dtypes=wanted, adapter=adapter,
-                               use_local=not no_cache, use_swarm=client is not None, check=check, fetch=fetch)
-    result = generate.generate(node, loaded, ids, options, DaemonSwarm(client) if client else None)
+    result = api.generate(given, home=node, model=model, lora=lora, max_new_tokens=max_tokens, kv_dtypes=wanted,
+                          local=not no_cache, swarm=not local_only, fetch=fetch, check=check)
     if as_json:
         _print_json({"text": result.text, "tokens": len(result.new_ids), "prompt_tokens": result.prompt_tokens,
                      "reused": result.reused, "source": result.source, "dtype": result.dtype,
                      "cube": cid.to_text(result.cube_id) if result.cube_id else None,
                      "ttft": result.ttft, "seconds": result.seconds, "steps": result.steps,
                      "decision": result.decision, "max_logit_diff": result.max_logit_diff,
-                     "same_top1": result.same_top1, "model_load_seconds": loaded.load_seconds})
+                     "same_top1": result.same_top1, "model_load_seconds": result.model_load_seconds})
         return
     sys.stdout.write(result.text.strip() + "\n")
     _say(result.timing_line())

@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_swarm import BenchError, Children  # noqa: E402
-from cli.model import DaemonSwarm  # noqa: E402
 from memnet import home as home_mod  # noqa: E402
+from memnet.api import DaemonSwarm  # noqa: E402
 from memnet.daemon.control import ControlClient  # noqa: E402
 from memnet.model import generate, kv, loader, pinned  # noqa: E402
 

@@ -319,3 +319,15 @@ def test_smollm2_fp16_cube_keeps_greedy_tokens(tmp_path, monkeypatch, smollm2_mo
         assert cached.reused == len(ctx_ids) and cached.source == "local"
         assert cached.new_ids == full.new_ids, question
         assert cached.same_top1 and cached.max_logit_diff < 0.1
+
+
+def test_python_api_generates_like_the_cli(node, tiny):
+    from memnet import api
+
+    text = " ".join(f"memory {i} is content addressed" for i in range(24))
+    cube, n_tokens, _ = api.build_kv(text, home=node, dtype="float32")
+    result = api.generate(text + " and so", home=node, max_new_tokens=3, check=True)
+    assert result.reused == n_tokens and result.cube_id == cube.cube_id and result.max_logit_diff <= 1e-4
+    assert result.model_load_seconds > 0 and "TTFT" in result.timing_line()
+    with pytest.raises(UsageError, match="fetch"):
+        api.generate("x", home=node, fetch="sometimes")

@@ -68,6 +68,7 @@ class Generation:
     decision: str = ""
     max_logit_diff: float | None = None
     same_top1: bool | None = None
+    model_load_seconds: float = 0.0   # not part of TTFT: the model is loaded once per process
 
     def timing_line(self) -> str:
         if self.reused:

@@ -1,0 +1,104 @@
+"""The Python API over a node home: what `memnet generate` and `memnet kv build` do, callable
+from a program.
+
+    from memnet import api
+    result = api.generate("What is a MemCube?", home="~/.memnet", max_new_tokens=40)
+    print(result.text, result.timing_line())
+
+Prompts are text or chat messages ([{"role": ..., "content": ...}]). With a daemon running for
+the home (and swarm=True), prefixes the local store lacks are looked up in the swarm.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from memnet import home as home_mod
+from memnet.cube.build import Cube
+from memnet.errors import UsageError
+
+Prompt = str | list[dict[str, str]]
+FETCH_POLICIES = ("auto", "always", "never")
+
+
+class DaemonSwarm:
+    """generate's view of the swarm, through the node's running daemon (control channel)."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    def find_prefix(self, probes: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
+        found = self.client.call("find_prefix", probes=probes)
+        return [(c["cube"], c["manifest"]) for c in found]
+
+    def get(self, cube_id: bytes) -> tuple[int, float, str]:
+        # the caller waits to use the cube, not to share it: the daemon announces it afterwards
+        result = self.client.call("get", cube=cube_id, pin=True, wait_announce=False)
+        if result["already"]:
+            return 0, 0.0, "local"
+        top = max(result["from"].items(), key=lambda item: item[1], default=("?", 0))[0]
+        return result["size"], result["seconds"], top
+
+
+def open_node(home: str | os.PathLike | None = None) -> home_mod.Node:
+    return home_mod.open_node(home_mod.resolve(home))
+
+
+def load(node: home_mod.Node, model: str | None = None, lora: str | None = None):
+    """The pinned model (by name or fingerprint prefix; default the last pinned) with the
+    adapters of a `CID[:weight],...` spec applied: (LoadedModel, adapter fingerprint or None)."""
+    from memnet.model import loader, lora as lora_mod, pinned
+
+    loaded = loader.load(pinned.resolve(node, model))
+    specs = lora_mod.parse_specs(lora) if lora else []
+    return loaded, lora_mod.activate(node, loaded, specs)
+
+
+def token_ids(loaded: Any, prompt: Prompt, add_generation_prompt: bool) -> list[int]:
+    if isinstance(prompt, list):
+        return loaded.encode_chat(prompt, add_generation_prompt)
+    return loaded.encode(prompt)
+
+
+def swarm_of(home: home_mod.Node) -> DaemonSwarm | None:
+    from memnet.daemon.control import ControlClient
+
+    client = ControlClient.for_home(home.home)
+    return DaemonSwarm(client) if client is not None else None
+
+
+def generate(prompt: Prompt, *, home: str | os.PathLike | home_mod.Node | None = None, model: str | None = None,
+             lora: str | None = None, max_new_tokens: int = 64,
+             kv_dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16", "int8"),
+             local: bool = True, swarm: bool = True, fetch: str = "auto", check: bool = False):
+    """Answer a prompt, reusing the longest cached prefix; returns memnet.model.generate.Generation."""
+    from memnet.model import generate as gen, kv
+
+    if any(d not in kv.DTYPE_NAMES for d in kv_dtypes) or not kv_dtypes:
+        raise UsageError(f"KV dtypes must be among {', '.join(kv.DTYPE_NAMES)}")
+    if fetch not in FETCH_POLICIES:
+        raise UsageError(f"fetch must be one of {', '.join(FETCH_POLICIES)}")
+    if max_new_tokens < 1:
+        raise UsageError("max_new_tokens must be at least 1")
+    node = home if isinstance(home, home_mod.Node) else open_node(home)
+    loaded, adapter = load(node, model, lora)
+    ids = token_ids(loaded, prompt, add_generation_prompt=True)
+    peers = swarm_of(node) if (swarm and local) else None
+    options = gen.Options(max_new_tokens=max_new_tokens, dtypes=tuple(kv_dtypes), adapter=adapter,
+                          use_local=local, use_swarm=peers is not None, check=check, fetch=fetch)
+    result = gen.generate(node, loaded, ids, options, peers)
+    result.model_load_seconds = loaded.load_seconds
+    return result
+
+
+def build_kv(prompt: Prompt, *, home: str | os.PathLike | home_mod.Node | None = None, model: str | None = None,
+             lora: str | None = None, dtype: str = "float16", **publish_options: Any) -> tuple[Cube, int, float]:
+    """Prefill a prefix and publish its K/V as an activation cube: (cube, tokens, prefill seconds)."""
+    from memnet.model import generate as gen
+
+    node = home if isinstance(home, home_mod.Node) else open_node(home)
+    loaded, adapter = load(node, model, lora)
+    ids = token_ids(loaded, prompt, add_generation_prompt=False)
+    cube, seconds = gen.build(node, loaded, ids, dtype, adapter, **publish_options)
+    return cube, len(ids), seconds
