@@ -233,11 +233,15 @@ def test_fetch_or_recompute_decision():
     assert fast_link.fetch and "fetch" in fast_link.reason()
     slow_link = perf.choose(50_000_000, prefill_seconds=1.0, bandwidth=1e6, load_rate=1e9)
     assert not slow_link.fetch and "recompute" in slow_link.reason()
+    first = perf.choose(50_000_000, prefill_seconds=1.0, bandwidth=None, load_rate=1e9)
+    assert first.fetch and "no bandwidth measured" in first.reason()
+    unmeasured = perf.choose(50_000_000, prefill_seconds=None, bandwidth=1e6, load_rate=1e9)
+    assert unmeasured.fetch and "no prefill time measured" in unmeasured.reason()
 
 
 def test_perf_book_persists_and_bounds(tmp_path):
     book = perf.PerfBook(tmp_path)
-    assert book.bandwidth() == perf.DEFAULT_BANDWIDTH
+    assert book.bandwidth() is None
     for i in range(20):
         book.add_fetch(1_000_000, 0.01)
         book.add_prefill(b"\x01" * 32, 100 + i, 1.0)
@@ -245,7 +249,7 @@ def test_perf_book_persists_and_bounds(tmp_path):
     assert again.bandwidth() == pytest.approx(1e8)
     assert len(again.prefill_samples(b"\x01" * 32)) == perf.KEEP
     (tmp_path / perf.PERF_FILE).write_text("{not json")
-    assert perf.PerfBook(tmp_path).bandwidth() == perf.DEFAULT_BANDWIDTH
+    assert perf.PerfBook(tmp_path).bandwidth() is None
 
 
 # -- the command line -----------------------------------------------------------------------------------------

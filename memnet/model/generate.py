@@ -174,8 +174,6 @@ def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
         if better is not None:
             saved = better.usable - (best.usable if best else 0)
             estimate = perf.estimate_prefill(book.prefill_samples(loaded.pinned.fingerprint), saved)
-            if estimate is None:  # never measured here: fetching a cached prefill is the bet
-                estimate = float("inf")
             choice = perf.choose(better.size, estimate, book.bandwidth(), book.load_rate())
             result.decision = choice.reason()
             if options.fetch != "auto":

@@ -13,7 +13,6 @@ from memnet.files import write_atomic
 
 PERF_FILE = "perf.json"
 KEEP = 8                               # newest samples kept per series
-DEFAULT_BANDWIDTH = 8 * 1024 * 1024    # bytes/s assumed before the first fetch is measured
 DEFAULT_LOAD_RATE = 500 * 1024 * 1024  # bytes/s assumed before the first cube load is measured
 FETCH_OVERHEAD = 0.05                  # s: provider lookup reply + manifest round trip
 
@@ -21,11 +20,14 @@ FETCH_OVERHEAD = 0.05                  # s: provider lookup reply + manifest rou
 @dataclass(frozen=True)
 class Choice:
     fetch: bool
-    fetch_seconds: float
-    prefill_seconds: float
+    fetch_seconds: float | None      # None: no fetch measured on this node yet
+    prefill_seconds: float | None    # None: no prefill measured on this node yet
 
     def reason(self) -> str:
         verb = "fetch" if self.fetch else "recompute"
+        if self.fetch_seconds is None or self.prefill_seconds is None:
+            missing = "bandwidth" if self.fetch_seconds is None else "prefill time"
+            return f"{verb}: no {missing} measured yet (this fetch measures it)"
         return (f"{verb}: fetch+load ≈ {self.fetch_seconds:.2f} s vs prefill ≈ "
                 f"{self.prefill_seconds:.2f} s")
 
@@ -41,15 +43,22 @@ def estimate_prefill(samples: list[list[float]], n_tokens: int) -> float | None:
     return seconds * n_tokens / tokens
 
 
-def rate(samples: list[list[float]], default: float) -> float:
+def rate(samples: list[list[float]], default: float | None) -> float | None:
     """Bytes per second over the kept (bytes, seconds) samples."""
     total_bytes = sum(s[0] for s in samples if s[1] > 0)
     total_seconds = sum(s[1] for s in samples if s[1] > 0)
     return total_bytes / total_seconds if total_bytes and total_seconds else default
 
 
-def choose(n_bytes: int, prefill_seconds: float, bandwidth: float, load_rate: float) -> Choice:
+def choose(n_bytes: int, prefill_seconds: float | None, bandwidth: float | None, load_rate: float) -> Choice:
+    """Fetch when it is measured to be faster than the prefill it saves. With either side not
+    measured yet, fetch: that is how this node learns its bandwidth (and a peer's prefill is
+    then reused rather than redone)."""
+    if bandwidth is None:
+        return Choice(True, None, prefill_seconds)
     fetch_seconds = FETCH_OVERHEAD + n_bytes / bandwidth + n_bytes / load_rate
+    if prefill_seconds is None:
+        return Choice(True, fetch_seconds, None)
     return Choice(fetch_seconds < prefill_seconds, fetch_seconds, prefill_seconds)
 
 
@@ -86,8 +95,8 @@ class PerfBook:
         if n_tokens >= 16:  # tiny runs are dominated by fixed overhead
             self._add([n_tokens, round(seconds, 6)], "prefill", model.hex())
 
-    def bandwidth(self) -> float:
-        return rate(self._series("fetch"), DEFAULT_BANDWIDTH)
+    def bandwidth(self) -> float | None:
+        return rate(self._series("fetch"), None)
 
     def add_fetch(self, n_bytes: int, seconds: float) -> None:
         if n_bytes >= 64 * 1024:
