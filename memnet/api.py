@@ -27,14 +27,17 @@ class DaemonSwarm:
 
     def __init__(self, client: Any):
         self.client = client
+        self.providers: dict[bytes, list[dict]] = {}  # from the last lookup: no second DHT query
 
     def find_prefix(self, probes: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
         found = self.client.call("find_prefix", probes=probes)
+        self.providers = {c["cube"]: c["providers"] for c in found}
         return [(c["cube"], c["manifest"]) for c in found]
 
     def get(self, cube_id: bytes) -> tuple[int, float, str]:
         # the caller waits to use the cube, not to share it: the daemon announces it afterwards
-        result = self.client.call("get", cube=cube_id, pin=True, wait_announce=False)
+        result = self.client.call("get", cube=cube_id, pin=True, wait_announce=False,
+                                  providers=self.providers.get(cube_id, []))
         if result["already"]:
             return 0, 0.0, "local"
         top = max(result["from"].items(), key=lambda item: item[1], default=("?", 0))[0]

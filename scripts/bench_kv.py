@@ -3,13 +3,13 @@
 against a full prefill, side by side in one run.
 
     .venv/bin/python scripts/bench_kv.py [--lengths 512,1024,2048] [--suffix 16] [--reps 3]
-                                         [--dtype float16] [--models DIR] [--json PATH]
+                                         [--dtypes float16,int8] [--models DIR] [--json PATH]
 
 For each prefix length N, the prompt is N prefix tokens + --suffix more (token ids of this repo's
 docs, so every length is real text). Three ways to the first token of the same prompt, all with
 the same loaded model in this process and memnet.model.generate.generate (max_new_tokens=1):
   full   no reuse: prefill all N+suffix tokens;
-  local  node A holds the activation cube of the N-token prefix (built once, --dtype): look it
+  local  node A holds the activation cube of the N-token prefix (one per --dtypes): look it
          up in LMDB, read and check the payload, rebuild the cache, prefill the suffix;
   peer   node B does not hold it: local lookup (miss), then through B's daemon (a separate
          process) a swarm lookup (DHT provider records for the prompt's prefix keys, then MIP
@@ -79,11 +79,14 @@ def main() -> None:
     parser.add_argument("--lengths", default="512,1024,2048")
     parser.add_argument("--suffix", type=int, default=16)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--dtype", default="float16", choices=kv.DTYPE_NAMES)
+    parser.add_argument("--dtypes", default="float16,int8", help="KV cube dtypes to measure (comma list).")
     parser.add_argument("--models", type=Path, help="A models folder to reuse (else SmolLM2 is converted into a temporary one).")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
+    if any(d not in kv.DTYPE_NAMES for d in args.dtypes):
+        parser.error(f"--dtypes takes {', '.join(kv.DTYPE_NAMES)}")
     root = Path(tempfile.mkdtemp(prefix="memnet-bench-kv-"))
     os.environ["MEMNET_MODELS"] = str(args.models or root / "models")
     children = Children(root)
@@ -112,66 +115,71 @@ def run(args, lengths: list[int], root: Path, children: Children) -> None:
     ids = corpus_ids(loaded, max(lengths) + args.suffix)
 
     sizes = {}
-    cache, _, _ = kv.prefill(loaded, ids[:256])
-    for dtype in kv.DTYPE_NAMES:
-        sizes[dtype] = len(kv.payload_from_cache(cache, 256, dtype)) / 256
+    cache, _, _ = kv.prefill(loaded, ids[:512])
+    for dtype in kv.DTYPE_NAMES:  # whole payloads (safetensors header included) / tokens
+        sizes[dtype] = len(kv.payload_from_cache(cache, 512, dtype)) / 512
     cubes = {}
     for n in lengths:
-        cube, seconds = generate.build(a, loaded, ids[:n], args.dtype)
-        cubes[n] = cube
-        print(f"built {args.dtype} cube of {n} tokens: {cube.manifest.size / 2**20:.1f} MiB, prefill {seconds:.2f} s")
+        for dtype in args.dtypes:
+            cube, seconds = generate.build(a, loaded, ids[:n], dtype)
+            cubes[n, dtype] = cube
+            print(f"built {dtype} cube of {n} tokens: {cube.manifest.size / 2**20:.1f} MiB, prefill {seconds:.2f} s")
 
-    rows = {n: {"full": [], "local": [], "peer": [], "steps": []} for n in lengths}
-    checks = {}
+    full = {n: [] for n in lengths}
+    rows = {(n, d): {"local": [], "peer": [], "steps": [], "check": None} for n in lengths for d in args.dtypes}
     for n in lengths:
         prompt = ids[:n + args.suffix]
+        ttft(b, loaded, prompt, use_local=False)  # B measures its own prefill rate
         for rep in range(args.reps):
-            full = ttft(a, loaded, prompt, use_local=False)
-            local = ttft(a, loaded, prompt, dtypes=(args.dtype,), check=rep == 0)
-            if local.reused != n or local.source != "local":
-                raise BenchError(f"local run reused {local.reused} tokens from {local.source}")
-            rows[n]["full"].append(full.ttft)
-            rows[n]["local"].append(local.ttft)
-            if rep == 0:
-                checks[n] = (local.max_logit_diff, local.same_top1)
-                ttft(b, loaded, prompt, use_local=False)  # B measures its own prefill rate
+            full[n].append(ttft(a, loaded, prompt, use_local=False).ttft)
+            for dtype in args.dtypes:
+                local = ttft(a, loaded, prompt, dtypes=(dtype,), check=rep == 0)
+                if local.reused != n or local.source != "local":
+                    raise BenchError(f"local run reused {local.reused} tokens from {local.source}")
+                rows[n, dtype]["local"].append(local.ttft)
+                if rep == 0:
+                    rows[n, dtype]["check"] = (local.max_logit_diff, local.same_top1)
 
     children.daemon("a", a.home)
     state_a = children.wait_state("a", a.home)
     children.daemon("b", b.home, "--bootstrap", state_a.addrs[0])
     children.wait_state("b", b.home)
     swarm = DaemonSwarm(ControlClient.for_home(b.home))
-    wait_for_swarm(swarm, loaded, ids[:max(lengths)], args.dtype)
+    wait_for_swarm(swarm, loaded, ids[:max(lengths)], args.dtypes[0])
     for n in lengths:
         prompt = ids[:n + args.suffix]
         for rep in range(args.reps):
-            if b.store.has(cubes[n].cube_id):
-                b.store.unpin(cubes[n].cube_id)
-                b.store.gc()
-            peer = ttft(b, loaded, prompt, swarm, dtypes=(args.dtype,))
-            if peer.reused != n or peer.source != "peer":
-                raise BenchError(f"peer run reused {peer.reused} tokens from {peer.source} ({peer.decision})", "b")
-            rows[n]["peer"].append(peer.ttft)
-            rows[n]["steps"].append(peer.steps)
+            for dtype in args.dtypes:
+                cube_id = cubes[n, dtype].cube_id
+                if b.store.has(cube_id):
+                    b.store.unpin(cube_id)
+                    b.store.gc()
+                peer = ttft(b, loaded, prompt, swarm, dtypes=(dtype,))
+                if peer.reused != n or peer.source != "peer":
+                    raise BenchError(f"peer run reused {peer.reused} tokens from {peer.source} ({peer.decision})", "b")
+                rows[n, dtype]["peer"].append(peer.ttft)
+                rows[n, dtype]["steps"].append(peer.steps)
 
-    print(f"\nTTFT, prompt = N prefix tokens + {args.suffix}, {args.dtype} cube, median of {args.reps}")
-    print(f"{'N':>6} {'full':>9} {'local':>9} {'ratio':>7} {'peer':>9} {'ratio':>7}   peer steps (median s)"
-          f"                         max|Δlogit| top-1")
-    report = {"model": model.fingerprint.hex(), "dtype": args.dtype, "suffix": args.suffix, "reps": args.reps,
-              "kv_bytes_per_token": sizes, "lengths": {}}
+    print(f"\nTTFT, prompt = N prefix tokens + {args.suffix}, median of {args.reps} "
+          f"(full = no reuse; local / peer = with the cube; ratio = full / with)")
+    print(f"{'N':>6} {'dtype':>8} {'full':>9} {'local':>9} {'ratio':>7} {'peer':>9} {'ratio':>7}   "
+          f"peer steps (median s)                          max|Δlogit| top-1")
+    report = {"model": model.fingerprint.hex(), "dtypes": args.dtypes, "suffix": args.suffix, "reps": args.reps,
+              "kv_bytes_per_token": sizes, "full": full, "rows": []}
     for n in lengths:
-        r = rows[n]
-        full, local, peer = (statistics.median(r[k]) for k in ("full", "local", "peer"))
-        steps = {k: statistics.median(s.get(k, 0.0) for s in r["steps"])
-                 for k in ("lookup_swarm", "fetch", "load", "prefill")}
-        diff, same = checks[n]
-        print(f"{n:>6} {full * 1000:>7.0f}ms {local * 1000:>7.0f}ms {full / local:>6.1f}x {peer * 1000:>7.0f}ms "
-              f"{full / peer:>6.1f}x   " + " ".join(f"{k} {v:.2f}" for k, v in steps.items())
-              + f"   {diff:.1e} {'same' if same else 'DIFF'}")
-        report["lengths"][n] = {"full": r["full"], "local": r["local"], "peer": r["peer"], "peer_steps": r["steps"],
-                                "ratio_local": full / local, "ratio_peer": full / peer, "max_logit_diff": diff,
-                                "same_top1": same}
-    print("\nKV bytes per token (SmolLM2-135M: 30 layers x 3 KV heads x 64):")
+        for dtype in args.dtypes:
+            r = rows[n, dtype]
+            f, local, peer = statistics.median(full[n]), statistics.median(r["local"]), statistics.median(r["peer"])
+            steps = {k: statistics.median(s.get(k, 0.0) for s in r["steps"])
+                     for k in ("lookup_swarm", "fetch", "read", "load", "prefill")}
+            diff, same = r["check"]
+            print(f"{n:>6} {dtype:>8} {f * 1000:>7.0f}ms {local * 1000:>7.0f}ms {f / local:>6.1f}x "
+                  f"{peer * 1000:>7.0f}ms {f / peer:>6.1f}x   " + " ".join(f"{k} {v:.2f}" for k, v in steps.items())
+                  + f"   {diff:.1e} {'same' if same else 'DIFF'}")
+            report["rows"].append({"n": n, "dtype": dtype, "local": r["local"], "peer": r["peer"],
+                                   "peer_steps": r["steps"], "ratio_local": f / local, "ratio_peer": f / peer,
+                                   "max_logit_diff": diff, "same_top1": same})
+    print("\nKV payload bytes per token at 512 tokens (SmolLM2-135M: 30 layers x 3 KV heads x 64):")
     print("  " + "  ".join(f"{d} {v:,.0f}" for d, v in sizes.items()))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from memnet.cube import canonical, limits
-from memnet.cube.safetensors_header import parse_header, with_metadata
+from memnet.cube.safetensors_header import Header, parse_header, with_metadata
 from memnet.errors import FormatError, LimitError, TensorError
 
 PEFT_CONFIG_KEY = "memnet.peft_config"
@@ -142,7 +142,7 @@ def expected_kv_tensors(meta: dict[str, Any]) -> dict[str, tuple[str, tuple[int,
     return expected
 
 
-def validate_activation(payload: bytes | memoryview, meta: dict[str, Any]) -> None:
+def validate_activation(payload: bytes | memoryview, meta: dict[str, Any]) -> Header:
     header = parse_header(payload)
     expected = expected_kv_tensors(meta)
     if set(header.tensors) != set(expected):
@@ -155,6 +155,7 @@ def validate_activation(payload: bytes | memoryview, meta: dict[str, Any]) -> No
             raise TensorError(
                 f"tensor {name!r} is {info.dtype}{list(info.shape)}, meta says {dtype}{list(shape)}"
             )
+    return header
 
 
 def validate_payload(kind: str, payload: bytes | memoryview, meta: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service.context import background_trio_service
 
@@ -25,9 +26,8 @@ from memnet.daemon.config import DaemonConfig
 from memnet.errors import NetworkError, NotFoundError, PolicyError, UsageError
 from memnet.files import write_atomic
 from memnet.home import Node
-from memnet.net import names, wire
+from memnet.net import names, prefix_lookup, wire
 from memnet.net.discovery import Discovery, cube_key, prefix_key
-from memnet.net import prefix_lookup
 from memnet.net.fetch import PeerScores, fetch_cube
 from memnet.net.host import build_host, parse_multiaddr, peer_info, use_memnet_kad_protocol
 from memnet.net.server import MipServer
@@ -37,6 +37,7 @@ log = logging.getLogger("memnet.daemon")
 NAMES_FILE = "names.json"  # this node's own name records, re-published with the provider records
 PROVIDE_CONCURRENCY = 8
 LAN_POLL = 10.0
+ANNOUNCE_DELAY = 2.0  # s: a fetched prefix is announced after its first use, not competing with it
 
 
 def announce_keys(cube_id: bytes, manifest: Manifest) -> list[bytes]:
@@ -44,6 +45,16 @@ def announce_keys(cube_id: bytes, manifest: Manifest) -> list[bytes]:
     if manifest.kind == "activation":
         keys += [prefix_key(k) for k in manifest.meta["prefix_keys"]]
     return keys
+
+
+def _peer_infos(peers: Any) -> list[PeerInfo]:
+    """Peer dicts (as _peer_dict writes them) from a control request -> PeerInfo."""
+    if not isinstance(peers, list):
+        raise UsageError("providers must be a list")
+    try:
+        return [PeerInfo(ID.from_base58(p["peer_id"]), [parse_multiaddr(a) for a in p["addrs"]]) for p in peers]
+    except (KeyError, TypeError, ValueError):
+        raise UsageError("providers must be peer records with peer_id and addrs") from None
 
 
 def _peer_dict(info: Any) -> dict[str, Any]:
@@ -159,7 +170,8 @@ class Daemon:
         self.providing.add(cube_id)
         return reached
 
-    async def _announce_in_background(self, cube_id: bytes, manifest: Manifest) -> None:
+    async def _announce_in_background(self, cube_id: bytes, manifest: Manifest, delay: float = 0.0) -> None:
+        await trio.sleep(delay)
         try:
             await self.announce(cube_id, manifest)
         except Exception as exc:  # a failed announcement must not take the daemon down
@@ -259,7 +271,13 @@ class Daemon:
                 self.node.store.pin(cube_id, "fetched")
             return {"cube": cube_id, "already": True}
 
+        hints = _peer_infos(args.get("providers", []))
+
         async def providers():
+            # providers the caller already found (a prefix lookup) first; the DHT for the rest
+            if hints:
+                found, hints[:] = list(hints), []
+                return found
             return await self.discovery.find_providers(cube_key(cube_id))
 
         report = await fetch_cube(self.host, self.node.store, cube_id, providers, scores=self.scores,
@@ -271,8 +289,9 @@ class Daemon:
         if self.config.provide_fetched and pin:
             if args.get("wait_announce", True):
                 await self.announce(cube_id, report.cube.manifest)
-            else:  # the caller is waiting to use the cube (a prefix for generation), not to share it
-                self._nursery.start_soon(self._announce_in_background, cube_id, report.cube.manifest)
+            else:  # the caller is about to use the cube (a prefix for generation): share it after that
+                self._nursery.start_soon(self._announce_in_background, cube_id, report.cube.manifest,
+                                         ANNOUNCE_DELAY)
         return {"cube": cube_id, "already": False, "size": report.cube.manifest.size,
                 "seconds": report.seconds, "from": report.bytes_from, "dropped": report.dropped}
 

@@ -9,10 +9,12 @@ depend on the first L tokens alone).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from memnet.cube import payloads, prefix
+from memnet.cube.safetensors_header import DTYPE_SIZES
 from memnet.errors import PolicyError, UsageError
 from memnet.model.loader import LoadedModel
 
@@ -59,7 +61,7 @@ def prefill(loaded: LoadedModel, ids: list[int]) -> tuple[Any, Any, float]:
         raise UsageError(f"{len(ids)} tokens exceed the model's {loaded.max_tokens}")
     start = time.perf_counter()
     with torch.inference_mode():
-        out = loaded.model(input_ids=torch.tensor([ids]), use_cache=True)
+        out = loaded.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
     return out.past_key_values, out.logits[0, -1], time.perf_counter() - start
 
 
@@ -121,23 +123,45 @@ def usable_tokens(meta: dict[str, Any], ids: list[int]) -> int:
     return min(matched, len(ids) - 1)
 
 
-def cache_from_payload(payload: bytes, meta: dict[str, Any], loaded: LoadedModel, n_use: int) -> Any:
-    """A DynamicCache holding the cube's first n_use positions, in the model's fp32."""
-    from safetensors.torch import load
+def _tensor(payload: bytes | memoryview, header: Any, name: str, n_use: int):
+    """One tensor of the payload as a zero-copy view, cut to the first n_use tokens."""
+    from memnet.model.runtime import torch
 
+    info = header.tensors[name]
+    start = header.data_start + info.start
+    with warnings.catch_warnings():  # a view of immutable bytes: only ever read, then converted
+        warnings.simplefilter("ignore", UserWarning)
+        flat = torch.frombuffer(payload, dtype=_TORCH_BY_ST[info.dtype](), count=(info.end - info.start)
+                                // DTYPE_SIZES[info.dtype], offset=start)
+    return flat.view(info.shape)[:, :n_use, :]
+
+
+_TORCH_BY_ST = {"F32": lambda: _torch_dtype("float32"), "F16": lambda: _torch_dtype("float16"),
+                "BF16": lambda: _torch_dtype("bfloat16"), "I8": lambda: _torch_dtype("int8")}
+
+
+def cache_from_payload(payload: bytes | memoryview, meta: dict[str, Any], loaded: LoadedModel, n_use: int) -> Any:
+    """A DynamicCache holding the cube's first n_use positions, in the model's fp32. The payload's
+    tensors are read in place and converted once (no intermediate copies: at 2048 tokens this is
+    most of the time to first token)."""
     from memnet.model.runtime import torch, transformers
 
-    payloads.validate_activation(payload, meta)  # header, names, dtypes and shapes first
+    header = payloads.validate_activation(payload, meta)  # header, names, dtypes and shapes first
     if not 0 < n_use <= meta["n_tokens"]:
         raise PolicyError(f"cannot use {n_use} of the cube's {meta['n_tokens']} tokens")
-    tensors = load(payload)
-    layers = []
-    for index in range(meta["layout"]["layers"]):
+    cache = transformers.DynamicCache(config=loaded.model.config)
+    for index, layer in enumerate(cache.layers):
         pair = []
         for name in ("k", "v"):
-            t = tensors[f"{name}.{index}"][:, :n_use, :]
+            t = _tensor(payload, header, f"{name}.{index}", n_use)
             if meta["dtype"] == "int8":
-                t = t.float() * tensors[f"{name}_scale.{index}"][:, :n_use, :]
-            pair.append(t.to(torch.float32).unsqueeze(0).contiguous())
-        layers.append(tuple(pair))
-    return transformers.DynamicCache(layers, config=loaded.model.config)
+                t = t.to(torch.float32) * _tensor(payload, header, f"{name}_scale.{index}", n_use)
+            else:  # fp32 too is copied: the cache must never alias the payload's bytes
+                t = t.to(torch.float32, copy=True)
+            pair.append(t.unsqueeze(0))
+        # DynamicLayer.update would torch.cat onto an empty tensor: one more full copy. The layer
+        # is filled directly instead (transformers 5.23, pinned in requirements.lock; the exact
+        # round-trip tests catch a change).
+        layer.lazy_initialization(*pair)
+        layer.keys, layer.values = pair
+    return cache
