@@ -66,17 +66,17 @@ def _cid(t: str, name: str, value: Any) -> bytes:
         raise CIDError(f"{t}: {name} is not a CIDv1 of a raw sha2-256 block") from None
 
 
-def _chunk_list(t: str, value: Any) -> None:
+def _cid_list(t: str, name: str, value: Any, low: int, high: int) -> None:
     if not isinstance(value, list):
-        raise FormatError(f"{t}: chunks must be a list, not {type(value).__name__}")
-    if not value:
-        raise FormatError(f"{t}: chunks is empty")
-    if len(value) > MAX_BATCH:
-        raise LimitError(f"{t}: {len(value)} chunks requested, the limit is {MAX_BATCH}")
+        raise FormatError(f"{t}: {name} must be a list, not {type(value).__name__}")
+    if len(value) < low:
+        raise FormatError(f"{t}: {name} is empty")
+    if len(value) > high:
+        raise LimitError(f"{t}: {name} lists {len(value)} CIDs, the limit is {high}")
     for index, item in enumerate(value):
-        _cid(t, f"chunks[{index}]", item)
+        _cid(t, f"{name}[{index}]", item)
     if len(set(value)) != len(value):
-        raise FormatError(f"{t}: chunks lists a CID twice")
+        raise FormatError(f"{t}: {name} lists a CID twice")
 
 
 def validate(obj: Any) -> dict:
@@ -101,7 +101,7 @@ def validate(obj: Any) -> dict:
         _cid(t, "cube", obj["cube"])
     elif t == "get_chunks":
         _cid(t, "cube", obj["cube"])
-        _chunk_list(t, obj["chunks"])
+        _cid_list(t, "chunks", obj["chunks"], 1, MAX_BATCH)
     elif t == "manifest":
         _bytes(t, "data", obj["data"], 1, limits.MAX_MANIFEST)
     elif t == "chunk":
@@ -116,15 +116,7 @@ def validate(obj: Any) -> dict:
         if not isinstance(obj["key"], bytes) or len(obj["key"]) != 32:
             raise FormatError("get_prefix: key must be 32 bytes (a prefix-chain key)")
     elif t == "cubes":
-        cubes = obj["cubes"]
-        if not isinstance(cubes, list):
-            raise FormatError(f"cubes: cubes must be a list, not {type(cubes).__name__}")
-        if len(cubes) > MAX_PREFIX_CUBES:
-            raise LimitError(f"cubes: {len(cubes)} cube ids, the limit is {MAX_PREFIX_CUBES}")
-        for index, item in enumerate(cubes):
-            _cid(t, f"cubes[{index}]", item)
-        if len(set(cubes)) != len(cubes):
-            raise FormatError("cubes: a cube id is listed twice")
+        _cid_list(t, "cubes", obj["cubes"], 0, MAX_PREFIX_CUBES)
     else:  # error
         code, message = obj["code"], obj["message"]
         if not isinstance(code, str) or code not in ERROR_CODES:
@@ -226,23 +218,19 @@ _CHUNK_TAIL = b"\xa1t\xa5chunk"
 _DATA_AT = len(_CHUNK_HEAD) + cid.CID_LEN + len(_DATA_KEY)  # offset of data's bin header
 
 
+def _sized(n: int, tags: bytes) -> bytes:
+    """A msgpack tag (one of three, for 1-, 2- and 4-byte widths) and n in the smallest width."""
+    width = 1 if n < 0x100 else 2 if n < 0x10000 else 4
+    return bytes((tags[(1, 2, 4).index(width)],)) + n.to_bytes(width, "big")
+
+
 def _uint(value: int) -> bytes:
     """msgpack's shortest encoding of 0 <= value <= MAX_ID."""
-    if value < 0x80:
-        return bytes((value,))
-    if value < 0x100:
-        return b"\xcc" + value.to_bytes(1, "big")
-    if value < 0x10000:
-        return b"\xcd" + value.to_bytes(2, "big")
-    return b"\xce" + value.to_bytes(4, "big")
+    return bytes((value,)) if value < 0x80 else _sized(value, b"\xcc\xcd\xce")
 
 
 def _bin_header(n: int) -> bytes:
-    if n < 0x100:
-        return b"\xc4" + n.to_bytes(1, "big")
-    if n < 0x10000:
-        return b"\xc5" + n.to_bytes(2, "big")
-    return b"\xc6" + n.to_bytes(4, "big")
+    return _sized(n, b"\xc4\xc5\xc6")
 
 
 def _chunk_frame(msg: dict) -> bytes:
