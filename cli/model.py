@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from cli.common import _node, _print_json, announce, app, out
-from memnet import render
+from memnet import ingest, render
 from memnet.cube import cid
 from memnet.errors import UsageError
 
@@ -71,20 +71,9 @@ def model_ls(as_json: bool = typer.Option(False, "--json")) -> None:
 
 # -- shared by kv build and generate -------------------------------------------------------------
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
-    if path.stat().st_size > MAX_INPUT:
-        raise UsageError(f"{path}: larger than {MAX_INPUT // (1024 * 1024)} MiB")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
-
-
 def _messages(path: Path) -> list[dict[str, str]]:
     try:
-        doc = json.loads(_read_text(path))
+        doc = json.loads(ingest.read_text(path, MAX_INPUT))
     except ValueError:
         raise UsageError(f"{path}: invalid JSON") from None
     if not isinstance(doc, list) or not doc or not all(
@@ -101,7 +90,7 @@ def _input(text: Optional[str], file: Optional[Path], chat: Optional[Path]) -> s
         raise UsageError("give exactly one of TEXT, --file or --chat")
     if chat is not None:
         return _messages(chat)
-    return text if text is not None else _read_text(file)
+    return text if text is not None else ingest.read_text(file, MAX_INPUT)
 
 
 @kv_app.command("build")

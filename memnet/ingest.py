@@ -16,12 +16,20 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, limit: int = MAX_INPUT_FILE) -> bytes:
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    if path.stat().st_size > MAX_INPUT_FILE:
-        raise UsageError(f"{path}: larger than {MAX_INPUT_FILE // 2**20} MiB")
+    if path.stat().st_size > limit:
+        raise UsageError(f"{path}: larger than {limit // 2**20} MiB")
     return path.read_bytes()
+
+
+def read_text(path: Path, limit: int = MAX_INPUT_FILE) -> str:
+    """A user's UTF-8 text file, size-capped; every problem is one line naming the file."""
+    try:
+        return _read(path, limit).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
 
 
 def _item(value: Any, where: str) -> dict[str, Any]:
@@ -42,11 +50,7 @@ def _item(value: Any, where: str) -> dict[str, Any]:
 def items_from_file(path: Path) -> list[dict[str, Any]]:
     """.json: a list of items; .jsonl: one item per line; anything else: notes, one item per
     paragraph (blank-line separated). An item is a string or {"text": ..., other string fields}."""
-    raw = _read(path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
+    text = read_text(path)
     if path.suffix == ".json":
         try:
             doc = json.loads(text)

@@ -139,10 +139,6 @@ def _best(candidates: list[Candidate], options: Options) -> Candidate | None:
                key=lambda c: (c.usable, c.local, -order.get(c.meta["dtype"], 99), -c.size))
 
 
-def _argmax(logits: Any) -> int:
-    return int(logits.argmax())
-
-
 def _stop_ids(loaded: LoadedModel) -> set[int]:
     ids = {loaded.tokenizer.eos_token_id}
     for token in ("<|im_end|>", "<|endoftext|>"):
@@ -206,7 +202,7 @@ def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
                            position_ids=torch.arange(n_cached, len(ids)).unsqueeze(0), use_cache=True,
                            logits_to_keep=1)
         logits = out.logits[0, -1]
-        next_id = _argmax(logits)
+        next_id = int(logits.argmax())
         result.ttft = time.perf_counter() - start
         result.steps["prefill"] = time.perf_counter() - mark
         if n_cached == 0:
@@ -214,7 +210,7 @@ def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
         if options.check:
             full = loaded.model(input_ids=torch.tensor([ids]), use_cache=False, logits_to_keep=1).logits[0, -1]
             result.max_logit_diff = float((full - logits).abs().max())
-            result.same_top1 = _argmax(full) == next_id
+            result.same_top1 = int(full.argmax()) == next_id
         stops, cache, position = _stop_ids(loaded), out.past_key_values, len(ids)
         while len(result.new_ids) < options.max_new_tokens and next_id not in stops:
             result.new_ids.append(next_id)
@@ -223,7 +219,7 @@ def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
             out = loaded.model(input_ids=torch.tensor([[next_id]]), past_key_values=cache,
                                position_ids=torch.tensor([[position]]), use_cache=True)
             cache, position = out.past_key_values, position + 1
-            next_id = _argmax(out.logits[0, -1])
+            next_id = int(out.logits[0, -1].argmax())
     result.seconds = time.perf_counter() - start
     result.text = loaded.decode(result.new_ids)
     return result

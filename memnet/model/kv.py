@@ -131,13 +131,12 @@ def _tensor(payload: bytes | memoryview, header: Any, name: str, n_use: int):
     start = header.data_start + info.start
     with warnings.catch_warnings():  # a view of immutable bytes: only ever read, then converted
         warnings.simplefilter("ignore", UserWarning)
-        flat = torch.frombuffer(payload, dtype=_TORCH_BY_ST[info.dtype](), count=(info.end - info.start)
+        flat = torch.frombuffer(payload, dtype=_torch_dtype(_NAME_BY_ST[info.dtype]), count=(info.end - info.start)
                                 // DTYPE_SIZES[info.dtype], offset=start)
     return flat.view(info.shape)[:, :n_use, :]
 
 
-_TORCH_BY_ST = {"F32": lambda: _torch_dtype("float32"), "F16": lambda: _torch_dtype("float16"),
-                "BF16": lambda: _torch_dtype("bfloat16"), "I8": lambda: _torch_dtype("int8")}
+_NAME_BY_ST = {st: name for name, st in payloads.KV_TENSOR_DTYPES.items()} | {"F32": "float32"}
 
 
 def cache_from_payload(payload: bytes | memoryview, meta: dict[str, Any], loaded: LoadedModel, n_use: int) -> Any:

@@ -299,14 +299,7 @@ def activate(node: Node, loaded: LoadedModel, specs: Sequence[Spec]) -> bytes | 
 def read_text(text_path: Path) -> str:
     """A training text file, refused (one line) when missing, too large, not UTF-8 or blank;
     cheap, so a command can check it before loading the model."""
-    if not text_path.is_file():
-        raise UsageError(f"{text_path}: no such file")
-    if text_path.stat().st_size > ingest.MAX_INPUT_FILE:
-        raise UsageError(f"{text_path}: larger than {ingest.MAX_INPUT_FILE // 2**20} MiB")
-    try:
-        text = text_path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{text_path}: not UTF-8 text") from None
+    text = ingest.read_text(text_path)
     if not text.strip():
         raise UsageError(f"{text_path}: holds no text to train on")
     return text

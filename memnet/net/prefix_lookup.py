@@ -15,7 +15,7 @@ import trio
 from libp2p.abc import IHost
 from libp2p.peer.peerinfo import PeerInfo
 
-from memnet.cube import cid, manifest as manifest_mod
+from memnet.cube import manifest as manifest_mod
 from memnet.errors import FormatError, MemnetError, UsageError
 from memnet.net.client import MipSession
 from memnet.net.discovery import Discovery, prefix_key
@@ -114,7 +114,3 @@ async def find_prefix_cubes(host: IHost, discovery: Discovery, probes: list[list
     log.info("prefix lookup: %d probe(s), longest keys %s, %d cube(s)", len(probes),
              [i + 1 for i, _ in winners], len(out))
     return [(cube_id, data, providers) for cube_id, (data, providers) in out.items()]
-
-
-def describe(found: list[tuple[bytes, bytes, list[PeerInfo]]]) -> str:
-    return ", ".join(cid.to_text(c)[:16] for c, _, _ in found) or "none"
