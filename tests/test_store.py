@@ -826,3 +826,18 @@ def test_put_after_staging_keeps_the_staged_copy_and_clears_the_marker(store, mo
     report = store.gc()  # refcounts are right: the cube and all its chunks go, nothing stays
     assert report.cubes == 1 and report.chunks == len(set(cube.manifest.chunks))
     assert store.usage()["chunks"] == 0
+
+
+def test_records_tables_are_separate_ordered_and_survive_gc(tmp_path):
+    store = Store(str(tmp_path / "s"))
+    store.put_records("vectors", [(b"b", b"2"), (b"a", b"1"), (b"ab", b"3")])
+    store.put_records("usage", [(b"a", b"other table")])
+    assert store.records("vectors") == [(b"a", b"1"), (b"ab", b"3"), (b"b", b"2")]
+    assert store.records("vectors", b"a") == [(b"a", b"1"), (b"ab", b"3")]
+    assert store.get_record("usage", b"a") == b"other table"
+    assert store.get_record("usage", b"b") is None
+    store.gc()
+    assert store.delete_records("vectors", [b"a", b"zz"]) == 1
+    assert store.records("vectors") == [(b"ab", b"3"), (b"b", b"2")]
+    with pytest.raises(StoreError, match="table name"):
+        store.put_records("bad\x00name", [(b"k", b"v")])

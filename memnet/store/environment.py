@@ -10,7 +10,7 @@ from memnet.errors import StoreError
 
 _ENVIRONMENTS: dict[str, tuple[int, lmdb.Environment]] = {}
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
-MAX_DBS = 8
+MAX_DBS = 16  # room for new databases without a format break
 
 
 def open_environment(path: str) -> lmdb.Environment:

@@ -9,6 +9,9 @@ Databases (all in one LMDB environment):
   names      author(32) + name + 0x00 + version(u64 BE) -> cube CID (kept after GC: the
              highest version seen, so an older one is never accepted again)
   stats      cube CID -> canonical {"added": int, "hits": int, "last": int}
+  records    table name + 0x00 + key -> bytes: small records of the layers above (embedding
+             vectors, revocations, lifecycle, usage, audit), kept apart from cubes and not
+             touched by GC; each layer owns its tables
 
 A cube enters in one write transaction with its chunks, refcounts, indexes and pin, so after a
 crash it is there whole or not at all. GC removes unpinned cubes in bounded transactions; a
@@ -36,7 +39,7 @@ from memnet.errors import NotFoundError, PolicyError, StoreError, StoreFullError
 from memnet.store.environment import close_environment, open_environment
 
 T = TypeVar("T")
-_DB_NAMES = ("manifests", "chunks", "refs", "pins", "index", "names", "stats", "staged")
+_DB_NAMES = ("manifests", "chunks", "refs", "pins", "index", "names", "stats", "staged", "records")
 STAGING_GRACE = 3600  # seconds a staged chunk of an unfinished fetch is safe from GC
 _INDEX_TAGS = {"kind": b"k", "author": b"a", "tag": b"t", "model": b"m", "prefix": b"p"}
 _MAX_GROWTHS = 8
@@ -384,6 +387,49 @@ class Store:
         info, page = self.env.info(), self.env.stat()["psize"]
         result["used_bytes"] = (info["last_pgno"] + 1) * page
         return result
+
+    # -- records of the layers above ----------------------------------------------------------
+
+    @staticmethod
+    def _record_key(table: str, key: bytes) -> bytes:
+        if not table or "\x00" in table:
+            raise StoreError(f"bad record table name {table!r}")
+        return table.encode() + b"\x00" + key
+
+    def put_records(self, table: str, items: list[tuple[bytes, bytes]]) -> None:
+        """Write (key, value) records of one table in one transaction."""
+        pairs = [(self._record_key(table, k), v) for k, v in items]
+
+        def fn(txn: lmdb.Transaction) -> None:
+            for k, v in pairs:
+                txn.put(k, v, db=self._db["records"])
+
+        self._write(fn, sum(len(k) + len(v) for k, v in pairs))
+
+    def get_record(self, table: str, key: bytes) -> bytes | None:
+        full = self._record_key(table, key)
+        return self._read(lambda txn: txn.get(full, db=self._db["records"]))
+
+    def delete_records(self, table: str, keys: list[bytes]) -> int:
+        full = [self._record_key(table, k) for k in keys]
+        return self._write(lambda txn: sum(txn.delete(k, db=self._db["records"]) for k in full))
+
+    def records(self, table: str, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """(key, value) of a table's records whose key starts with prefix, in key order."""
+        start = self._record_key(table, prefix)
+        skip = len(table) + 1
+
+        def fn(txn: lmdb.Transaction) -> list[tuple[bytes, bytes]]:
+            out = []
+            cursor = txn.cursor(db=self._db["records"])
+            if cursor.set_range(start):
+                for k, v in cursor:
+                    if not k.startswith(start):
+                        break
+                    out.append((k[skip:], v))
+            return out
+
+        return self._read(fn)
 
     # -- garbage collection --------------------------------------------------------------------
 
