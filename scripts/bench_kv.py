@@ -171,7 +171,7 @@ def run(args, lengths: list[int], root: Path, children: Children) -> None:
             r = rows[n, dtype]
             f, local, peer = statistics.median(full[n]), statistics.median(r["local"]), statistics.median(r["peer"])
             steps = {k: statistics.median(s.get(k, 0.0) for s in r["steps"])
-                     for k in ("lookup_swarm", "fetch", "read", "load", "prefill")}
+                     for k in ("lookup_swarm", "fetch", "load", "prefill")}
             diff, same = r["check"]
             print(f"{n:>6} {dtype:>8} {f * 1000:>7.0f}ms {local * 1000:>7.0f}ms {f / local:>6.1f}x "
                   f"{peer * 1000:>7.0f}ms {f / peer:>6.1f}x   " + " ".join(f"{k} {v:.2f}" for k, v in steps.items())

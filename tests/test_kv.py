@@ -118,6 +118,36 @@ def test_fp32_round_trip_is_exact(node, tiny):
     assert cached.same_top1 and cached.new_ids == full.new_ids and full.reused == 0
 
 
+def test_grouped_attention_matches_transformers_sdpa(node, tiny):
+    """memnet's cache-copy-free GQA attention gives transformers' SDPA results on every path: a
+    causal prefill, a multi-token suffix on a cache, and one-token decoding."""
+    from memnet.model import attention
+    from memnet.model.runtime import torch
+
+    model = tiny.model
+    assert model.config._attn_implementation == attention.NAME
+    assert model.config.num_attention_heads > model.config.num_key_value_heads  # GQA for real
+    ids = _ids(tiny, 70)
+
+    def run():
+        with torch.inference_mode():
+            first = model(input_ids=torch.tensor([ids[:50]]), use_cache=True)
+            suffix = model(input_ids=torch.tensor([ids[50:66]]), past_key_values=first.past_key_values,
+                           position_ids=torch.arange(50, 66).unsqueeze(0), use_cache=True)
+            step = model(input_ids=torch.tensor([ids[66:67]]), past_key_values=suffix.past_key_values,
+                         position_ids=torch.tensor([[66]]), use_cache=True)
+        return first.logits, suffix.logits, step.logits
+
+    ours = run()
+    model.set_attn_implementation("sdpa")
+    try:
+        reference = run()
+    finally:
+        model.set_attn_implementation(attention.NAME)
+    for a, b in zip(ours, reference):
+        assert a.shape == b.shape and float((a - b).abs().max()) <= 1e-5
+
+
 @pytest.mark.parametrize("dtype,tolerance", [("float16", 0.05), ("bfloat16", 0.3), ("int8", 0.3)])
 def test_lossy_dtypes_keep_top1(node, tiny, dtype, tolerance):
     ids = _ids(tiny, 200)

@@ -9,14 +9,15 @@ depend on the first L tokens alone).
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from memnet.cube import payloads, prefix
 from memnet.cube.safetensors_header import DTYPE_SIZES
 from memnet.errors import PolicyError, UsageError
+from memnet.model import segments
 from memnet.model.loader import LoadedModel
+from memnet.model.segments import Segments
 
 BLOCK_SIZE = 256        # network-wide: discovery looks keys up at multiples of it
 ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
@@ -123,41 +124,51 @@ def usable_tokens(meta: dict[str, Any], ids: list[int]) -> int:
     return min(matched, len(ids) - 1)
 
 
-def _tensor(payload: bytes | memoryview, header: Any, name: str, n_use: int):
-    """One tensor of the payload as a zero-copy view, cut to the first n_use tokens."""
+def _tensor(source: Segments, header: Any, name: str, n_use: int):
+    """One [kv_heads, n, dim] tensor of the payload as float32 [1, kv_heads, n_use, dim], converted
+    straight from the payload's bytes (a cut cube reads each head's first n_use rows)."""
     from memnet.model.runtime import torch
 
     info = header.tensors[name]
-    start = header.data_start + info.start
-    with warnings.catch_warnings():  # a view of immutable bytes: only ever read, then converted
-        warnings.simplefilter("ignore", UserWarning)
-        flat = torch.frombuffer(payload, dtype=_torch_dtype(_NAME_BY_ST[info.dtype]), count=(info.end - info.start)
-                                // DTYPE_SIZES[info.dtype], offset=start)
-    return flat.view(info.shape)[:, :n_use, :]
+    heads, n, dim = info.shape
+    st_name = _NAME_BY_ST[info.dtype]
+    size = DTYPE_SIZES[info.dtype]
+    out = torch.empty((heads, n_use, dim), dtype=torch.float32)
+    flat = out.view(-1)
+    base = header.data_start + info.start
+    if n_use == n:
+        segments.copy_range(flat, source, base, info.end + header.data_start, _torch_dtype(st_name), size)
+    else:
+        keep = n_use * dim
+        for h in range(heads):
+            row = base + h * n * dim * size
+            segments.copy_range(flat[h * keep:(h + 1) * keep], source, row, row + keep * size,
+                                _torch_dtype(st_name), size)
+    return out.unsqueeze(0)
 
 
 _NAME_BY_ST = {st: name for name, st in payloads.KV_TENSOR_DTYPES.items()} | {"F32": "float32"}
 
 
-def cache_from_payload(payload: bytes | memoryview, meta: dict[str, Any], loaded: LoadedModel, n_use: int) -> Any:
-    """A DynamicCache holding the cube's first n_use positions, in the model's fp32. The payload's
-    tensors are read in place and converted once (no intermediate copies: at 2048 tokens this is
-    most of the time to first token)."""
-    from memnet.model.runtime import torch, transformers
+def cache_from_payload(payload: bytes | memoryview | Segments, meta: dict[str, Any], loaded: LoadedModel,
+                       n_use: int) -> Any:
+    """A DynamicCache holding the cube's first n_use positions, in the model's fp32. Each tensor is
+    converted once from the payload's bytes (a Segments reads the stored chunks in place: at 2048
+    tokens the load is most of the time to first token after the suffix itself)."""
+    from memnet.model.runtime import transformers
 
-    header = payloads.validate_activation(payload, meta)  # header, names, dtypes and shapes first
+    source = payload if isinstance(payload, Segments) else Segments([payload])
+    header = payloads.validate_activation(source, meta)  # header, names, dtypes and shapes first
     if not 0 < n_use <= meta["n_tokens"]:
         raise PolicyError(f"cannot use {n_use} of the cube's {meta['n_tokens']} tokens")
     cache = transformers.DynamicCache(config=loaded.model.config)
     for index, layer in enumerate(cache.layers):
         pair = []
         for name in ("k", "v"):
-            t = _tensor(payload, header, f"{name}.{index}", n_use)
+            t = _tensor(source, header, f"{name}.{index}", n_use)
             if meta["dtype"] == "int8":
-                t = t.to(torch.float32) * _tensor(payload, header, f"{name}_scale.{index}", n_use)
-            else:  # fp32 too is copied: the cache must never alias the payload's bytes
-                t = t.to(torch.float32, copy=True)
-            pair.append(t.unsqueeze(0))
+                t.mul_(_tensor(source, header, f"{name}_scale.{index}", n_use))
+            pair.append(t)
         # DynamicLayer.update would torch.cat onto an empty tensor: one more full copy. The layer
         # is filled directly instead (transformers 5.23, pinned in requirements.lock; the exact
         # round-trip tests catch a change).

@@ -44,13 +44,15 @@ _loaded: dict[bytes, LoadedModel] = {}
 def load(pinned: PinnedModel) -> LoadedModel:
     if pinned.fingerprint in _loaded:
         return _loaded[pinned.fingerprint]
+    from memnet.model import attention
     from memnet.model.runtime import set_threads, torch, transformers
 
     set_threads()
     start = time.perf_counter()
     folder = str(pinned.folder)
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.float32, use_safetensors=True, local_files_only=True)
+        folder, dtype=torch.float32, use_safetensors=True, local_files_only=True,
+        attn_implementation=attention.NAME)
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     loaded = LoadedModel(pinned, model, tokenizer, time.perf_counter() - start)
