@@ -45,6 +45,10 @@ class ArchiveError(FormatError):
     """A CAR archive that is truncated, malformed or inconsistent."""
 
 
+class SealError(FormatError):
+    """A sealed (encrypted) cube whose seal or ciphertext fails to open: tampered or malformed."""
+
+
 class PolicyError(MemnetError):
     """Well-formed input that memnet refuses: expired, older version, name conflict."""
 

@@ -1,4 +1,4 @@
-"""Node operations that need no network: publish, import, export."""
+"""Node operations that need no network: publish, read, import, export."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memnet.cube import build, car
+from memnet.cube import build, car, keys
 from memnet.cube.build import Cube
 from memnet.errors import FormatError, UsageError
 from memnet.files import write_atomic
@@ -15,9 +15,23 @@ from memnet.home import Node
 MAX_IMPORT = 4 * 1024**3  # an archive is verified in memory before its one store transaction
 
 
+def parse_recipients(texts: list[str]) -> list[keys.Recipient]:
+    """Recipient strings (as `memnet id` prints them) -> authenticated recipients; UsageError."""
+    try:
+        return [keys.parse_recipient(text) for text in texts]
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def publish(node: Node, kind: str, payload: bytes, meta: dict[str, Any], *, name: str | None = None,
-            ttl: int | None = None, pin: bool = True, **optional: Any) -> Cube:
-    """Sign and store a cube; a name gets the next version and supersedes the previous one."""
+            ttl: int | None = None, pin: bool = True, recipients: list[str] | None = None,
+            **optional: Any) -> Cube:
+    """Sign and store a cube; a name gets the next version and supersedes the previous one.
+    recipients: None publishes a public cube; a list (of recipient strings, possibly empty)
+    seals the payload to them and to this node, so the author can always read its own cube."""
+    sealed_to = None
+    if recipients is not None:
+        sealed_to = [keys.recipient_of(node.key), *parse_recipients(recipients)]
     if name is not None:
         latest = node.store.latest(node.author, name)
         optional.update(name=name, version=1)
@@ -30,11 +44,18 @@ def publish(node: Node, kind: str, payload: bytes, meta: dict[str, Any], *, name
         optional["expires"] = created + ttl
     try:
         cube = build.build(node.key, kind, payload, meta, chunk_size=node.config["chunk_size"],
-                           created=created, **optional)
+                           created=created, recipients=sealed_to, **optional)
     except FormatError as exc:
         raise UsageError(str(exc)) from None
     node.store.put(cube, "published" if pin else None)
     return cube
+
+
+def read_payload(node: Node, cube_id: bytes) -> bytes:
+    """A stored cube's payload for use: a sealed one is opened with this node's key (PolicyError
+    if the node is not a recipient, SealError if it was altered) and checked after opening."""
+    manifest = node.store.manifest(cube_id)
+    return build.open_payload(manifest, node.store.read_payload(cube_id), node.key)
 
 
 def export(node: Node, cube_ids: list[bytes], path: Path) -> int:

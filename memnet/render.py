@@ -33,9 +33,13 @@ def manifest_json(m: Manifest, cube_id: bytes | None = None) -> dict[str, Any]:
         elif key == "author":
             out["author"] = keys.peer_id(value)
             out["author_key"] = value.hex()
+        elif key == "seal":  # readers are shown by PeerID, like the author
+            out["seal"] = _plain(value)
+            out["recipients"] = [keys.peer_id(to) for to in m.recipients]
         else:
             out[key] = _plain(value)
     out["sig"] = m.sig.hex() if m.sig else None
+    out["visibility"] = "private" if m.seal is not None else "public"
     return out
 
 

@@ -31,6 +31,7 @@ BINARY_PATHS = {
     ("author",), ("sig",), ("supersedes",), ("chunks", "*"), ("parents", "*"),
     ("meta", "embedding"), ("meta", "model"), ("meta", "tokenizer"), ("meta", "adapter"),
     ("meta", "prefix_keys", "*"), ("meta", "base_model"),
+    ("seal", "epk"), ("seal", "commit"), ("seal", "recipients", "*", "to"), ("seal", "recipients", "*", "key"),
 }
 
 

@@ -87,7 +87,7 @@ def test_round_trip_with_every_optional_field():
     c = factories.plaintext_cube(
         name="notes/sky.v2", version=3, supersedes=SOME_CID, parents=[SOME_CID, cid.cid_of(b"p")],
         expires=factories.FIXED_CREATED + 10**9, license="CC-BY-4.0", tags=("sky", "color", "a:b"),
-        description="what colour the sky is",
+        description="what colour the sky is", recipients=[keys.recipient_of(factories.key())],
     )
     m = decode(c.manifest_bytes)
     assert m == c.manifest

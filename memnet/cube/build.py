@@ -1,15 +1,20 @@
-"""Building a signed cube from a payload, and verifying one that came from elsewhere."""
+"""Building a signed cube from a payload, and verifying one that came from elsewhere.
+
+A sealed cube (docs/MIP.md section 19) is built from its plaintext, checked, then encrypted: its
+chunks and CIDs are of the ciphertext. Anyone verifies its chunks; only a recipient can check
+its payload's structure, after opening it (open_payload)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from memnet.cube import cid, keys, limits
+from memnet.cube import cid, keys, limits, sealed
+from memnet.cube.keys import Recipient
 from memnet.cube.manifest import Manifest, decode
 from memnet.cube.meta import validate_meta
 from memnet.cube.payloads import validate_payload
@@ -43,18 +48,25 @@ def build(
     *,
     chunk_size: int = limits.DEFAULT_CHUNK_SIZE,
     created: int | None = None,
+    recipients: Sequence[Recipient] | None = None,
+    secrets: sealed.Secrets | None = None,
     **optional: Any,
 ) -> Cube:
     """Chunk, hash, check and sign a payload. optional: name, version, supersedes, parents,
-    expires, license, tags, description (as in Manifest)."""
+    expires, license, tags, description (as in Manifest). With recipients, the payload is
+    sealed to them (secrets: fixed randomness, for golden vectors only)."""
     if kind not in limits.KINDS:
         raise FormatError(f"unknown cube kind {kind!r}")
     if not (isinstance(chunk_size, int) and limits.MIN_CHUNK_SIZE <= chunk_size <= limits.MAX_CHUNK_SIZE):
         raise FormatError(f"chunk_size must be an integer in [{limits.MIN_CHUNK_SIZE}, {limits.MAX_CHUNK_SIZE}]")
-    if -(-len(payload) // chunk_size) > limits.MAX_CHUNKS:
+    stored_size = len(payload) if recipients is None else sealed.sealed_size(len(payload))
+    if -(-stored_size // chunk_size) > limits.MAX_CHUNKS:
         raise LimitError(f"payload needs more than {limits.MAX_CHUNKS} chunks of {chunk_size} bytes")
     validate_meta(kind, meta)  # meta first: the payload check indexes into it
     validate_payload(kind, payload, meta)
+    if recipients is not None:
+        payload, optional["seal"] = sealed.seal(payload, recipients, kind=kind, author=keys.public_bytes(key),
+                                                secrets=secrets)
     chunks: dict[bytes, bytes | memoryview] = {}
     order = []
     for piece in split(payload, chunk_size):
@@ -92,9 +104,9 @@ def verify(
     hashed: Collection[bytes] = (),
 ) -> Cube:
     """Authenticate a cube from untrusted sources, in MIP's order: manifest hash, signature,
-    fields, expiry, then every chunk against its CID and length, then the payload's structure.
-    Chunks in `hashed` were checked against their CID on arrival (a fetch) and are not hashed
-    again."""
+    fields, expiry, then every chunk against its CID and length, then the payload's structure
+    (for a sealed cube, a recipient checks that after opening it: open_payload). Chunks in
+    `hashed` were checked against their CID on arrival (a fetch) and are not hashed again."""
     manifest = decode(manifest_bytes, cube_id)
     if check_expiry:
         check_fresh(manifest)
@@ -112,11 +124,25 @@ def verify(
         if len(data) != manifest.chunk_length(index):
             raise FormatError(f"chunk {index} has {len(data)} bytes, expected {manifest.chunk_length(index)}")
     cube = Cube(manifest, manifest_bytes, cube_id, chunks)
+    if manifest.seal is not None:
+        return cube
     # safetensors kinds are checked from their header and total length alone: joining the whole
     # payload for that was a second full copy of every byte
     checked = cube.payload() if manifest.kind == "plaintext" else _ChunkedPayload(cube)
     validate_payload(manifest.kind, checked, manifest.meta)
     return cube
+
+
+def open_payload(manifest: Manifest, data: bytes, identity: Ed25519PrivateKey) -> bytes:
+    """The usable payload of a verified cube's stored bytes: as is for a public cube; for a sealed
+    one decrypted with this node's identity (PolicyError unless it is a recipient) and only then
+    checked against the manifest's meta, as verify does for a public cube."""
+    if manifest.seal is None:
+        return data
+    payload = sealed.open_sealed(data, manifest.seal, kind=manifest.kind, author=manifest.author,
+                                 identity=identity)
+    validate_payload(manifest.kind, payload, manifest.meta)
+    return payload
 
 
 class _ChunkedPayload:

@@ -4,6 +4,7 @@ The manifest is a canonical msgpack map. Its signature covers
     b"memnet/mip/v1/manifest\\0" + canonical(manifest without "sig")
 and the cube id is the CID of canonical(manifest with "sig"). Optional fields are omitted when
 absent (an empty list or string in their place is rejected), so each cube has one encoding.
+A sealed cube (docs/MIP.md section 19) has a `seal` map, and its chunks hold the ciphertext.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from memnet.cube import canonical, cid, keys, limits
+from memnet.cube import canonical, cid, keys, limits, sealed
 from memnet.cube.meta import validate_meta
 from memnet.errors import FormatError, LimitError, SignatureError
 
@@ -23,7 +24,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*\Z")
 TAG_RE = re.compile(r"^[A-Za-z0-9._:+-]+\Z")
 
 REQUIRED = ("mip", "kind", "author", "created", "size", "chunk_size", "chunks", "meta")
-OPTIONAL = ("name", "version", "supersedes", "parents", "expires", "license", "tags", "description")
+OPTIONAL = ("name", "version", "supersedes", "parents", "expires", "license", "tags", "description",
+            "seal")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Manifest:
     license: str | None = None
     tags: tuple[str, ...] = ()
     description: str | None = None
+    seal: dict[str, Any] | None = None
     sig: bytes | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +75,7 @@ class Manifest:
             "license": self.license,
             "tags": sorted(self.tags) or None,
             "description": self.description,
+            "seal": self.seal,
         }
         m.update({k: v for k, v in optional.items() if v is not None})
         return m
@@ -94,6 +98,11 @@ class Manifest:
     @property
     def cube_id(self) -> bytes:
         return cid.cid_of(self.encode())
+
+    @property
+    def recipients(self) -> list[bytes]:
+        """Author keys that can open a sealed cube; empty for a public one."""
+        return sealed.recipients_of(self.seal) if self.seal is not None else []
 
     def chunk_length(self, index: int) -> int:
         return min(self.chunk_size, self.size - index * self.chunk_size)
@@ -150,8 +159,12 @@ def validate_map(m: Any, signed: bool = True) -> None:
     created = _uint(m["created"], "created")
     chunk_size = _uint(m["chunk_size"], "chunk_size", limits.MIN_CHUNK_SIZE, limits.MAX_CHUNK_SIZE)
     size = _uint(m["size"], "size", 0, limits.MAX_CHUNKS * chunk_size)
-    if m["kind"] == "plaintext" and size > limits.MAX_PLAINTEXT_PAYLOAD:
-        raise LimitError(f"plaintext payload of {size} bytes exceeds {limits.MAX_PLAINTEXT_PAYLOAD}")
+    payload_size = size
+    if "seal" in m:  # size counts the ciphertext; the payload limits apply to what it opens to
+        sealed.validate_seal(m["seal"], m["kind"], size)
+        payload_size = sealed.plaintext_size(size)
+    if m["kind"] == "plaintext" and payload_size > limits.MAX_PLAINTEXT_PAYLOAD:
+        raise LimitError(f"plaintext payload of {payload_size} bytes exceeds {limits.MAX_PLAINTEXT_PAYLOAD}")
     chunks = _cid_list(m["chunks"], "chunks", limits.MAX_CHUNKS)
     _expect(len(chunks) == -(-size // chunk_size),
             f"manifest lists {len(chunks)} chunks but size {size} needs {-(-size // chunk_size)}")
@@ -204,6 +217,7 @@ def from_map(m: dict[str, Any]) -> Manifest:
         license=m.get("license"),
         tags=tuple(m.get("tags", ())),
         description=m.get("description"),
+        seal=m.get("seal"),
         sig=m["sig"],
     )
 
