@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from safetensors.numpy import save as st_save  # noqa: E402
 
-from memnet.cube import build, canonical, car, cid, keys, limits, manifest, payloads, prefix  # noqa: E402
+from memnet.cube import build, canonical, car, cid, keys, limits, manifest, payloads, prefix, sealed  # noqa: E402
 from memnet.net import wire  # noqa: E402
 
 VECTOR_DIR = ROOT / "protocol" / "vectors"
@@ -49,6 +49,7 @@ MODEL_FP = hashlib.sha256(b"memnet golden model").digest()
 TOKENIZER_FP = hashlib.sha256(b"memnet golden tokenizer").digest()
 ADAPTER_FP = hashlib.sha256(b"memnet golden adapter").digest()
 BASE_FP = hashlib.sha256(b"memnet golden base model").digest()
+EMBEDDING_FP = hashlib.sha256(b"memnet golden embedder").digest()
 PREVIOUS_VERSION = cid.cid_of(b"memnet golden vector: the previous version of lora/golden")
 
 # Binary fields of the manifest's JSON rendering (paths; "*" = every list entry).
@@ -56,6 +57,7 @@ BINARY_PATHS = (
     ("author",), ("sig",), ("supersedes",), ("chunks", "*"), ("parents", "*"),
     ("meta", "embedding"), ("meta", "model"), ("meta", "tokenizer"), ("meta", "adapter"),
     ("meta", "prefix_keys", "*"), ("meta", "base_model"),
+    ("seal", "epk"), ("seal", "commit"), ("seal", "recipients", "*", "to"), ("seal", "recipients", "*", "key"),
 )
 
 
@@ -627,6 +629,38 @@ def st_raw(header_text: str, data: bytes, header_len: int | None = None) -> byte
     return struct.pack("<Q", len(raw)) + raw + data
 
 
+def plaintext_vector_cases() -> list[tuple]:
+    """Plaintext items with embeddings (docs/MIP.md section 18): vec is float16 little-endian."""
+    def f16(*values: float) -> bytes:
+        return np.array(values, dtype="<f2").tobytes()
+
+    emb = {"items": 2, "embedding": EMBEDDING_FP}
+    two = [{"text": "cats purr", "vec": f16(0.6, 0.8, 0)}, {"text": "dogs bark", "meta": {"s": "pets"},
+                                                           "vec": f16(0, -0.6, 0.8)}]
+
+    def items(*changed: dict) -> bytes:
+        return canonical.encode({"items": list(changed)})
+
+    return [
+        ("plaintext", emb, items(*two), None, "valid: two items with 3-dimensional vectors"),
+        ("plaintext", {"items": 2}, items(*two), "FormatError", "vec present but meta names no embedding"),
+        ("plaintext", emb, items({"text": "cats purr"}, {"text": "dogs bark"}), "FormatError",
+         "meta names an embedding but the items carry no vec"),
+        ("plaintext", emb, items(two[0], {"text": "dogs bark"}), "FormatError", "second item lacks vec"),
+        ("plaintext", emb, items(two[0], {**two[1], "vec": f16(0, 1)}), "FormatError", "vec dimensions differ"),
+        ("plaintext", emb, items(two[0], {**two[1], "vec": two[1]["vec"][:-1]}), "FormatError",
+         "vec of odd length (truncated float16)"),
+        ("plaintext", emb, items(two[0], {**two[1], "vec": b""}), "FormatError", "empty vec"),
+        ("plaintext", emb, items(two[0], {**two[1], "vec": f16(0, float("nan"), 1)}), "FormatError",
+         "vec holds a NaN"),
+        ("plaintext", emb, items(two[0], {**two[1], "vec": f16(0, float("-inf"), 1)}), "FormatError",
+         "vec holds -infinity"),
+        ("plaintext", {"items": 1, "embedding": EMBEDDING_FP},
+         items({"text": "x", "vec": bytes(2 * limits.MAX_EMBEDDING_DIM + 2)}), "LimitError",
+         "vec of 4097 dimensions"),
+    ]
+
+
 def invalid_payload_vectors(specs: dict[str, dict]) -> dict:
     small_meta = activation_meta("float32", [1, 2], 4, layers=1, kv_heads=1, head_dim=2, adapter=None)
     f32 = np.arange(4, dtype=np.float32).reshape(1, 2, 2)
@@ -657,6 +691,7 @@ def invalid_payload_vectors(specs: dict[str, dict]) -> dict:
          "payload map with a field besides items"),
         ("plaintext", {"items": 1}, msgpack.packb({"items": [{"text": "x"}]}, use_bin_type=True) + b"\x00",
          "CanonicalError", "trailing byte"),
+        *plaintext_vector_cases(),
         ("activation", small_meta, st_save({"k.0": f32, "v.0": f32}), None, "valid (reference for the cases below)"),
         ("activation", small_meta, st_raw('{"k.0":' + entry % (0, 16) + ',"v.0":' + entry % (16, 32) + "}", two,
                                           header_len=0x180), None,
@@ -714,7 +749,7 @@ def invalid_payload_vectors(specs: dict[str, dict]) -> dict:
     return {
         "description": "Payloads checked against their (authenticated) manifest meta by "
                        "memnet.cube.payloads.validate_payload(kind, payload, meta) (docs/MIP.md sections 8, "
-                       "10, 11). error null = the payload is valid; otherwise the named memnet.errors class.",
+                       "10, 11, 18). error null = the payload is valid; otherwise the named memnet.errors class.",
         "conventions": "meta uses the JSON rendering (binary fields as lower-case hex).",
         "cases": [{"name": note, "kind": kind, "meta": render(meta), "payload": data.hex(), "error": error}
                   for kind, meta, data, error, note in cases],
@@ -917,6 +952,178 @@ def wire_vectors(cubes: dict[str, build.Cube]) -> dict:
     }
 
 
+# -- sealed cubes ------------------------------------------------------------------------------
+
+SEAL_SECRETS = sealed.Secrets(hashlib.sha256(b"memnet golden seal content key").digest(),
+                              hashlib.sha256(b"memnet golden seal ephemeral key").digest())
+SEALED_ITEMS = [{"text": "A sealed cube: only its recipients can read this."},
+                {"text": "Providers store, verify and serve the ciphertext.", "meta": {"lang": "en"}}]
+SEGMENTS_UNIT, SEGMENTS_REPEAT = "0123456789abcdef", 8192
+THIRD_KEY_SEED = hashlib.sha256(b"memnet golden vector key 3").digest()
+
+
+def recipient_vector(name: str, seed: bytes) -> dict:
+    identity = Ed25519PrivateKey.from_private_bytes(seed)
+    x_private = keys.x25519_key(identity)
+    r = keys.recipient_of(identity)
+    return {"name": name, "private_seed": seed.hex(),
+            "x25519_private": x_private.private_bytes_raw().hex(), "x25519_public": r.x25519.hex(),
+            "signing_bytes": (keys.RECIPIENT_DOMAIN + r.x25519).hex(), "signature": r.sig.hex(),
+            "peer_id": r.peer_id, "recipient": r.text()}
+
+
+def sealed_cube_vector(name: str, kind: str, payload: bytes, meta: dict, chunk_size: int,
+                       readers: list[Ed25519PrivateKey], payload_fields: dict) -> tuple[dict, build.Cube]:
+    recipients = [keys.recipient_of(k) for k in readers]
+    cube = build.build(golden_key(), kind, payload, meta, chunk_size=chunk_size, created=CREATED,
+                       recipients=recipients, secrets=SEAL_SECRETS)
+    m = cube.manifest
+    ciphertext = cube.payload()
+    content_key = SEAL_SECRETS.content_key
+    ephemeral = sealed.X25519PrivateKey.from_private_bytes(SEAL_SECRETS.ephemeral)
+    epk = m.seal["epk"]
+    wrap_keys = {r.peer_id: sealed._wrap_key(ephemeral, r.x25519, epk, r.x25519).hex() for r in recipients}
+    small = "payload" in payload_fields  # big ciphertexts are pinned by their hash and chunk CIDs
+    case = {
+        "name": name,
+        "inputs": {"kind": kind, "created": CREATED, "chunk_size": chunk_size, "meta": render(meta),
+                   **payload_fields, "payload_sha256": hashlib.sha256(payload).hexdigest(),
+                   "recipients": [r.text() for r in recipients],
+                   "content_key": content_key.hex(), "ephemeral_private": SEAL_SECRETS.ephemeral.hex()},
+        "expected": {
+            "payload_key": sealed._hkdf(content_key, sealed.PAYLOAD_INFO).hex(),
+            "commit": m.seal["commit"].hex(), "epk": epk.hex(), "wrap_keys": wrap_keys,
+            "payload_aad": sealed._payload_aad(m.author, kind).hex(),
+            "segments": max(1, -(-len(payload) // sealed.SEGMENT)),
+            "size": m.size,
+            **({"ciphertext": ciphertext.hex()} if small else {}),
+            "ciphertext_sha256": hashlib.sha256(ciphertext).hexdigest(),
+            "ciphertext_tail": ciphertext[-64:].hex(),
+            "seal": render(m.seal),
+            "chunks": [cid.to_text(c) for c in m.chunks],
+            "unsigned_manifest": canonical.encode(m.unsigned_map()).hex(),
+            "signature": m.sig.hex(),
+            "manifest": cube.manifest_bytes.hex(),
+            "manifest_json": render({**m.unsigned_map(), "sig": m.sig}),
+            "cube_id": cid.to_text(cube.cube_id),
+        },
+    }
+    return case, cube
+
+
+def sealed_vectors(specs: dict[str, dict]) -> dict:
+    golden, second = golden_key(), other_key()
+    third = Ed25519PrivateKey.from_private_bytes(THIRD_KEY_SEED)
+    items_payload = payloads.encode_items(SEALED_ITEMS)
+    two, two_cube = sealed_cube_vector(
+        "plaintext sealed to two recipients", "plaintext", items_payload, {"items": len(SEALED_ITEMS)}, 1024,
+        [golden, second], {"items": SEALED_ITEMS, "payload": items_payload.hex()})
+    big_items = [{"text": SEGMENTS_UNIT * SEGMENTS_REPEAT}]
+    big_payload = payloads.encode_items(big_items)
+    three, _ = sealed_cube_vector(
+        "plaintext of three segments sealed to its author", "plaintext", big_payload, {"items": 1}, 65536,
+        [golden], {"items_recipe": f"[{{'text': {SEGMENTS_UNIT!r} * {SEGMENTS_REPEAT}}}]"})
+    lora = specs["parameter"]
+    param, _ = sealed_cube_vector(
+        "parameter sealed to two recipients", "parameter", lora["payload"], lora["meta"], 4096,
+        [second, golden], {"payload_from": "cubes.json, case 'parameter', inputs.payload"})
+
+    # opening failures: the first case's ciphertext and seal, changed one way each
+    ciphertext, seal_map = two_cube.payload(), two_cube.manifest.seal
+    flipped_key = [{**e, "key": bytes([e["key"][0] ^ 1]) + e["key"][1:]} if e["to"] == two_cube.manifest.author
+                   else e for e in seal_map["recipients"]]
+
+    def opening(name: str, error: str | None, reader: bytes = KEY_SEED, ct: bytes = ciphertext,
+                seal: dict = seal_map, kind: str = "plaintext", author: bytes = two_cube.manifest.author) -> dict:
+        return {"name": name, "reader_seed": reader.hex(), "kind": kind, "author": author.hex(),
+                "ciphertext": ct.hex(), "seal": render(seal), "error": error}
+
+    openings = [
+        opening("the golden key opens it", None),
+        opening("the second key opens it", None, reader=OTHER_KEY_SEED),
+        opening("a third key is not a recipient", "PolicyError", reader=THIRD_KEY_SEED),
+        opening("one ciphertext bit flipped", "SealError", ct=bytes([ciphertext[0] ^ 1]) + ciphertext[1:]),
+        opening("ciphertext tag bit flipped", "SealError", ct=ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])),
+        opening("ciphertext one byte short", "SealError", ct=ciphertext[:-1]),
+        opening("ciphertext of 15 bytes (no room for a tag)", "SealError", ct=ciphertext[:15]),
+        opening("wrapped key of the reader changed", "SealError", seal={**seal_map, "recipients": flipped_key}),
+        opening("commit changed", "SealError", seal={**seal_map, "commit": bytes(32)}),
+        opening("epk changed", "SealError", seal={**seal_map, "epk": keys.recipient_of(third).x25519}),
+        opening("epk is a low-order point (all zero)", "SealError", seal={**seal_map, "epk": bytes(32)}),
+        opening("read as another kind", "SealError", kind="parameter"),
+        opening("read as another author's cube (copied and re-signed)", "SealError",
+                author=keys.public_bytes(second)),
+    ]
+
+    # manifests decode must refuse: the first case's manifest, seal changed, validly re-signed
+    signed_two = canonical.decode(two_cube.manifest_bytes, limits.MAX_MANIFEST)
+    base = {k: v for k, v in signed_two.items() if k != "sig"}
+    entries = seal_map["recipients"]
+
+    def with_seal(**changes: Any) -> bytes:
+        return canonical.encode(signed_map({**base, "seal": {k: v for k, v in {**seal_map, **changes}.items()
+                                                             if v is not ...}}))
+
+    def with_entries(new: list) -> bytes:
+        return with_seal(recipients=new)
+
+    many = [{"key": bytes(48), "to": hashlib.sha256(bytes([i])).digest()} for i in range(65)]
+    kv = canonical.decode(activation_manifest(specs), limits.MAX_MANIFEST)
+    kv_unsigned = {k: v for k, v in kv.items() if k != "sig"}
+    invalid = [
+        ("seal is not a map", canonical.encode(signed_map({**base, "seal": [1]})), "SealError"),
+        ("seal.alg unknown", with_seal(alg="x25519-aes256gcm"), "SealError"),
+        ("seal lacks commit", with_seal(commit=...), "SealError"),
+        ("seal has an unknown field", with_seal(nonce=bytes(12)), "SealError"),
+        ("seal.epk of 31 bytes", with_seal(epk=seal_map["epk"][:31]), "SealError"),
+        ("seal.commit is a str", with_seal(commit="00" * 32), "SealError"),
+        ("seal.recipients empty", with_entries([]), "SealError"),
+        ("seal.recipients not sorted", with_entries(list(reversed(entries))), "SealError"),
+        ("seal.recipients repeats a recipient", with_entries([entries[0], entries[0]]), "SealError"),
+        ("65 recipients", with_entries(sorted(many, key=lambda e: e["to"])), "LimitError"),
+        ("wrapped key of 47 bytes", with_entries([{**entries[0], "key": entries[0]["key"][:47]}, *entries[1:]]),
+         "SealError"),
+        ("recipient to of 33 bytes", with_entries([{**entries[0], "to": entries[0]["to"] + b"\x00"}, *entries[1:]]),
+         "SealError"),
+        ("recipient entry with an unknown field", with_entries([{**entries[0], "x": 1}, *entries[1:]]), "SealError"),
+        ("size is not a sealed length (15 bytes)", canonical.encode(signed_map({**base, "size": 15})), "SealError"),
+        ("seal on an activation cube", canonical.encode(signed_map({**kv_unsigned, "seal": seal_map})),
+         "FormatError"),
+        ("seal changed after signing", canonical.encode({**signed_two, "seal": {**seal_map, "commit": bytes(32)}}),
+         "SignatureError"),
+    ]
+    return {
+        "description": "Sealed (private) cubes, docs/MIP.md section 19. recipient_keys: each node's X25519 key is "
+                       "HKDF-SHA256(ikm = the 32-byte Ed25519 private seed, no salt, info 'memnet/mip/v1/x25519'); "
+                       "its recipient string is PeerID ':' lower-case unpadded base32(x25519 public || Ed25519 "
+                       "signature over signing_bytes). cases: build with memnet.cube.build.build(golden key, kind, "
+                       "payload, meta, chunk_size=..., created=..., recipients=[parsed recipient strings], "
+                       "secrets=sealed.Secrets(content_key, ephemeral_private)); every expected value must "
+                       "match byte for byte (large ciphertexts are given by sha256 and the chunk CIDs). "
+                       "openings: memnet.cube.sealed.open_sealed(ciphertext, seal, kind=, author=, identity=the "
+                       "reader's key) returns the case's payload (error null) or raises the named class. "
+                       "invalid_manifests: memnet.cube.manifest.decode must refuse them with the named class; each "
+                       "is the first case's manifest with one change, validly re-signed by the golden key "
+                       "(the activation one starts from cubes.json's activation_float32_minimal).",
+        "constants": {"alg": sealed.ALG, "segment": sealed.SEGMENT, "tag": sealed.TAG,
+                      "max_recipients": limits.MAX_RECIPIENTS,
+                      "x25519_info": keys.X25519_INFO.hex(), "recipient_domain": keys.RECIPIENT_DOMAIN.hex(),
+                      "payload_info": sealed.PAYLOAD_INFO.hex(), "commit_info": sealed.COMMIT_INFO.hex(),
+                      "wrap_info": sealed.WRAP_INFO.hex(), "payload_aad_prefix": sealed.PAYLOAD_AAD.hex(),
+                      "wrap_aad_prefix": sealed.WRAP_AAD.hex()},
+        "recipient_keys": [recipient_vector("golden key", KEY_SEED), recipient_vector("second key", OTHER_KEY_SEED),
+                           recipient_vector("third key (never a recipient)", THIRD_KEY_SEED)],
+        "cases": [two, three, param],
+        "openings": openings,
+        "invalid_manifests": [{"name": n, "manifest": d.hex(), "error": e} for n, d, e in invalid],
+    }
+
+
+def activation_manifest(specs: dict[str, dict]) -> bytes:
+    """The manifest bytes of the golden activation_float32_minimal cube."""
+    return build_cube(specs["activation_float32_minimal"]).manifest_bytes
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 def dumps(doc: dict) -> str:
@@ -939,6 +1146,7 @@ def generate() -> dict[str, str]:
         "invalid_payloads.json": invalid_payload_vectors(by_name),
         "names.json": name_vectors(cubes),
         "wire.json": wire_vectors(cubes),
+        "sealed.json": sealed_vectors(by_name),
     }
     header = {"mip": limits.MIP_VERSION, "generator": "scripts/make_vectors.py"}
     return {name: dumps({**header, **doc}) for name, doc in docs.items()}

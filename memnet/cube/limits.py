@@ -21,3 +21,5 @@ MAX_TENSORS = 4096
 MAX_PLAINTEXT_ITEMS = 100_000
 MAX_ITEM_TEXT = 1024 * 1024
 MAX_PLAINTEXT_PAYLOAD = 256 * 1024 * 1024
+MAX_EMBEDDING_DIM = 4096                  # float16 values in one plaintext item's vec
+MAX_RECIPIENTS = 64                       # recipients of one sealed cube

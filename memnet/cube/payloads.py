@@ -1,6 +1,7 @@
 """Payload formats per kind, and the check that a payload agrees with its manifest meta.
 
-plaintext:  canonical msgpack {"items": [{"text": str, ["meta": {str: str}]}, ...]}
+plaintext:  canonical msgpack {"items": [{"text": str, ["meta": {str: str}], ["vec": bin]}, ...]};
+            vec (float16 little-endian, on every item iff meta has "embedding") is text's embedding
 parameter:  one safetensors file of LoRA tensors in PEFT naming; the PEFT adapter_config.json
             travels inside its __metadata__ under "memnet.peft_config" (canonical JSON)
 activation: one safetensors file with "k.{layer}" and "v.{layer}" of shape [kv_heads, n_tokens,
@@ -24,22 +25,43 @@ LORA_DTYPES = ("F32", "F16", "BF16")
 
 # -- plaintext ---------------------------------------------------------------------------------
 
-def encode_items(items: list[dict[str, Any]]) -> bytes:
+# high byte of a little-endian float16 whose exponent bits are all ones (inf or NaN) -> 0xff
+_NON_FINITE_HIGH = bytes(0xFF if b & 0x7C == 0x7C else 0 for b in range(256))
+
+
+def encode_items(items: list[dict[str, Any]], *, embedded: bool | None = None) -> bytes:
     payload = canonical.encode({"items": items})
-    decode_items(payload, len(items))  # one set of rules for what we write and what we read
+    decode_items(payload, len(items), embedded=embedded)  # one set of rules for what we write and read
     return payload
 
 
-def decode_items(payload: bytes, expected_count: int | None = None) -> list[dict[str, Any]]:
+def _check_vec(vec: Any, i: int) -> int:
+    """A float16 little-endian vector: the dimension, or an error naming the item."""
+    if not isinstance(vec, bytes) or not vec or len(vec) % 2:
+        raise FormatError(f"plaintext item {i}: vec must be a non-empty bin of float16 values (even length)")
+    if len(vec) > 2 * limits.MAX_EMBEDDING_DIM:
+        raise LimitError(f"plaintext item {i}: vec has {len(vec) // 2} dimensions, "
+                         f"the limit is {limits.MAX_EMBEDDING_DIM}")
+    if b"\xff" in vec[1::2].translate(_NON_FINITE_HIGH):
+        raise FormatError(f"plaintext item {i}: vec holds a NaN or infinite value")
+    return len(vec) // 2
+
+
+def decode_items(payload: bytes, expected_count: int | None = None, *,
+                 embedded: bool | None = None) -> list[dict[str, Any]]:
+    """The items of a plaintext payload. embedded: True = every item must carry vec (the manifest
+    meta has an embedding), False = none may, None = either, but all or none."""
     doc = canonical.decode(payload, limits.MAX_PLAINTEXT_PAYLOAD)
     if not isinstance(doc, dict) or set(doc) != {"items"} or not isinstance(doc["items"], list):
         raise FormatError("plaintext payload must be a map with one field, items")
     items = doc["items"]
     if len(items) > limits.MAX_PLAINTEXT_ITEMS:
         raise LimitError(f"{len(items)} plaintext items, the limit is {limits.MAX_PLAINTEXT_ITEMS}")
+    dims: set[int] = set()
+    with_vec = 0
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or "text" not in item or not set(item) <= {"text", "meta"}:
-            raise FormatError(f"plaintext item {i} must be a map with text (and optional meta)")
+        if not isinstance(item, dict) or "text" not in item or not set(item) <= {"text", "meta", "vec"}:
+            raise FormatError(f"plaintext item {i} must be a map with text (and optional meta, vec)")
         if not isinstance(item["text"], str) or not item["text"]:
             raise FormatError(f"plaintext item {i}: text must be a non-empty string")
         if len(item["text"].encode("utf-8")) > limits.MAX_ITEM_TEXT:
@@ -48,6 +70,18 @@ def decode_items(payload: bytes, expected_count: int | None = None) -> list[dict
         if meta is not None and (not isinstance(meta, dict) or not meta
                                  or not all(isinstance(v, str) for v in meta.values())):
             raise FormatError(f"plaintext item {i}: meta must map strings to strings (omit it when empty)")
+        if "vec" in item:
+            if embedded is False:
+                raise FormatError(f"plaintext item {i} has a vec but the manifest meta names no embedding")
+            dims.add(_check_vec(item["vec"], i))
+            with_vec += 1
+            if len(dims) > 1:
+                raise FormatError(f"plaintext item {i}: vec dimension differs from the items before it")
+        elif embedded or with_vec:
+            raise FormatError(f"plaintext item {i} has no vec but "
+                              + ("the manifest meta names an embedding" if embedded else "earlier items have one"))
+    if with_vec and with_vec != len(items):  # items before the first vec lacked one
+        raise FormatError("plaintext items must all carry a vec or none")
     if expected_count is not None and len(items) != expected_count:
         raise FormatError(f"payload has {len(items)} items but the manifest says {expected_count}")
     return items
@@ -161,7 +195,7 @@ def validate_activation(payload: bytes | memoryview, meta: dict[str, Any]) -> He
 def validate_payload(kind: str, payload: bytes | memoryview, meta: dict[str, Any]) -> None:
     """Check a complete payload against its (already authenticated) manifest meta."""
     if kind == "plaintext":
-        decode_items(bytes(payload), meta["items"])
+        decode_items(bytes(payload), meta["items"], embedded="embedding" in meta)
     elif kind == "parameter":
         validate_parameter(payload, meta)
     else:

@@ -1,0 +1,1 @@
+"""Plaintext memory: the embedder, notes parsing, and the recall index (remember / import / recall)."""
