@@ -17,6 +17,7 @@ from typing import Any
 from memnet import home as home_mod
 from memnet.cube.build import Cube
 from memnet.errors import UsageError
+from memnet.governance import audit
 
 Prompt = str | list[dict[str, str]]
 FETCH_POLICIES = ("auto", "always", "never")
@@ -36,7 +37,8 @@ class DaemonSwarm:
 
     def get(self, cube_id: bytes) -> tuple[int, float, str]:
         # the caller waits to use the cube, not to share it: the daemon announces it afterwards
-        result = self.client.call("get", cube=cube_id, pin=True, wait_announce=False,
+        # auto: the daemon's trust policy decides whether this peer's cube is fetched and pinned
+        result = self.client.call("get", cube=cube_id, pin=True, wait_announce=False, auto=True,
                                   providers=self.providers.get(cube_id, []))
         if result["already"]:
             return 0, 0.0, "local"
@@ -92,6 +94,8 @@ def generate(prompt: Prompt, *, home: str | os.PathLike | home_mod.Node | None =
                           use_local=local, use_swarm=peers is not None, check=check, fetch=fetch)
     result = gen.generate(node, loaded, ids, options, peers)
     result.model_load_seconds = loaded.load_seconds
+    audit.record_generation(node, ids=ids, result=result, adapters=loaded.adapters.get("specs", ()),
+                            prompt_text=prompt if isinstance(prompt, str) else prompt[-1]["content"] if prompt else None)
     return result
 
 

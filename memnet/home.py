@@ -22,12 +22,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from memnet.cube import keys, limits
 from memnet.errors import HomeError
 from memnet.files import write_atomic
+from memnet.governance import trust
 from memnet.store import Store
 
 KEY_FILE = "identity.key"
 CONFIG_FILE = "config.json"
 STORE_DIR = "store"
-DEFAULT_CONFIG: dict[str, Any] = {"config_version": 1, "chunk_size": limits.DEFAULT_CHUNK_SIZE}
+DEFAULT_CONFIG: dict[str, Any] = {"config_version": 1, "chunk_size": limits.DEFAULT_CHUNK_SIZE,
+                                  # whose cubes are fetched / pinned / injected without asking
+                                  "trust": {action: list(entries) for action, entries in trust.DEFAULTS.items()}}
 
 
 def resolve(explicit: str | os.PathLike | None = None) -> Path:

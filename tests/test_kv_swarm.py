@@ -33,6 +33,7 @@ def test_b_generates_with_a_prefix_built_on_a(swarm, tiny_model_dir, tmp_path):
     b = swarm.start("b", bootstrap=[a])
     for node in (a, b):
         node.cli("model", "pin", str(tiny_model_dir))
+    b.cli("trust", "add", a.peer_id, "--for", "pin,inject")  # by default only B's own cubes are used
     built = json.loads(a.cli("kv", "build", TEXT, "--dtype", "float32", "--json").out)
     assert built["tokens"] > 256
     prompt = TEXT + " and so on"
@@ -79,6 +80,7 @@ def test_a_prefix_for_another_model_is_never_used(swarm, tiny_model_dir, tmp_pat
     b = swarm.start("b", bootstrap=[a])
     a.cli("model", "pin", str(tiny_model_dir))
     b.cli("model", "pin", str(tiny_model_folder(tmp_path / "other-weights", seed=5)))
+    b.cli("trust", "add", a.peer_id, "--for", "pin,inject")  # refused for the model, not the author
     built = json.loads(a.cli("kv", "build", TEXT, "--dtype", "float32", "--json").out)
     time.sleep(2)
     result = generate(b, TEXT + " and so on")

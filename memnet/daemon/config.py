@@ -11,6 +11,7 @@ from memnet.errors import HomeError
 from memnet.net.fetch import FetchTuning
 from memnet.net.host import parse_multiaddr, peer_info
 from memnet.net.server import ServeLimits
+from memnet.scheduler.policy import Config as LifecycleConfig
 
 PROVIDER_RECORD_EXPIRY = 48 * 3600  # py-libp2p's provider record lifetime
 
@@ -22,8 +23,10 @@ class DaemonConfig:
     mdns: bool = False
     reprovide_interval: int = 22 * 3600   # below the 48 h record expiry, as IPFS does
     provide_fetched: bool = True
+    revocation_check_interval: int = 600  # s between DHT lookups for revocations of held cubes
     serve: ServeLimits = field(default_factory=ServeLimits)
     fetch: FetchTuning = field(default_factory=FetchTuning)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)  # node-level keys, see scheduler.policy
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **overrides: Any) -> DaemonConfig:
@@ -36,7 +39,7 @@ class DaemonConfig:
             limits = {**limits, "upload_bytes_per_s": raw.pop("upload_rate")} if isinstance(limits, dict) else limits
         serve = _sub(ServeLimits, limits, "daemon.limits")
         fetch = _sub(FetchTuning, raw.pop("fetch", {}), "daemon.fetch")
-        unknown = set(raw) - ({f.name for f in dataclasses.fields(cls)} - {"serve", "fetch"})
+        unknown = set(raw) - ({f.name for f in dataclasses.fields(cls)} - {"serve", "fetch", "lifecycle"})
         if unknown:
             raise HomeError(f"config.json: unknown daemon setting(s) {sorted(unknown)}")
         for key in ("listen", "bootstrap"):
@@ -51,7 +54,10 @@ class DaemonConfig:
         if not _is_int(interval) or not 0 < interval < PROVIDER_RECORD_EXPIRY:
             raise HomeError("config.json: daemon.reprovide_interval must be a whole number of seconds "
                             "between 1 and the 48 h record expiry")
-        config = cls(serve=serve, fetch=fetch, **raw)
+        check = raw.get("revocation_check_interval", cls.revocation_check_interval)
+        if not _is_int(check) or check < 1:
+            raise HomeError("config.json: daemon.revocation_check_interval must be a whole number of seconds, at least 1")
+        config = cls(serve=serve, fetch=fetch, lifecycle=LifecycleConfig.from_node_config(config), **raw)
         for addr in config.listen:
             parse_multiaddr(addr)
         for addr in config.bootstrap:

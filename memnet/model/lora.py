@@ -31,6 +31,7 @@ from memnet.cube import canonical, cid, payloads
 from memnet.cube.build import Cube
 from memnet.cube.safetensors_header import parse_header
 from memnet.errors import FormatError, MemnetError, NotFoundError, PolicyError, UsageError
+from memnet.governance import gate
 from memnet.home import Node
 from memnet.model.loader import LoadedModel
 from memnet.model.pinned import PinnedModel
@@ -192,6 +193,7 @@ def _read_adapter(node: Node, loaded: LoadedModel, cube_id: bytes) -> tuple[byte
         payload = node.store.read_payload(cube_id)
     except NotFoundError:
         raise NotFoundError(f"no cube {text} in the store; fetch it with `memnet get {text}`") from None
+    gate.check_inject(node, cube_id, manifest)  # PolicyError: revoked, or an author not trusted to inject
     pinned = loaded.pinned
     if manifest.kind != "parameter":
         raise PolicyError(f"cube {text} is a {manifest.kind} cube, not a parameter (LoRA) cube")

@@ -73,19 +73,35 @@ class Discovery:
         found.pop(self.me, None)
         return list(found.values())[:count]
 
-    async def put_name(self, record: bytes) -> None:
-        parsed = name_record.decode(record)
-        key = name_record.dht_key(parsed.author, parsed.name)
+    async def put_value(self, key: str, value: bytes, what: str = "record") -> None:
+        """Store a record (validated by the DHT's validator) here and at the k closest peers."""
         try:
-            await self.dht.put_value(key, record)
+            await self.dht.put_value(key, value)
         except MemnetError:
             raise
         except Exception as exc:  # libp2p refuses an older record with ValueError
-            raise NetworkError(f"the DHT refused the name record: {exc}") from None
+            raise NetworkError(f"the DHT refused the {what}: {exc}") from None
+
+    async def put_name(self, record: bytes) -> None:
+        parsed = name_record.decode(record)
+        await self.put_value(name_record.dht_key(parsed.author, parsed.name), record, "name record")
 
     async def resolve_name(self, author: bytes, name: str) -> name_record.NameRecord | None:
         """The best valid record for (author, name) among this node and the k closest peers."""
         key = name_record.dht_key(author, name)
+        records = []
+        for value in await self.get_values(key):
+            try:
+                records.append(name_record.decode(value, key=key))
+            except MemnetError as exc:  # forged, expired or replayed under another key
+                log.info("ignoring a bad record for %s: %s", key, exc)
+        if not records:
+            return None
+        return records[name_record.best(records)]
+
+    async def get_values(self, key: str) -> list[bytes]:
+        """Every value held for key by this node and the k closest peers, unverified: the
+        caller decodes and authenticates each."""
         key_bytes = key.encode()
         values: list[bytes] = []
         local = self.dht.value_store.get(key_bytes)
@@ -98,7 +114,7 @@ class Discovery:
                 try:
                     value = await self.dht.value_store._get_from_peer(peer, key_bytes)
                 except Exception as exc:
-                    log.debug("name from %s failed: %r", peer, exc)
+                    log.debug("value from %s failed: %r", peer, exc)
                     return
                 if isinstance(value, bytes):
                     values.append(value)
@@ -107,12 +123,4 @@ class Discovery:
             for peer in closest:
                 if peer != self.me:
                     nursery.start_soon(ask, peer)
-        records = []
-        for value in values:
-            try:
-                records.append(name_record.decode(value, key=key))
-            except MemnetError as exc:  # forged, expired or replayed under another key
-                log.info("ignoring a bad record for %s: %s", key, exc)
-        if not records:
-            return None
-        return records[name_record.best(records)]
+        return values

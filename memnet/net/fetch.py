@@ -260,9 +260,11 @@ async def fetch_cube(
     progress: Progress | None = None,
     pin_reason: str | None = "fetched",
     rounds: int = 3,
+    vet: Callable[[Manifest], None] | None = None,
 ) -> FetchReport:
     """Fetch, verify and store cube_id. find_providers is asked again when every provider of a
-    round has dropped out before the cube is complete."""
+    round has dropped out before the cube is complete. vet sees the authenticated manifest
+    before any chunk is asked for, and stops the fetch by raising (e.g. an untrusted author)."""
     started = time.monotonic()
     me = str(host.get_id())
     fetch = _Fetch(host, store, cube_id, scores, tuning, progress)
@@ -279,6 +281,8 @@ async def fetch_cube(
     mark = time.monotonic()
     manifest_bytes, manifest = await fetch.manifest(providers)
     phases["manifest"] = time.monotonic() - mark
+    if vet is not None:
+        vet(manifest)
     first_index = {}
     for index, chunk_id in enumerate(manifest.chunks):
         first_index.setdefault(chunk_id, index)

@@ -2,7 +2,8 @@
 
 The daemon builds its KadDHT with validator=validator(), validator_changed=True and
 strict_validation=True, so the DHT stores and returns only valid memnet name records under
-"/memnet-name/..." keys and refuses every other key.
+"/memnet-name/..." keys and revocations under "/memnet-revoke/..." keys (revocation_records.py),
+and refuses every other key.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from libp2p.records.utils import InvalidRecordType
 from libp2p.records.validator import NamespacedValidator, Validator
 
 from memnet.cube import name_record
+from memnet.cube import revocation
 from memnet.cube.name_record import NAMESPACE, NameRecord
 from memnet.errors import MemnetError, PolicyError
+from memnet.net.revocation_records import RevocationValidator
 
 
 class NameValidator(Validator):
@@ -51,8 +54,9 @@ class NameValidator(Validator):
 
 
 def validator(clock: Callable[[], float] = time.time) -> NamespacedValidator:
-    """A strict NamespacedValidator that knows only the memnet-name namespace."""
-    return NamespacedValidator({NAMESPACE: NameValidator(clock)}, strict_validation=True)
+    """A strict NamespacedValidator that knows only memnet's namespaces: names and revocations."""
+    return NamespacedValidator({NAMESPACE: NameValidator(clock), revocation.NAMESPACE: RevocationValidator()},
+                               strict_validation=True)
 
 
 class SeenSequences:

@@ -34,3 +34,10 @@ class TokenBucket:
         self._refill(now)
         self._tokens -= amount
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def idle(self, now: float) -> bool:
+        """Refilled to its burst: the same as a new bucket, so its owner may forget it."""
+        if not self.rate:
+            return True
+        self._refill(now)
+        return self._tokens >= self.burst

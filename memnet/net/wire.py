@@ -26,7 +26,7 @@ MAX_PREFIX_CUBES = 16                            # cube ids per cubes reply
 MAX_VARINT_BYTES = 4                             # 28 bits, enough for MAX_FRAME
 
 ERROR_CODES = frozenset({"bad_request", "not_found", "too_large", "rate_limited", "busy", "unsupported",
-                         "internal"})
+                         "internal", "quota", "revoked"})
 
 # Fields of each message type besides "t" and "id".
 FIELDS: dict[str, frozenset[str]] = {

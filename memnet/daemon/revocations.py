@@ -1,0 +1,118 @@
+"""The daemon's side of revocation (docs/MIP.md §20): publish this node's revocations in the DHT,
+look there for revocations of the cubes it holds, and act on a valid one: keep the record, stop
+providing the cube, unpin it. The MIP server and generation then refuse the cube (they read the
+store's "revoked" table)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from memnet.cube import cid, revocation
+from memnet.cube.manifest import Manifest
+from memnet.errors import MemnetError, NetworkError
+from memnet.governance import revocations
+from memnet.net import revocation_records
+
+if TYPE_CHECKING:
+    from memnet.daemon.service import Daemon
+
+log = logging.getLogger("memnet.revocation")
+
+CHECK_CONCURRENCY = 8
+REPUBLISH_INTERVAL = 12 * 3600  # DHT values expire after 24 h (py-libp2p's DEFAULT_TTL)
+FETCH_CHECK_TIMEOUT = 5.0       # s a `memnet get` waits for the DHT to say whether a cube is revoked
+
+
+class RevocationWatch:
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+
+    @property
+    def store(self):
+        return self.daemon.node.store
+
+    async def run(self) -> None:
+        """Every revocation_check_interval: look up the held cubes; every REPUBLISH_INTERVAL (and
+        at start, for revocations made while the daemon was down): re-put every stored record,
+        so withdrawals outlive their authors' absence."""
+        published = -math.inf
+        while True:
+            if time.monotonic() - published >= REPUBLISH_INTERVAL:
+                published = time.monotonic()
+                await self.republish()
+            try:
+                await self.check_held()
+            except Exception as exc:  # a failed round must not take the daemon down
+                log.warning("revocation check failed: %r", exc)
+            await trio.sleep(self.daemon.config.revocation_check_interval)
+
+    async def republish(self) -> None:
+        for record in revocations.all_records(self.store):
+            try:
+                await revocation_records.publish(self.daemon.discovery, record)
+            except NetworkError as exc:
+                log.warning("re-publishing a revocation failed: %s", exc)
+
+    async def check_held(self) -> int:
+        """Look up a revocation of every held cube by another author; returns how many were
+        revoked."""
+        me = self.daemon.node.author
+        held = [e for e in self.store.entries()
+                if e.manifest.author != me and not revocations.is_revoked(self.store, e.cube_id)]
+        limiter = trio.CapacityLimiter(CHECK_CONCURRENCY)
+        found = 0
+
+        async def one(cube_id: bytes, manifest: Manifest) -> None:
+            nonlocal found
+            async with limiter:
+                if await self.check(cube_id, manifest):
+                    found += 1
+
+        async with trio.open_nursery() as nursery:
+            for entry in held:
+                nursery.start_soon(one, entry.cube_id, entry.manifest)
+        return found
+
+    async def check(self, cube_id: bytes, manifest: Manifest) -> bool:
+        """Ask the DHT whether cube_id is revoked; act on a valid record. True if revoked."""
+        record = await revocation_records.find(self.daemon.discovery, manifest.author, cube_id)
+        if record is None:
+            return False
+        await self.act(record, cube_id, manifest.author)
+        return True
+
+    async def act(self, record: bytes, cube_id: bytes, author: bytes) -> None:
+        """Verify (signature, and that author wrote the cube), store, stop providing, unpin."""
+        revocations.accept(self.store, record, cube_id, author)
+        await self.daemon.cmd_unannounce({"cubes": [cube_id]}, None)
+        log.info("cube %s revoked by its author: no longer provided or served", cid.to_text(cube_id))
+
+    async def publish_own(self, record: bytes) -> dict:
+        """`memnet revoke`: the CLI has stored the record; withdraw the cube here and put the
+        record into the DHT."""
+        parsed = revocation.decode(record)
+        manifest = self.store.manifest(parsed.revokes)
+        await self.act(record, parsed.revokes, manifest.author)
+        await revocation_records.publish(self.daemon.discovery, record)
+        return {"cube": parsed.revokes}
+
+    async def vet_fetched(self, cube_id: bytes, manifest: Manifest, wait: bool) -> None:
+        """After a fetch: is the new cube revoked? Waited for (bounded) when a user asked for it
+        (PolicyError if so); in the background when generation is about to use it."""
+        if not wait:
+            self.daemon._nursery.start_soon(self._check_quietly, cube_id, manifest)
+            return
+        with trio.move_on_after(FETCH_CHECK_TIMEOUT):
+            await self._check_quietly(cube_id, manifest)
+        revocations.refuse_revoked(self.store, cube_id)
+
+    async def _check_quietly(self, cube_id: bytes, manifest: Manifest) -> None:
+        try:
+            await self.check(cube_id, manifest)
+        except MemnetError as exc:
+            log.info("revocation lookup for %s failed: %s", cid.to_text(cube_id), exc)
