@@ -841,3 +841,48 @@ def test_records_tables_are_separate_ordered_and_survive_gc(tmp_path):
     assert store.records("vectors") == [(b"ab", b"3"), (b"b", b"2")]
     with pytest.raises(StoreError, match="table name"):
         store.put_records("bad\x00name", [(b"k", b"v")])
+
+
+# -- deleting one cube (eviction) -----------------------------------------------------------------
+
+def test_delete_one_unpinned_cube_keeps_shared_chunks(store):
+    a, b = sharing_pair()
+    only_b = set(b.manifest.chunks) - set(a.manifest.chunks)
+    store.put(a)  # unpinned too: delete takes only the cube it is asked for, unlike gc
+    store.put(b)
+    report = store.delete(b.cube_id)
+    assert report.cubes == 1 and report.chunks == len(only_b)
+    assert report.bytes == sum(len(b.chunks[c]) for c in only_b) + len(b.manifest_bytes)
+    assert ids(store.entries()) == {a.cube_id}
+    assert store.verify(a.cube_id).payload() == a.payload()
+    stored_chunks_are_exactly(store, [a])
+    assert store.find("kind", b"plaintext") == [a.cube_id]  # its index entries went with it
+    store.delete(a.cube_id)  # refcounts are right: the last sharer frees every chunk
+    assert store.usage() | {"used_bytes": 0} == {"cubes": 0, "chunks": 0, "pins": 0, "used_bytes": 0}
+    assert store.put(b) is True  # and it can come back whole
+    assert store.verify(b.cube_id).payload() == b.payload()
+
+
+def test_delete_refuses_pinned_and_missing_cubes(store):
+    cube = text_cube(["keep me " * 50])
+    store.put(cube, pin_reason="keep")
+    with pytest.raises(PolicyError, match="pinned"):
+        store.delete(cube.cube_id)
+    assert store.verify(cube.cube_id).payload() == cube.payload()
+    stored_chunks_are_exactly(store, [cube])
+    with pytest.raises(NotFoundError):
+        store.delete(text_cube(["never stored"]).cube_id)
+    store.unpin(cube.cube_id)
+    assert store.delete(cube.cube_id).cubes == 1
+    with pytest.raises(NotFoundError):
+        store.delete(cube.cube_id)
+
+
+def test_delete_keeps_the_version_high_water_mark(store):
+    v2 = text_cube(["two"], name="notes", version=2)
+    store.put(v2)
+    store.delete(v2.cube_id)
+    assert store.latest(v2.manifest.author, "notes") == (2, v2.cube_id)
+    with pytest.raises(PolicyError, match="older"):
+        store.put(text_cube(["one"], name="notes", version=1))
+    assert store.put(v2) is True  # the same version may come back

@@ -21,10 +21,13 @@ from libp2p.tools.anyio_service.context import background_trio_service
 
 from memnet.cube import canonical, cid, name_record
 from memnet.cube.manifest import Manifest
-from memnet.daemon import allocator, control, state
+from memnet.daemon import allocator, control, state, upkeep
+from memnet.daemon.revocations import RevocationWatch
 from memnet.daemon.config import DaemonConfig
 from memnet.errors import NetworkError, NotFoundError, PolicyError, UsageError
 from memnet.files import write_atomic
+from memnet.governance import revocations
+from memnet.governance.gate import Gate
 from memnet.home import Node
 from memnet.net import names, prefix_lookup, wire
 from memnet.net.discovery import Discovery, cube_key, prefix_key
@@ -66,6 +69,7 @@ class Daemon:
         self.node, self.config = node, config
         self.scores = PeerScores()
         self.seen_names = names.SeenSequences()
+        self.revocations = RevocationWatch(self)
         self.providing: set[bytes] = set()
         self.started = int(time.time())
         self._cancel: trio.CancelScope | None = None
@@ -99,6 +103,8 @@ class Daemon:
                         os.getpid(), self.node.peer_id, addrs, port, token, self.started))
                     log.info("memnet daemon %s listening on %s", self.node.peer_id, " ".join(addrs))
                     nursery.start_soon(self._reprovide_loop)
+                    nursery.start_soon(upkeep.run, self)  # lifecycle transitions and eviction
+                    nursery.start_soon(self.revocations.run)  # withdrawals: publish ours, act on others'
                     if self.config.mdns:
                         nursery.start_soon(self._lan_peers)
                     task_status.started(self)
@@ -160,6 +166,8 @@ class Daemon:
 
     async def announce(self, cube_id: bytes, manifest: Manifest | None = None) -> bool:
         """Provide every key of a cube; True if some peer took the cube's own record."""
+        if revocations.is_revoked(self.node.store, cube_id):
+            return False  # withdrawn by its author: never announced again
         manifest = manifest or self.node.store.manifest(cube_id)
         keys = announce_keys(cube_id, manifest)
         reached = await self.discovery.provide(keys[0])
@@ -181,6 +189,7 @@ class Daemon:
         while True:
             started = time.monotonic()
             entries = self.node.store.entries(pinned=True)
+            entries = [e for e in entries if e.manifest.expires is None or e.manifest.expires > time.time()]
             limiter = trio.CapacityLimiter(PROVIDE_CONCURRENCY)
 
             async def one(entry) -> None:
@@ -266,8 +275,12 @@ class Daemon:
     async def cmd_get(self, args: dict, progress) -> dict:
         cube_id = cid.check_binary(args["cube"])
         pin = args.get("pin", True)
+        # auto: a fetch no user asked for by CID (generation): the trust policy decides whether to
+        # fetch and pin; a revoked cube is refused either way
+        auto, gate = args.get("auto", False), Gate.for_node(self.node, fresh=True)
+        revocations.refuse_revoked(self.node.store, cube_id)
         if self.node.store.has(cube_id):
-            if pin:
+            if pin and (not auto or gate.allows("pin", cube_id, self.node.store.manifest(cube_id).author)):
                 self.node.store.pin(cube_id, "fetched")
             return {"cube": cube_id, "already": True}
 
@@ -282,10 +295,16 @@ class Daemon:
 
         report = await fetch_cube(self.host, self.node.store, cube_id, providers, scores=self.scores,
                                   tuning=self.config.fetch, progress=progress,
-                                  pin_reason="fetched" if pin else None)
+                                  pin_reason="fetched" if pin and not auto else None,
+                                  vet=(lambda m: gate.check("fetch", cube_id, m.author)) if auto else None)
+        if auto and pin:
+            pin = gate.allows("pin", cube_id, report.cube.manifest.author)
+            if pin:
+                self.node.store.pin(cube_id, "fetched")
         log.info("fetched %s (%d bytes) in %.2f s from %d peer(s)%s", cid.to_text(cube_id),
                  report.cube.manifest.size, report.seconds, len(report.bytes_from),
                  f", dropped {len(report.dropped)}" if report.dropped else "")
+        await self.revocations.vet_fetched(cube_id, report.cube.manifest, wait=args.get("wait_announce", True))
         if self.config.provide_fetched and pin:
             if args.get("wait_announce", True):
                 await self.announce(cube_id, report.cube.manifest)
@@ -294,6 +313,9 @@ class Daemon:
                                          ANNOUNCE_DELAY)
         return {"cube": cube_id, "already": False, "size": report.cube.manifest.size,
                 "seconds": report.seconds, "from": report.bytes_from, "dropped": report.dropped}
+
+    async def cmd_revoke(self, args: dict, progress) -> dict:
+        return await self.revocations.publish_own(args["record"])
 
     async def cmd_name_publish(self, args: dict, progress) -> dict:
         name, cube_id = args["name"], cid.check_binary(args["cube"])

@@ -297,6 +297,25 @@ class Store:
 
         return self._read(fn, buffers=True)
 
+    def with_payload_views(self, cube_id: bytes, fn: Callable[[list[memoryview]], T]) -> T:
+        """fn(the payload's chunks as views of the map, in order), inside one read transaction:
+        nothing is copied or joined (a 46 MB join is page-faulted in afresh every time). The views
+        are valid only during fn, which must copy out what it keeps."""
+        m = self.manifest(cube_id)
+
+        def run(txn: lmdb.Transaction) -> T:
+            views = []
+            for chunk_id in m.chunks:
+                data = txn.get(chunk_id, db=self._db["chunks"])
+                if data is None:
+                    raise StoreError(f"store is missing chunk {cid.to_text(chunk_id)}")
+                views.append(data)
+            if sum(len(v) for v in views) != m.size:
+                raise StoreError(f"stored chunks hold the wrong number of bytes, the manifest says {m.size}")
+            return fn(views)
+
+        return self._read(run, buffers=True)
+
     def verify(self, cube_id: bytes) -> Cube:
         """Re-check a stored cube from scratch: hash, signature, every chunk, payload structure."""
         raw = self.manifest_bytes(cube_id)
@@ -450,6 +469,22 @@ class Store:
         freed = report.cubes > 0
         self._write(lambda txn: self._sweep_orphans(txn, _reset(step), commit=freed))
         _add(report, step)
+        return report
+
+    def delete(self, cube_id: bytes) -> GCReport:
+        """Remove one unpinned cube now (eviction), with the chunks no other stored cube lists.
+        PolicyError if it is pinned (checked inside the deleting transaction, so a pin from
+        another process in between wins), NotFoundError if it is not stored."""
+        report = GCReport()
+
+        def fn(txn: lmdb.Transaction) -> None:
+            if txn.get(cube_id, db=self._db["manifests"]) is None:
+                raise NotFoundError(f"no cube {cid.to_text(cube_id)} in the store")
+            if txn.get(cube_id, db=self._db["pins"]) is not None:
+                raise PolicyError(f"cube {cid.to_text(cube_id)} is pinned; unpin it first")
+            self._delete_cube(txn, cube_id, _reset(report))
+
+        self._write(fn)
         return report
 
     def _gc_batch(self, txn: lmdb.Transaction, resume: bytes, batch: int, report: GCReport) -> tuple[bytes, bool]:

@@ -1,0 +1,43 @@
+"""`memnet upkeep`: one lifecycle pass (state transitions, eviction under the budget) run here,
+without a daemon — the pass a running daemon makes every upkeep_interval seconds."""
+
+from __future__ import annotations
+
+import typer
+
+from cli.common import _node, _print_json, app, daemon_client, out
+from memnet import render
+from memnet.cube import cid
+from memnet.scheduler import lifecycle
+from memnet.scheduler.policy import Config
+
+
+@app.command()
+def upkeep(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Archive, expire and supersede cubes, and evict unpinned ones over store_budget_bytes."""
+    node = _node()
+    config = Config.from_node_config(node.config)
+    p = lifecycle.plan(node.store, config)
+    if not dry_run:
+        client = daemon_client(required=False)
+        withdrawn = p.withdrawn()
+        if client is not None and withdrawn:  # stop providing while the manifests still name every key
+            client.call("unannounce", cubes=withdrawn)
+        lifecycle.execute(node.store, p)
+    if as_json:
+        _print_json(p.as_json())
+        return
+    for t in p.transitions:
+        out.print(f"{t.new_state:<11} {cid.to_text(t.cube_id)}  {t.reason}")
+    for e in p.plan.evictions:
+        out.print(f"{'would evict' if dry_run else 'evicted':<11} {cid.to_text(e.cube_id)}  {e.reason}")
+    for cube_id, why in p.skipped:
+        out.print(f"{'kept':<11} {cid.to_text(cube_id)}  {why}")
+    budget = config.store_budget_bytes
+    line = f"store: {render.human_size(p.total_bytes)} in {len(p.views)} cube(s)"
+    if budget is not None:
+        line += f", budget {render.human_size(budget)} ({config.eviction}), {render.human_size(p.plan.kept_bytes)} kept"
+        if not p.plan.budget_met:
+            line += "; pinned cubes alone exceed the budget"
+    out.print(line)

@@ -1,0 +1,1 @@
+"""Simulations that drive memnet's pure policy code (no network, no store)."""
