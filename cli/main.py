@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import importlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,8 +16,9 @@ from rich.table import Table
 from cli.common import _cid, _home_option, _node, _print_json, announce, app, daemon_client, out
 from memnet import home as home_mod
 from memnet import ingest, local, render
-from memnet.cube import cid, keys
+from memnet.cube import cid, keys, sealed
 from memnet.errors import FormatError, MemnetError, UsageError
+from memnet.scheduler import lifecycle
 
 @app.command()
 def init() -> None:
@@ -27,13 +29,15 @@ def init() -> None:
 
 @app.command("id")
 def identity(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Show this node's PeerID and public key."""
+    """Show this node's PeerID, public key and recipient string (for `publish --to`)."""
     node = _node()
-    info = {"peer_id": node.peer_id, "public_key": node.author.hex(), "home": str(node.home)}
+    info = {"peer_id": node.peer_id, "public_key": node.author.hex(), "home": str(node.home),
+            "recipient": keys.recipient_of(node.key).text()}
     if as_json:
         _print_json(info)
     else:
-        out.print(f"peer id:    {info['peer_id']}\npublic key: {info['public_key']}\nhome:       {info['home']}")
+        out.print(f"peer id:    {info['peer_id']}\npublic key: {info['public_key']}\nhome:       {info['home']}\n"
+                  f"recipient:  {info['recipient']}")
 
 
 def _fingerprint(text: str) -> bytes:
@@ -59,8 +63,13 @@ def publish(
     ttl: Optional[int] = typer.Option(None, "--ttl", help="Expire after this many seconds."),
     base_model: Optional[str] = typer.Option(None, "--base-model", help="Base model fingerprint (parameter cubes)."),
     no_pin: bool = typer.Option(False, "--no-pin", help="Do not pin (gc may remove it)."),
+    to: list[str] = typer.Option([], "--to", help="Seal to this recipient (repeatable; the string "
+                                 "`memnet id` prints). You can always read your own cubes."),
+    private: bool = typer.Option(False, "--private", help="Seal so only this node can read it."),
 ) -> None:
     """Publish a file or adapter folder as a signed cube; prints its CID."""
+    if private and to:
+        raise UsageError("--private means only this node; to add readers use --to alone")
     if kind == "auto":
         kind = "parameter" if path.is_dir() else "plaintext"
     if kind == "plaintext":
@@ -76,9 +85,11 @@ def publish(
         node, kind, payload, meta, name=name, ttl=ttl, pin=not no_pin,
         tags=tuple(sorted(set(tag))), description=description, license=license_,
         parents=tuple(dict.fromkeys(_cid(p) for p in parent)),
+        recipients=list(to) if (to or private) else None,
     )
     m = cube.manifest
     label = f" {m.name} v{m.version}" if m.name else ""
+    label += f", private to {len(m.recipients)} recipient(s)" if m.seal else ""
     sys.stderr.write(f"published {kind}{label}: {render.human_size(m.size)} in {len(m.chunks)} chunk(s)\n")
     sys.stdout.write(cid.to_text(cube.cube_id) + "\n")
     if not no_pin:
@@ -100,22 +111,25 @@ def list_cubes(
         author_key = keys.author_from_peer_id(author) if author else None
     except FormatError as exc:
         raise UsageError(str(exc)) from None
-    entries = _node().store.entries(kind=kind, author=author_key, tag=tag, name=name, pinned=pinned,
-                                    model=_fingerprint(model) if model else None)
+    store = _node().store
+    entries = store.entries(kind=kind, author=author_key, tag=tag, name=name, pinned=pinned,
+                            model=_fingerprint(model) if model else None)
+    states = lifecycle.state_names(store)
     if as_json:
-        _print_json([{**render.manifest_json(e.manifest, e.cube_id), "pin": e.pin, "stats": e.stats}
-                     for e in entries])
+        _print_json([{**render.manifest_json(e.manifest, e.cube_id), "pin": e.pin, "stats": e.stats,
+                      "state": states.get(e.cube_id, "active")} for e in entries])
         return
     table = Table(box=None, pad_edge=False)
     table.add_column("CID", no_wrap=True, min_width=59)
-    for column in ("KIND", "NAME", "SIZE", "CREATED", "PIN", "TAGS"):
+    for column in ("KIND", "NAME", "SIZE", "CREATED", "PIN", "STATE", "TAGS"):
         table.add_column(column)
     for e in entries:
         m = e.manifest
         table.add_row(
-            cid.to_text(e.cube_id), m.kind, f"{m.name} v{m.version}" if m.name else "-",
+            cid.to_text(e.cube_id), f"{m.kind} (private)" if m.seal else m.kind,
+            f"{m.name} v{m.version}" if m.name else "-",
             render.human_size(m.size), dt.datetime.fromtimestamp(m.created, dt.UTC).strftime("%Y-%m-%d %H:%M"),
-            e.pin["reason"] if e.pin else "-", ",".join(m.tags) or "-",
+            e.pin["reason"] if e.pin else "-", states.get(e.cube_id, "active"), ",".join(m.tags) or "-",
         )
     out.print(table)
     sys.stderr.write(f"{len(entries)} cube(s)\n")
@@ -137,6 +151,9 @@ def show(cube: str = typer.Argument(..., help="Cube CID."), as_json: bool = type
     for key in ("prefix_keys",):
         if key in doc.get("meta", {}):
             doc["meta"][key] = f"{len(doc['meta'][key])} keys"
+    if m.seal is not None:  # who can read it, not the wrapped keys
+        doc["seal"] = f"private: {m.seal['alg']}, payload {render.human_size(sealed.plaintext_size(m.size))}"
+        doc["recipients"] = ", ".join(doc["recipients"])
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -148,13 +165,20 @@ def show(cube: str = typer.Argument(..., help="Cube CID."), as_json: bool = type
 @app.command()
 def verify(cubes: list[str] = typer.Argument(None, help="CIDs (default: every stored cube).")) -> None:
     """Re-check signature, every chunk hash and the payload of stored cubes."""
-    store = _node().store
+    node = _node()
+    store = node.store
     ids = [_cid(c) for c in cubes] if cubes else [e.cube_id for e in store.entries()]
     failed = 0
     for cube_id in ids:
         try:
             m = store.verify(cube_id).manifest
-            out.print(f"ok    {cid.to_text(cube_id)}  {m.kind}, {len(m.chunks)} chunk(s)")
+            note = ""
+            if m.seal is not None:  # its payload can be checked only where it can be opened
+                readable = node.author in m.recipients
+                if readable:
+                    local.read_payload(node, cube_id)
+                note = ", sealed" + ("" if readable else " (payload unreadable here, not checked)")
+            out.print(f"ok    {cid.to_text(cube_id)}  {m.kind}, {len(m.chunks)} chunk(s){note}")
         except MemnetError as exc:
             failed += 1
             out.print(f"FAIL  {cid.to_text(cube_id)}  {exc}")
@@ -218,7 +242,7 @@ def cat(cube: str, output: Optional[Path] = typer.Option(None, "-o", "--output",
     node = _node()
     cube_id = _cid(cube)
     m = node.store.manifest(cube_id)
-    payload = node.store.read_payload(cube_id)
+    payload = local.read_payload(node, cube_id)
     node.store.record_access(cube_id)
     if m.kind == "plaintext":
         for item in payloads.decode_items(payload):
@@ -232,9 +256,11 @@ def cat(cube: str, output: Optional[Path] = typer.Option(None, "-o", "--output",
         raise UsageError("activation cubes are used by generation, not printed")
 
 
-import cli.swarm  # noqa: E402,F401  (registers the daemon and network commands on app)
-import cli.lora  # noqa: E402,F401  (memnet lora import/train/ls)
-import cli.model  # noqa: E402,F401  (model pin/ls, kv build, generate)
+# Each module registers its commands on app: daemon and network (swarm), lora import/train/ls,
+# model pin/ls + kv build + generate, remember/notes/recall (memory), upkeep, trust/revoke/audit
+# (governance), ask.
+for _commands in ("swarm", "lora", "model", "memory", "upkeep", "governance", "ask"):
+    importlib.import_module(f"cli.{_commands}")
 
 
 def main(argv: list[str] | None = None) -> None:

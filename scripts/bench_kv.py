@@ -45,6 +45,7 @@ from bench_swarm import BenchError, Children  # noqa: E402
 from memnet import home as home_mod  # noqa: E402
 from memnet.api import DaemonSwarm  # noqa: E402
 from memnet.daemon.control import ControlClient  # noqa: E402
+from memnet.governance import settings as trust  # noqa: E402
 from memnet.model import generate, kv, loader, pinned  # noqa: E402
 
 TEXT_FILES = ("docs/MIP.md", "README.md", "memnet/net/fetch.py", "memnet/store/lmdb_store.py",
@@ -105,6 +106,9 @@ def main() -> None:
 
 def run(args, lengths: list[int], root: Path, children: Children) -> None:
     a, b = home_mod.init(root / "a"), home_mod.init(root / "b")
+    # B injects (and pins) A's cubes: by default a node injects only its own (memnet trust)
+    trust.save_policy(b.home, trust.load_policy(b.home).add(a.peer_id, ("pin", "inject")))
+    b = home_mod.open_node(b.home)
     start = time.perf_counter()
     model, _ = pinned.pin(a, "smollm2", print)
     pinned.pin(b, "smollm2")

@@ -10,15 +10,17 @@ wrapper): this layer knows cubes, the store and the model, not the network.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from memnet.cube import cid, manifest as manifest_mod
 from memnet.cube import prefix
 from memnet.errors import MemnetError, UsageError
+from memnet.governance.gate import Gate
 from memnet.home import Node
 from memnet.model import kv, perf
 from memnet.model.loader import LoadedModel
+from memnet.model.segments import Segments
 
 MIN_REUSE = 16  # fewer cached tokens than this save less than the lookup costs
 
@@ -41,6 +43,8 @@ class Options:
     use_swarm: bool = True
     check: bool = False         # also run the full prefill and compare the first logits
     fetch: str = "auto"         # auto: measured costs decide; always; never (swarm lookup only)
+    gate: Gate | None = None    # trust policy + revocations (None: the node's own); keeps what it refused
+    boundaries: tuple[int, ...] = ()  # prompt lengths where a cached prefix likely ends (a memory layout)
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Generation:
     max_logit_diff: float | None = None
     same_top1: bool | None = None
     model_load_seconds: float = 0.0   # not part of TTFT: the model is loaded once per process
+    cache: Any = field(default=None, repr=False)  # the final KV cache (prompt + answer), for promotion
 
     def timing_line(self) -> str:
         if self.reused:
@@ -86,7 +91,7 @@ class Generation:
 
 
 def _candidate(cube_id: bytes, m: manifest_mod.Manifest, ids: list[int], loaded: LoadedModel,
-               adapter: bytes | None, local: bool) -> Candidate | None:
+               adapter: bytes | None, local: bool, gate: Gate | None = None) -> Candidate | None:
     if m.kind != "activation":
         return None
     try:
@@ -94,40 +99,50 @@ def _candidate(cube_id: bytes, m: manifest_mod.Manifest, ids: list[int], loaded:
     except MemnetError:
         return None
     usable = kv.usable_tokens(m.meta, ids)
-    return Candidate(cube_id, m.meta, m.size, usable, local) if usable >= MIN_REUSE else None
+    if usable < MIN_REUSE or (gate is not None and not gate.usable(cube_id, m, local)):
+        return None
+    return Candidate(cube_id, m.meta, m.size, usable, local)
 
 
-def probe_keys(binding: kv.Binding, ids: list[int]) -> list[bytes]:
+def probe_keys(binding: kv.Binding, ids: list[int], boundaries: tuple[int, ...] = ()) -> list[bytes]:
     """The prompt's keys a cached prefix can be found under: every full block and the whole
     prompt, plus each length inside the first block (a cube shorter than a block, such as a
-    system prompt, is keyed by its own length)."""
+    system prompt, is keyed by its own length) and the given boundaries."""
     salt = binding.salt()
     keys = prefix.prefix_keys(ids, salt, kv.BLOCK_SIZE)
     short = [prefix.prefix_keys(ids[:n], salt, kv.BLOCK_SIZE)[0]
              for n in range(MIN_REUSE, min(len(ids), kv.BLOCK_SIZE))]
-    return keys + short
+    return keys + short + _boundary_keys(salt, ids, boundaries)
+
+
+def _boundary_keys(salt: bytes, ids: list[int], boundaries: tuple[int, ...]) -> list[bytes]:
+    return [prefix.prefix_keys(ids[:n], salt, kv.BLOCK_SIZE)[-1]
+            for n in sorted(set(boundaries)) if MIN_REUSE <= n < len(ids)]
 
 
 def find_local(node: Node, loaded: LoadedModel, ids: list[int], options: Options) -> list[Candidate]:
     found: dict[bytes, Candidate] = {}
+    gate = options.gate or Gate.for_node(node)  # never without the trust policy and revocations
     for dtype in options.dtypes:
         binding = kv.binding_for(loaded, options.adapter, dtype)
-        for key in probe_keys(binding, ids):
+        for key in probe_keys(binding, ids, options.boundaries):
             for cube_id in node.store.find("prefix", key):
                 if cube_id not in found:
-                    c = _candidate(cube_id, node.store.manifest(cube_id), ids, loaded, options.adapter, True)
+                    c = _candidate(cube_id, node.store.manifest(cube_id), ids, loaded, options.adapter, True,
+                                   gate)
                     if c is not None:
                         found[cube_id] = c
     return list(found.values())
 
 
 def find_swarm(swarm: Swarm, loaded: LoadedModel, ids: list[int], options: Options) -> list[Candidate]:
-    probes = [prefix.prefix_keys(ids, kv.binding_for(loaded, options.adapter, d).salt(), kv.BLOCK_SIZE)
-              for d in options.dtypes]
+    salts = [kv.binding_for(loaded, options.adapter, d).salt() for d in options.dtypes]
+    probes = [prefix.prefix_keys(ids, salt, kv.BLOCK_SIZE) + _boundary_keys(salt, ids, options.boundaries)
+              for salt in salts]
     found = []
     for cube_id, manifest_bytes in swarm.find_prefix(probes):
         m = manifest_mod.decode(manifest_bytes, cube_id)  # authenticated: hash, then signature
-        c = _candidate(cube_id, m, ids, loaded, options.adapter, False)
+        c = _candidate(cube_id, m, ids, loaded, options.adapter, False, options.gate)
         if c is not None:
             found.append(c)
     return found
@@ -148,8 +163,60 @@ def _stop_ids(loaded: LoadedModel) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+@dataclass
+class PrefixChoice:
+    """Which cached prefix a generation will use, decided before any byte moves."""
+
+    best: Candidate | None = None   # local, or remote when fetch is set
+    fetch: bool = False
+    decision: str = ""
+    saved_estimate: float | None = None  # estimated prefill seconds the cube saves (None: unmeasured)
+    cost_estimate: float | None = None   # estimated seconds to fetch (if remote) and load it
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+def choose_prefix(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
+                  swarm: Swarm | None = None) -> PrefixChoice:
+    """The longest usable cached prefix of ids, locally and then in the swarm, and whether to
+    fetch a remote one (measured prefill rate against measured bandwidth and load rate)."""
+    if options.gate is None:
+        options = replace(options, gate=Gate.for_node(node))
+    book = perf.PerfBook(node.home)
+    samples = book.prefill_samples(loaded.pinned.fingerprint)
+    choice = PrefixChoice()
+    start = time.perf_counter()
+    best = _best(find_local(node, loaded, ids, options), options) if options.use_local else None
+    choice.steps["lookup_local"] = time.perf_counter() - start
+    if best is not None:
+        choice.best = best
+        choice.saved_estimate = perf.estimate_prefill(samples, best.usable)
+        choice.cost_estimate = best.size / book.load_rate()
+    if swarm is not None and options.use_swarm and (best is None or best.usable < len(ids) - 1):
+        mark = time.perf_counter()
+        remote = find_swarm(swarm, loaded, ids, options)
+        choice.steps["lookup_swarm"] = time.perf_counter() - mark
+        better = _best([c for c in remote if best is None or c.usable > best.usable], options)
+        if better is not None:
+            saved = better.usable - (best.usable if best else 0)
+            estimate = perf.estimate_prefill(samples, saved)
+            fetch = perf.choose(better.size, estimate, book.bandwidth(), book.load_rate())
+            choice.decision = fetch.reason()
+            if options.fetch != "auto":
+                choice.decision = f"{'fetch' if options.fetch == 'always' else 'recompute'} (--fetch "\
+                                  f"{options.fetch}; measured: {fetch.reason()})"
+            if options.fetch == "always" or (options.fetch == "auto" and fetch.fetch):
+                choice.best, choice.fetch = better, True
+                choice.saved_estimate = perf.estimate_prefill(samples, better.usable)
+                choice.cost_estimate = fetch.fetch_seconds
+    if options.gate.refused:  # say why a cached prefix was not used
+        choice.decision = " · ".join(filter(None, [choice.decision, options.gate.summary()]))
+    return choice
+
+
 def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
-             swarm: Swarm | None = None) -> Generation:
+             swarm: Swarm | None = None, choice: PrefixChoice | None = None) -> Generation:
+    """Generate from ids, reusing the cached prefix choose_prefix picks (or the given choice,
+    made moments before by a planner: TTFT then starts at the fetch or load)."""
     from memnet.model.runtime import torch
 
     if not ids:
@@ -160,36 +227,26 @@ def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
     book = perf.PerfBook(node.home)
     result = Generation("", [], len(ids))
     start = time.perf_counter()
-    best = _best(find_local(node, loaded, ids, options), options) if options.use_local else None
-    result.steps["lookup_local"] = time.perf_counter() - start
-    if swarm is not None and options.use_swarm and (best is None or best.usable < len(ids) - 1):
+    if choice is None:
+        choice = choose_prefix(node, loaded, ids, options, swarm)
+    result.steps.update(choice.steps)
+    result.decision = choice.decision
+    best = choice.best
+    if best is not None and choice.fetch:
+        if swarm is None:
+            raise UsageError("the plan fetches a cube from a peer, but there is no swarm to fetch from")
         mark = time.perf_counter()
-        remote = find_swarm(swarm, loaded, ids, options)
-        result.steps["lookup_swarm"] = time.perf_counter() - mark
-        better = _best([c for c in remote if best is None or c.usable > best.usable], options)
-        if better is not None:
-            saved = better.usable - (best.usable if best else 0)
-            estimate = perf.estimate_prefill(book.prefill_samples(loaded.pinned.fingerprint), saved)
-            choice = perf.choose(better.size, estimate, book.bandwidth(), book.load_rate())
-            result.decision = choice.reason()
-            if options.fetch != "auto":
-                result.decision = f"{'fetch' if options.fetch == 'always' else 'recompute'} (--fetch "\
-                                  f"{options.fetch}; measured: {choice.reason()})"
-            if options.fetch == "always" or (options.fetch == "auto" and choice.fetch):
-                mark = time.perf_counter()
-                moved, seconds, result.peer = swarm.get(better.cube_id)
-                result.steps["fetch"] = time.perf_counter() - mark
-                book.add_fetch(moved, seconds)
-                best = better
+        moved, seconds, result.peer = swarm.get(best.cube_id)
+        result.steps["fetch"] = time.perf_counter() - mark
+        book.add_fetch(moved, seconds)
     cache, n_cached = None, 0
     if best is not None:
         mark = time.perf_counter()
-        payload = node.store.read_payload(best.cube_id)
-        result.steps["read"] = time.perf_counter() - mark
-        cache = kv.cache_from_payload(payload, best.meta, loaded, best.usable)
+        cache = node.store.with_payload_views(
+            best.cube_id, lambda views: kv.cache_from_payload(Segments(views), best.meta, loaded, best.usable))
         load_seconds = time.perf_counter() - mark
         result.steps["load"] = load_seconds
-        book.add_load(len(payload), load_seconds)
+        book.add_load(best.size, load_seconds)
         n_cached = best.usable
         node.store.record_access(best.cube_id)
         result.reused, result.cube_id, result.dtype = n_cached, best.cube_id, best.meta["dtype"]
@@ -222,17 +279,25 @@ def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
             next_id = int(out.logits[0, -1].argmax())
     result.seconds = time.perf_counter() - start
     result.text = loaded.decode(result.new_ids)
+    result.cache = cache
     return result
 
 
 def build(node: Node, loaded: LoadedModel, ids: list[int], dtype: str, adapter: bytes | None = None,
           **publish_options: Any):
     """Prefill ids and publish the K/V as an activation cube (pinned): (cube, prefill seconds)."""
+    kv.binding_for(loaded, adapter, dtype)  # a bad dtype fails before the prefill
+    cache, _logits, seconds = kv.prefill(loaded, ids)
+    perf.PerfBook(node.home).add_prefill(loaded.pinned.fingerprint, len(ids), seconds)
+    return publish_cache(node, loaded, cache, ids, dtype, adapter, **publish_options), seconds
+
+
+def publish_cache(node: Node, loaded: LoadedModel, cache: Any, ids: list[int], dtype: str,
+                  adapter: bytes | None = None, **publish_options: Any):
+    """Publish the first len(ids) positions of a cache computed from position 0 over ids (and
+    possibly more tokens after them: a causal cache's first positions depend on those ids alone)."""
     from memnet import local
 
     binding = kv.binding_for(loaded, adapter, dtype)
-    cache, _logits, seconds = kv.prefill(loaded, ids)
-    perf.PerfBook(node.home).add_prefill(loaded.pinned.fingerprint, len(ids), seconds)
     payload = kv.payload_from_cache(cache, len(ids), dtype)
-    cube = local.publish(node, "activation", payload, kv.meta_for(binding, loaded, ids), **publish_options)
-    return cube, seconds
+    return local.publish(node, "activation", payload, kv.meta_for(binding, loaded, ids), **publish_options)

@@ -55,6 +55,18 @@ def load(pinned: PinnedModel) -> LoadedModel:
         attn_implementation=attention.NAME)
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    _warm_up(model, torch)
     loaded = LoadedModel(pinned, model, tokenizer, time.perf_counter() - start)
     _loaded[pinned.fingerprint] = loaded
     return loaded
+
+
+def _warm_up(model: Any, torch: Any) -> None:
+    """Run the two paths generation takes (a prefill, then tokens on top of its cache) once on a
+    few tokens: a process's first forward pays one-time kernel and allocator set-up (0.3-4 s
+    here), which belongs to loading, not to the first answer's time to first token (nor to the
+    prefill rate this node records for its fetch-or-recompute decisions)."""
+    with torch.inference_mode():
+        first = model(input_ids=torch.zeros((1, 8), dtype=torch.long), use_cache=True)
+        model(input_ids=torch.zeros((1, 4), dtype=torch.long), past_key_values=first.past_key_values,
+              position_ids=torch.arange(8, 12).unsqueeze(0), use_cache=True)
