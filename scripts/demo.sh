@@ -95,6 +95,9 @@ PY
 kv=$(memnet --home "$alice" kv build --chat "$work/context.json" --dtype float16 --name mip-context)
 echo "alice built and announced activation cube $kv"
 step memnet --home "$alice" show "$kv"
+alice_id=$(memnet --home "$alice" id --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["peer_id"])')
+# a node injects only its own memory into its model unless told otherwise
+step memnet --home "$carol" trust add "$alice_id" --for pin,inject
 printf '\ncarol, full prefill (nothing reused):\n'
 memnet --home "$carol" generate --chat "$work/question.json" -n 40 --no-cache
 printf '\ncarol again: the longest cached prefix is found in the swarm and fetched from alice:\n'
@@ -114,6 +117,37 @@ printf '\nwithout the skill:\n'
 memnet --home "$carol" generate --chat "$work/mascot.json" -n 24 --local
 printf '\nwith it (--lora %s):\n' "$skill"
 memnet --home "$carol" generate --chat "$work/mascot.json" -n 24 --local --lora "$skill"
+printf '\n\033[1mmemory that schedules itself: recall, ask, promotion, private cubes, revocation, audit\033[0m\n'
+cat > "$work/team.md" <<'EOF'
+# Office
+The office wifi network is called Heron and its password is tangerine-42.
+
+The office is closed on public holidays; the spare key is with Marta from facilities.
+
+# Project
+The memnet demo runs every Friday at 15:00 in room B2.
+
+Our build server is named kestrel and lives in rack 4 of the basement.
+EOF
+step memnet --home "$alice" notes import "$work/team.md" --name team-notes
+step memnet --home "$alice" recall "how do I get on the wireless network?" -k 2
+for _ in 1 2; do memnet --home "$alice" ask "What is the office wifi password?" -n 20 >/dev/null 2>&1; done
+printf '\nthe third time this memory set is used, its prompt prefix becomes a KV cube:\n'
+step memnet --home "$alice" ask "What is the office wifi password?" -n 20 --explain
+printf '\nso the next request with the same memories reuses it:\n'
+step memnet --home "$alice" ask "Tell me the office wifi password." -n 20 --explain
+step memnet --home "$alice" audit --last 2
+carol_to=$(memnet --home "$carol" id --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["recipient"])')
+secret=$(memnet --home "$alice" remember "The launch moved to 3 March; tell no one yet." --to "$carol_to")
+step memnet --home "$bob" get "$secret"
+printf '\nbob stores and serves it, but it is sealed to carol:\n'
+memnet --home "$bob" cat "$secret" || echo "(exit code $?)"
+step memnet --home "$carol" get "$secret"
+step memnet --home "$carol" cat "$secret"
+step memnet --home "$alice" revoke "$secret" --reason "the date changed again"
+printf '\nafter the revocation, a node that has not fetched it yet is refused:\n'
+memnet --home "$carol" unpin "$secret" >/dev/null; memnet --home "$carol" gc >/dev/null
+memnet --home "$carol" get "$secret" || echo "(exit code $?)"
 for home in "$alice" "$bob" "$carol"; do memnet --home "$home" shutdown >/dev/null; done
 wait
 echo; echo "demo finished; node homes and daemon logs are in $work"
