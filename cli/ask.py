@@ -24,7 +24,8 @@ def ask(
     local_only: bool = typer.Option(False, "--local", help="Do not look in the swarm for KV cubes."),
     no_kv: bool = typer.Option(False, "--no-kv", help="Reuse no KV cube (full prefill)."),
     no_promote: bool = typer.Option(False, "--no-promote", help="Do not turn a hot memory set into a KV cube."),
-    promote_dtype: str = typer.Option("float16", "--promote-dtype", help="dtype of promoted KV cubes."),
+    promote_dtype: str = typer.Option("float32", "--promote-dtype",
+                                      help="dtype of promoted KV cubes (float32: answers stay exactly the same)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Answer a question with the pinned model, using the memories recalled for it."""

@@ -6,7 +6,7 @@ side in one run, on SmolLM2-135M-Instruct.
                                           [--tokens 16] [--seed 7] [--models DIR] [--json PATH]
 
 The notes are the labelled recall set shipped with the tests (tests/data/recall_set.json), each
-note a plaintext cube in two node homes. The workload is a seeded stream of its questions: with
+note a plaintext cube, the same cubes in two node homes. The workload is a seeded stream of its questions: with
 probability --repeat a question from a small hot pool (--hot questions, asked again and again,
 as people do), else any question (mostly new). Every request is answered twice, one after the
 other, with the same loaded model:
@@ -15,7 +15,8 @@ other, with the same loaded model:
   without  the same recall and prompt, full prefill every time, nothing promoted (node B).
 Reported: hit rate (requests whose memory prefix came from a KV cube), prefill tokens saved,
 time to first token and whole-answer latency (medians and means) with / without, promotions and
-their cost. Targets are not set by the issue; the figures go to the README.
+their cost, and how many answers are word for word the same (promoted cubes are float32: exact up
+to float rounding). Targets are not set by the issue; the figures go to the README.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from memnet import home as home_mod  # noqa: E402
+from memnet import local  # noqa: E402
+from memnet.governance import settings as trust  # noqa: E402
 from memnet.memory import index  # noqa: E402
 from memnet.model import loader, pinned  # noqa: E402
 from memnet.scheduler import ask as ask_mod  # noqa: E402
@@ -65,9 +68,13 @@ def main() -> None:
     model, _ = pinned.pin(with_home, "smollm2", print)
     pinned.pin(without_home, "smollm2")
     loaded = loader.load(model)
-    for node in (with_home, without_home):
-        for note in data["notes"]:
-            index.remember(node, note["text"])
+    # the same cubes in both homes (same ids, so the same prompt layout): published on one,
+    # imported into the other, whose trust policy then lets it put them into prompts
+    cubes = [index.remember(with_home, note["text"]).cube_id for note in data["notes"]]
+    local.export(with_home, cubes, root / "notes.car")
+    local.import_archive(without_home, root / "notes.car")
+    trust.save_policy(without_home.home, trust.load_policy(without_home.home).add(with_home.peer_id, ("inject",)))
+    without_home = home_mod.open_node(without_home.home)
     questions = workload([q["query"] for q in data["queries"]], args.requests, args.hot, args.repeat, args.seed)
     settings = Settings(k=args.k)  # promote_after 3, the default
     rows = []
@@ -75,7 +82,7 @@ def main() -> None:
         on = ask_mod.ask(with_home, loaded, question, settings=settings, max_new_tokens=args.tokens)
         off = ask_mod.ask(without_home, loaded, question, settings=settings, max_new_tokens=args.tokens,
                           use_kv=False, promote=False)
-        assert on.plan.set_key == off.plan.set_key  # same memories, same prompt
+        assert on.plan.set_key == off.plan.set_key  # the same memories, so the same prompt
         rows.append({"question": question, "prompt_tokens": on.generation.prompt_tokens,
                      "prefix_tokens": on.plan.prefix_tokens, "reused": on.generation.reused,
                      "ttft_with": on.generation.ttft, "ttft_without": off.generation.ttft,

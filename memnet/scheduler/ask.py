@@ -74,7 +74,7 @@ def memory_filter(node: Node, gate: Gate):
 def ask(node: Node, loaded: LoadedModel, question: str, *, adapter: bytes | None = None,
         loras: list[tuple[bytes, float]] | None = None, swarm: generate.Swarm | None = None,
         settings: Settings | None = None, max_new_tokens: int = 96, use_kv: bool = True,
-        promote: bool = True, promote_dtype: str = "float16", dry_run: bool = False) -> Answer:
+        promote: bool = True, promote_dtype: str = "float32", dry_run: bool = False) -> Answer:
     if not isinstance(question, str) or not question.strip():
         raise UsageError("the question is empty")
     if promote_dtype not in kv.DTYPE_NAMES:
