@@ -53,15 +53,19 @@ def ask(
     answer = ask_mod.ask(node, loaded, question, adapter=adapter, loras=loras, swarm=swarm, settings=settings,
                          max_new_tokens=max_tokens, use_kv=not no_kv, promote=not no_promote,
                          promote_dtype=promote_dtype, dry_run=dry_run)
-    if answer.promoted is not None and node.config.get("publish_promoted", True):
-        announce([answer.promoted.cube_id])
     if as_json:
         _print_json(_as_json(answer))
-        return
-    if explain or dry_run:
+    else:
+        _show(answer, explain or dry_run)
+    if answer.promoted is not None and node.config.get("publish_promoted", True):
+        announce([answer.promoted.cube_id])
+
+
+def _show(answer, explain: bool) -> None:
+    if explain:
         for line in answer.plan.explain():
             out.print(line, markup=False)
-    if dry_run:
+    if answer.generation is None:  # a dry run
         return
     sys.stdout.write(answer.text.strip() + "\n")
     line = answer.generation.timing_line()

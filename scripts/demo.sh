@@ -135,7 +135,7 @@ for _ in 1 2; do memnet --home "$alice" ask "What is the office wifi password?" 
 printf '\nthe third time this memory set is used, its prompt prefix becomes a KV cube:\n'
 step memnet --home "$alice" ask "What is the office wifi password?" -n 20 --explain
 printf '\nso the next request with the same memories reuses it:\n'
-step memnet --home "$alice" ask "Tell me the office wifi password." -n 20 --explain
+step memnet --home "$alice" ask "What is the office wifi password?" -n 20 --explain
 step memnet --home "$alice" audit --last 2
 carol_to=$(memnet --home "$carol" id --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["recipient"])')
 secret=$(memnet --home "$alice" remember "The launch moved to 3 March; tell no one yet." --to "$carol_to")
