@@ -94,7 +94,8 @@ def _load_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _load_config(path: Path) -> dict[str, Any]:
+def read_config(path: Path) -> dict[str, Any]:
+    """config.json as written (defaults not merged in; DEFAULT_CONFIG when there is none)."""
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:
@@ -103,7 +104,11 @@ def _load_config(path: Path) -> dict[str, Any]:
         raise HomeError(f"{path} is not valid JSON") from None
     if not isinstance(config, dict):
         raise HomeError(f"{path} must hold a JSON object")
-    merged = {**DEFAULT_CONFIG, **config}
+    return config
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    merged = {**DEFAULT_CONFIG, **read_config(path)}
     size = merged["chunk_size"]
     if not (isinstance(size, int) and limits.MIN_CHUNK_SIZE <= size <= limits.MAX_CHUNK_SIZE):
         raise HomeError(f"{path}: chunk_size must be an integer in "

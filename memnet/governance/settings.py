@@ -7,23 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from memnet.errors import HomeError
 from memnet.files import write_atomic
 from memnet.governance.trust import TrustPolicy
-from memnet.home import CONFIG_FILE, DEFAULT_CONFIG
+from memnet.home import CONFIG_FILE, read_config
 
 
 def _raw_config(home: Path) -> dict[str, Any]:
-    path = home / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        return dict(DEFAULT_CONFIG)
-    except (ValueError, UnicodeDecodeError):
-        raise HomeError(f"{path} is not valid JSON") from None
-    if not isinstance(config, dict):
-        raise HomeError(f"{path} must hold a JSON object")
-    return config
+    return read_config(home / CONFIG_FILE)
 
 
 def load_policy(home: Path) -> TrustPolicy:

@@ -279,23 +279,8 @@ class Store:
         return self._read(lambda txn: [txn.get(c, db=self._db["chunks"]) is not None for c in chunk_ids])
 
     def read_payload(self, cube_id: bytes) -> bytes:
-        m = self.manifest(cube_id)
-
-        def fn(txn: lmdb.Transaction) -> bytes:
-            # buffers=True: chunks are views of the map, valid until the transaction ends, so the
-            # join below is the only copy (was: a bytes per chunk, a bytearray, then bytes(out))
-            views = []
-            for chunk_id in m.chunks:
-                data = txn.get(chunk_id, db=self._db["chunks"])
-                if data is None:
-                    raise StoreError(f"store is missing chunk {cid.to_text(chunk_id)}")
-                views.append(data)
-            out = b"".join(views)
-            if len(out) != m.size:
-                raise StoreError(f"stored chunks hold {len(out)} bytes, the manifest says {m.size}")
-            return out
-
-        return self._read(fn, buffers=True)
+        # the chunks as views of the map, joined once: the join is the only copy
+        return self.with_payload_views(cube_id, b"".join)
 
     def with_payload_views(self, cube_id: bytes, fn: Callable[[list[memoryview]], T]) -> T:
         """fn(the payload's chunks as views of the map, in order), inside one read transaction:
