@@ -11,46 +11,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from libp2p.records.utils import InvalidRecordType
-from libp2p.records.validator import NamespacedValidator, Validator
+from libp2p.records.validator import NamespacedValidator
 
 from memnet.cube import name_record
 from memnet.cube import revocation
 from memnet.cube.name_record import NAMESPACE, NameRecord
-from memnet.errors import MemnetError, PolicyError
+from memnet.errors import PolicyError
+from memnet.net.record_validator import SignedRecordValidator
 from memnet.net.revocation_records import RevocationValidator
 
 
-class NameValidator(Validator):
-    """libp2p Validator for the "memnet-name" namespace.
+class NameValidator(SignedRecordValidator):
+    """libp2p Validator for the "memnet-name" namespace (expiry checked against clock)."""
 
-    Invalid records raise InvalidRecordType, the exception libp2p's own validators raise; KadDHT
-    then refuses the PUT_VALUE and drops the GET_VALUE candidate.
-    """
+    what = "memnet name record"
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
 
-    def _decode(self, key: str, value: bytes) -> NameRecord:
-        try:
-            return name_record.decode(value, key=key, now=int(self._clock()))
-        except MemnetError as exc:
-            raise InvalidRecordType(f"invalid memnet name record: {exc}") from None
+    def decode(self, key: str, value: bytes) -> NameRecord:
+        return name_record.decode(value, key=key, now=int(self._clock()))
 
-    def validate(self, key: str, value: bytes) -> None:
-        self._decode(key, value)
-
-    def select(self, key: str, values: list[bytes]) -> int:
-        """Index of the best valid value; invalid values never win; InvalidRecordType if none is valid."""
-        valid: list[tuple[int, NameRecord]] = []
-        for index, value in enumerate(values):
-            try:
-                valid.append((index, self._decode(key, value)))
-            except InvalidRecordType:
-                continue
-        if not valid:
-            raise InvalidRecordType(f"none of {len(values)} memnet name records is valid")
-        return valid[name_record.best([record for _, record in valid])][0]
+    def best(self, records: list[NameRecord]) -> int:
+        return name_record.best(records)
 
 
 def validator(clock: Callable[[], float] = time.time) -> NamespacedValidator:

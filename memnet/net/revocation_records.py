@@ -10,37 +10,23 @@ from __future__ import annotations
 
 import logging
 
-from libp2p.records.utils import InvalidRecordType
-from libp2p.records.validator import Validator
-
 from memnet.cube import revocation
 from memnet.cube.revocation import Revocation
 from memnet.errors import MemnetError
 from memnet.net.discovery import Discovery
+from memnet.net.record_validator import SignedRecordValidator
 
 log = logging.getLogger("memnet.revocation")
 
 
-class RevocationValidator(Validator):
-    def _decode(self, key: str, value: bytes) -> Revocation:
-        try:
-            return revocation.decode(value, key=key)
-        except MemnetError as exc:
-            raise InvalidRecordType(f"invalid memnet revocation: {exc}") from None
+class RevocationValidator(SignedRecordValidator):
+    what = "memnet revocation"
 
-    def validate(self, key: str, value: bytes) -> None:
-        self._decode(key, value)
+    def decode(self, key: str, value: bytes) -> Revocation:
+        return revocation.decode(value, key=key)
 
-    def select(self, key: str, values: list[bytes]) -> int:
-        valid: list[tuple[int, Revocation]] = []
-        for index, value in enumerate(values):
-            try:
-                valid.append((index, self._decode(key, value)))
-            except InvalidRecordType:
-                continue
-        if not valid:
-            raise InvalidRecordType(f"none of {len(values)} memnet revocations is valid")
-        return valid[revocation.best([record for _, record in valid])][0]
+    def best(self, records: list[Revocation]) -> int:
+        return revocation.best(records)
 
 
 async def find(discovery: Discovery, author: bytes, cube_id: bytes) -> bytes | None:
