@@ -28,18 +28,19 @@ class DaemonSwarm:
 
     def __init__(self, client: Any):
         self.client = client
-        self.providers: dict[bytes, list[dict]] = {}  # from the last lookup: no second DHT query
+        self.found: dict[bytes, dict] = {}  # from the last lookup: no second DHT query or manifest request
 
     def find_prefix(self, probes: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
         found = self.client.call("find_prefix", probes=probes)
-        self.providers = {c["cube"]: c["providers"] for c in found}
+        self.found = {c["cube"]: c for c in found}
         return [(c["cube"], c["manifest"]) for c in found]
 
     def get(self, cube_id: bytes) -> tuple[int, float, str]:
         # the caller waits to use the cube, not to share it: the daemon announces it afterwards
         # auto: the daemon's trust policy decides whether this peer's cube is fetched and pinned
+        known = self.found.get(cube_id, {})
         result = self.client.call("get", cube=cube_id, pin=True, wait_announce=False, auto=True,
-                                  providers=self.providers.get(cube_id, []))
+                                  providers=known.get("providers", []), manifest=known.get("manifest"))
         if result["already"]:
             return 0, 0.0, "local"
         top = max(result["from"].items(), key=lambda item: item[1], default=("?", 0))[0]

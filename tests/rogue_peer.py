@@ -4,6 +4,8 @@
     get KEY ADDR...            print, per daemon, the record it holds for KEY (hex or "none")
     plaintext ADDR             try to reach a daemon offering plaintext security only
     plaintext-listen           listen with plaintext security only; print the address; wait
+    prefix-liar ADDR           connect to the daemon at ADDR and answer its MIP get_prefix with a
+                               made-up cube under every key (its manifest: junk); print; wait
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from libp2p.records.validator import NamespacedValidator, Validator
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 from libp2p.tools.anyio_service.context import background_trio_service
 
+from memnet.cube import cid
 from memnet.cube.name_record import NAMESPACE
+from memnet.net import wire
 from memnet.net.host import build_host, key_pair, peer_info, use_memnet_kad_protocol
+from memnet.net.streams import FramedStream
 
 LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 
@@ -67,6 +72,29 @@ async def plaintext(addr: str | None) -> None:
             print(f"refused: {type(exc).__name__}", flush=True)
 
 
+async def prefix_liar(addr: str) -> None:
+    made_up = cid.cid_of(b"a cube nobody holds")
+
+    async def answer(stream) -> None:
+        framed = FramedStream(stream)
+        while (message := await framed.receive(60, 10)) is not None:
+            if message["t"] == "get_prefix":
+                await framed.send(wire.cubes(message["id"], [made_up]))
+            elif message["t"] == "get_manifest":
+                await framed.send(wire.manifest(message["id"], b"junk, not a manifest"))
+            else:
+                await framed.send(wire.error(message["id"], "not_found", "no such cube here"))
+        await framed.close()
+
+    host = build_host(Ed25519PrivateKey.generate())
+    host.set_stream_handler(wire.PROTOCOL_ID, answer)
+    async with host.run(LISTEN):
+        with trio.fail_after(15):
+            await host.connect(peer_info(addr))
+        print("connected", flush=True)
+        await trio.sleep_forever()
+
+
 def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode in ("put", "get"):
@@ -75,6 +103,8 @@ def main(argv: list[str]) -> None:
         trio.run(dht_peer, mode, argv[1], value, addrs)
     elif mode == "plaintext":
         trio.run(plaintext, argv[1])
+    elif mode == "prefix-liar":
+        trio.run(prefix_liar, argv[1])
     elif mode == "plaintext-listen":
         trio.run(plaintext, None)
     else:

@@ -73,6 +73,12 @@ def test_nested_limits_and_fetch():
     assert DaemonConfig.from_config({"daemon": {"limits": {"upload_bytes_per_s": 0}}}).serve.upload_bytes_per_s == 0
 
 
+@pytest.mark.parametrize("count", [0, 1, 64])
+def test_prefix_neighbours_from_none_to_the_cap(count):
+    assert DaemonConfig().prefix_neighbours == 8
+    assert DaemonConfig.from_config({"daemon": {"prefix_neighbours": count}}).prefix_neighbours == count
+
+
 def test_reprovide_interval_just_below_record_expiry():
     assert DaemonConfig.from_config({"daemon": {"reprovide_interval": PROVIDER_RECORD_EXPIRY - 1}}) \
         .reprovide_interval == PROVIDER_RECORD_EXPIRY - 1
@@ -102,6 +108,9 @@ def test_unknown_keys():
     ({"reprovide_interval": "3600"}, "daemon.reprovide_interval"),
     ({"reprovide_interval": 3600.5}, "daemon.reprovide_interval"),
     ({"reprovide_interval": None}, "daemon.reprovide_interval"),
+    ({"prefix_neighbours": "8"}, "daemon.prefix_neighbours"),
+    ({"prefix_neighbours": 2.5}, "daemon.prefix_neighbours"),
+    ({"prefix_neighbours": True}, "daemon.prefix_neighbours"),
 ])
 def test_wrong_types(daemon, words):
     assert words in refused({"daemon": daemon})
@@ -113,6 +122,8 @@ def test_wrong_types(daemon, words):
     ({"fetch": {"streams_per_peer": -4}}, "daemon.fetch.streams_per_peer"),
     ({"reprovide_interval": -60}, "daemon.reprovide_interval"),
     ({"reprovide_interval": 0}, "daemon.reprovide_interval"),
+    ({"prefix_neighbours": -1}, "daemon.prefix_neighbours"),
+    ({"prefix_neighbours": 65}, "daemon.prefix_neighbours"),
 ])
 def test_negative_numbers(daemon, words):
     assert words in refused({"daemon": daemon})

@@ -4,12 +4,15 @@ with a prefix that A built and published, and says the prefix came from a peer."
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
 
 import pytest
 
 from tests.model_factory import tiny_model_folder
-from tests.swarm_helpers import Swarm
+from tests.swarm_helpers import ROOT, Swarm
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,6 +56,8 @@ def test_b_generates_with_a_prefix_built_on_a(swarm, tiny_model_dir, tmp_path):
     assert result["cube"] == built["cube"]
     assert result["max_logit_diff"] <= 1e-4 and result["same_top1"]
     assert result["text"] == local["text"]  # the same greedy answer as B's own full prefill
+    # A is B's neighbour: found by asking it directly, the DHT asked only for longer keys
+    assert re.search(r"1 neighbour\(s\) asked, longest keys (\[[\d, ]+\]) \(neighbours \1\)", b.log_text())
     # the cube is now B's own: the next run is local, and B provides it too
     again = generate(b, prompt)
     assert again["source"] == "local" and again["reused"] == built["tokens"]
@@ -86,3 +91,50 @@ def test_a_prefix_for_another_model_is_never_used(swarm, tiny_model_dir, tmp_pat
     result = generate(b, TEXT + " and so on")
     assert result["reused"] == 0 and result["source"] == "none"
     assert not b.cli("show", built["cube"], check=False).code == 0  # never fetched
+
+
+def wait_for_peer_prefix(node, prompt: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:  # an announcement reaches the DHT asynchronously
+        result = generate(node, prompt)
+        if result["source"] == "peer" or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
+def test_the_dht_alone_finds_a_prefix(swarm, tiny_model_dir):
+    a = swarm.start("a")
+    home = swarm.home("b")
+    config = json.loads((home / "config.json").read_text())
+    (home / "config.json").write_text(json.dumps({**config, "daemon": {"prefix_neighbours": 0}}))
+    b = swarm.start("b", bootstrap=[a])
+    for node in (a, b):
+        node.cli("model", "pin", str(tiny_model_dir))
+    b.cli("trust", "add", a.peer_id, "--for", "pin,inject")
+    built = json.loads(a.cli("kv", "build", TEXT, "--dtype", "float32", "--json").out)
+    result = wait_for_peer_prefix(b, TEXT + " and so on")
+    assert result["source"] == "peer" and result["cube"] == built["cube"]
+    assert "0 neighbour(s) asked" in b.log_text()
+    assert not re.search(r"[1-9] neighbour\(s\) asked", b.log_text())
+
+
+def test_a_lying_neighbour_does_not_hide_the_real_prefix(swarm, tiny_model_dir):
+    a = swarm.start("a")
+    b = swarm.start("b", bootstrap=[a])
+    for node in (a, b):
+        node.cli("model", "pin", str(tiny_model_dir))
+    b.cli("trust", "add", a.peer_id, "--for", "pin,inject")
+    built = json.loads(a.cli("kv", "build", TEXT, "--dtype", "float32", "--json").out)
+    # a neighbour that claims a cube under every key of every prompt, the longest included
+    liar = subprocess.Popen([sys.executable, "-m", "tests.rogue_peer", "prefix-liar", b.addr], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert liar.stdout.readline().strip() == "connected"
+        result = wait_for_peer_prefix(b, TEXT + " and so on")
+        assert result["source"] == "peer" and result["cube"] == built["cube"]
+        assert result["reused"] == built["tokens"]
+        assert "sent a manifest that does not authenticate" in b.log_text()
+        assert "2 neighbour(s) asked" in b.log_text()
+    finally:
+        liar.kill()
+        liar.wait()

@@ -13,6 +13,7 @@ from memnet.net.host import parse_multiaddr, peer_info
 from memnet.net.server import ServeLimits
 from memnet.scheduler.policy import Config as LifecycleConfig
 
+MAX_PREFIX_NEIGHBOURS = 64
 PROVIDER_RECORD_EXPIRY = 48 * 3600  # py-libp2p's provider record lifetime
 
 
@@ -24,6 +25,7 @@ class DaemonConfig:
     reprovide_interval: int = 22 * 3600   # below the 48 h record expiry, as IPFS does
     provide_fetched: bool = True
     revocation_check_interval: int = 600  # s between DHT lookups for revocations of held cubes
+    prefix_neighbours: int = 8   # connected peers asked for a prefix before the DHT (0: DHT only)
     serve: ServeLimits = field(default_factory=ServeLimits)
     fetch: FetchTuning = field(default_factory=FetchTuning)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)  # node-level keys, see scheduler.policy
@@ -57,6 +59,9 @@ class DaemonConfig:
         check = raw.get("revocation_check_interval", cls.revocation_check_interval)
         if not _is_int(check) or check < 1:
             raise HomeError("config.json: daemon.revocation_check_interval must be a whole number of seconds, at least 1")
+        neighbours = raw.get("prefix_neighbours", cls.prefix_neighbours)
+        if not _is_int(neighbours) or not 0 <= neighbours <= MAX_PREFIX_NEIGHBOURS:
+            raise HomeError(f"config.json: daemon.prefix_neighbours must be a whole number from 0 to {MAX_PREFIX_NEIGHBOURS}")
         config = cls(serve=serve, fetch=fetch, lifecycle=LifecycleConfig.from_node_config(config), **raw)
         for addr in config.listen:
             parse_multiaddr(addr)

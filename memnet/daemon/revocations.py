@@ -101,17 +101,19 @@ class RevocationWatch:
         await revocation_records.publish(self.daemon.discovery, record)
         return {"cube": parsed.revokes}
 
-    async def vet_fetched(self, cube_id: bytes, manifest: Manifest, wait: bool) -> None:
+    async def vet_fetched(self, cube_id: bytes, manifest: Manifest, wait: bool, delay: float = 0.0) -> None:
         """After a fetch: is the new cube revoked? Waited for (bounded) when a user asked for it
-        (PolicyError if so); in the background when generation is about to use it."""
+        (PolicyError if so); in the background when generation is about to use it, after delay
+        seconds (its DHT lookup would otherwise compete with that generation for the CPU)."""
         if not wait:
-            self.daemon._nursery.start_soon(self._check_quietly, cube_id, manifest)
+            self.daemon._nursery.start_soon(self._check_quietly, cube_id, manifest, delay)
             return
         with trio.move_on_after(FETCH_CHECK_TIMEOUT):
             await self._check_quietly(cube_id, manifest)
         revocations.refuse_revoked(self.store, cube_id)
 
-    async def _check_quietly(self, cube_id: bytes, manifest: Manifest) -> None:
+    async def _check_quietly(self, cube_id: bytes, manifest: Manifest, delay: float = 0.0) -> None:
+        await trio.sleep(delay)
         try:
             await self.check(cube_id, manifest)
         except MemnetError as exc:

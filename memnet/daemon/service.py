@@ -40,7 +40,7 @@ log = logging.getLogger("memnet.daemon")
 NAMES_FILE = "names.json"  # this node's own name records, re-published with the provider records
 PROVIDE_CONCURRENCY = 8
 LAN_POLL = 10.0
-ANNOUNCE_DELAY = 2.0  # s: a fetched prefix is announced after its first use, not competing with it
+ANNOUNCE_DELAY = 2.0  # s: a fetched prefix is announced (and its revocation looked up) after its first use
 
 
 def announce_keys(cube_id: bytes, manifest: Manifest) -> list[bytes]:
@@ -268,7 +268,8 @@ class Daemon:
 
     async def cmd_find_prefix(self, args: dict, progress) -> list:
         probes = prefix_lookup.check_probes(args.get("probes"))
-        found = await prefix_lookup.find_prefix_cubes(self.host, self.discovery, probes, self.scores)
+        found = await prefix_lookup.find_prefix_cubes(self.host, self.discovery, probes, self.scores,
+                                                      self.config.prefix_neighbours)
         return [{"cube": cube_id, "manifest": data, "providers": [_peer_dict(p) for p in providers]}
                 for cube_id, data, providers in found]
 
@@ -285,6 +286,9 @@ class Daemon:
             return {"cube": cube_id, "already": True}
 
         hints = _peer_infos(args.get("providers", []))
+        known_manifest = args.get("manifest")  # from a prefix lookup: authenticated again by the fetch
+        if known_manifest is not None and not isinstance(known_manifest, bytes):
+            raise UsageError("manifest must be bytes")
 
         async def providers():
             # providers the caller already found (a prefix lookup) first; the DHT for the rest
@@ -296,7 +300,8 @@ class Daemon:
         report = await fetch_cube(self.host, self.node.store, cube_id, providers, scores=self.scores,
                                   tuning=self.config.fetch, progress=progress,
                                   pin_reason="fetched" if pin and not auto else None,
-                                  vet=(lambda m: gate.check("fetch", cube_id, m.author)) if auto else None)
+                                  vet=(lambda m: gate.check("fetch", cube_id, m.author)) if auto else None,
+                                  manifest_bytes=known_manifest)
         if auto and pin:
             pin = gate.allows("pin", cube_id, report.cube.manifest.author)
             if pin:
@@ -304,7 +309,8 @@ class Daemon:
         log.info("fetched %s (%d bytes) in %.2f s from %d peer(s)%s", cid.to_text(cube_id),
                  report.cube.manifest.size, report.seconds, len(report.bytes_from),
                  f", dropped {len(report.dropped)}" if report.dropped else "")
-        await self.revocations.vet_fetched(cube_id, report.cube.manifest, wait=args.get("wait_announce", True))
+        await self.revocations.vet_fetched(cube_id, report.cube.manifest, wait=args.get("wait_announce", True),
+                                           delay=ANNOUNCE_DELAY)
         if self.config.provide_fetched and pin:
             if args.get("wait_announce", True):
                 await self.announce(cube_id, report.cube.manifest)

@@ -54,9 +54,13 @@ class MipSession:
     async def prefix(self, key: bytes) -> list[bytes]:
         """Ids of the activation cubes the peer holds under a prefix-chain key (unverified: the
         caller fetches and authenticates each manifest)."""
-        rid = next(self._ids)
-        await self.framed.send(wire.get_prefix(rid, key))
-        return (await self._reply(rid, "cubes"))["cubes"]
+        return (await self.prefixes([key]))[0]
+
+    async def prefixes(self, keys: list[bytes]) -> list[list[bytes]]:
+        """prefix() for several keys: the requests go out in one write (one round trip)."""
+        rids = [next(self._ids) for _ in keys]
+        await self.framed.send(*(wire.get_prefix(rid, key) for rid, key in zip(rids, keys)))
+        return [(await self._reply(rid, "cubes"))["cubes"] for rid in rids]
 
     async def have(self, cube_id: bytes, n_chunks: int) -> list[bool]:
         rid = next(self._ids)

@@ -261,10 +261,13 @@ async def fetch_cube(
     pin_reason: str | None = "fetched",
     rounds: int = 3,
     vet: Callable[[Manifest], None] | None = None,
+    manifest_bytes: bytes | None = None,
 ) -> FetchReport:
     """Fetch, verify and store cube_id. find_providers is asked again when every provider of a
     round has dropped out before the cube is complete. vet sees the authenticated manifest
-    before any chunk is asked for, and stops the fetch by raising (e.g. an untrusted author)."""
+    before any chunk is asked for, and stops the fetch by raising (e.g. an untrusted author).
+    manifest_bytes, when the caller already has them (a prefix lookup), spare a round trip:
+    they are authenticated here like fetched ones."""
     started = time.monotonic()
     me = str(host.get_id())
     fetch = _Fetch(host, store, cube_id, scores, tuning, progress)
@@ -279,7 +282,11 @@ async def fetch_cube(
         raise FetchError(f"no provider of {cid.to_text(cube_id)} found in the swarm")
     phases = {"find": time.monotonic() - started}
     mark = time.monotonic()
-    manifest_bytes, manifest = await fetch.manifest(providers)
+    if manifest_bytes is None:
+        manifest_bytes, manifest = await fetch.manifest(providers)
+    else:
+        manifest = manifest_mod.decode(manifest_bytes, cube_id)  # hash, then signature
+        build.check_fresh(manifest)
     phases["manifest"] = time.monotonic() - mark
     if vet is not None:
         vet(manifest)
