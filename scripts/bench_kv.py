@@ -16,7 +16,9 @@ the same loaded model in this process and memnet.model.generate.generate (max_ne
          get_prefix and the manifest from the provider), B's fetch-or-recompute decision from
          its own measured prefill and bandwidth, the fetch from node A's daemon (another
          process, loopback), then load + suffix as local. Before each peer run B unpins and
-         GCs the cube, so every run fetches every byte.
+         GCs the cube, so every run fetches every byte. After each peer run the bench waits
+         SETTLE s: B's daemon announces a fetched prefix (and looks up its revocation) 2 s after
+         the fetch, and that DHT traffic would otherwise land inside the next run's TTFT.
 TTFT runs from the start of the lookup to the first generated token (the model is loaded
 before; model load time is printed separately). Ratios = full TTFT / cube TTFT (medians over
 --reps). Also printed: KV bytes per token for each dtype (measured payload sizes), the peer
@@ -45,9 +47,11 @@ from bench_swarm import BenchError, Children  # noqa: E402
 from memnet import home as home_mod  # noqa: E402
 from memnet.api import DaemonSwarm  # noqa: E402
 from memnet.daemon.control import ControlClient  # noqa: E402
+from memnet.daemon.service import ANNOUNCE_DELAY  # noqa: E402
 from memnet.governance import settings as trust  # noqa: E402
 from memnet.model import generate, kv, loader, pinned  # noqa: E402
 
+SETTLE = ANNOUNCE_DELAY + 1.5
 TEXT_FILES = ("docs/MIP.md", "README.md", "memnet/net/fetch.py", "memnet/store/lmdb_store.py",
               "memnet/cube/manifest.py", "memnet/daemon/service.py")
 
@@ -163,6 +167,7 @@ def run(args, lengths: list[int], root: Path, children: Children) -> None:
                     raise BenchError(f"peer run reused {peer.reused} tokens from {peer.source} ({peer.decision})", "b")
                 rows[n, dtype]["peer"].append(peer.ttft)
                 rows[n, dtype]["steps"].append(peer.steps)
+                time.sleep(SETTLE)
 
     print(f"\nTTFT, prompt = N prefix tokens + {args.suffix}, median of {args.reps} "
           f"(full = no reuse; local / peer = with the cube; ratio = full / with)")

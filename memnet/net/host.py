@@ -3,7 +3,8 @@
 py-libp2p's defaults are unsafe for us: new_host() offers plaintext, secio and TLS next to Noise
 (so a peer can pick plaintext), and KadDHT speaks /ipfs/kad/1.0.0 whatever protocol_prefix says
 (0.8.1 uses a module constant in every DHT module), which would make a node a server of the
-public IPFS DHT. This module fixes both in one place.
+public IPFS DHT. This module fixes both in one place, and installs buffered TCP reads
+(memnet/net/tcp_reads.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from memnet.errors import UsageError
+from memnet.net.tcp_reads import buffer_tcp_reads
 
 KAD_PROTOCOL = TProtocol("/memnet/kad/1.0.0")
 _KAD_MODULES = ("common", "kad_dht", "peer_routing", "provider_store", "value_store")
@@ -46,6 +48,7 @@ def key_pair(key: Ed25519PrivateKey) -> KeyPair:
 
 
 def build_host(key: Ed25519PrivateKey, mdns: bool = False) -> IHost:
+    buffer_tcp_reads()
     pair = key_pair(key)
     security = {NOISE_ID: NoiseTransport(pair, noise_privkey=new_x25519_pair().private_key)}
     return new_host(key_pair=pair, sec_opt=security, muxer_opt={TProtocol(YAMUX_ID): Yamux},
