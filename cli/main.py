@@ -189,8 +189,12 @@ def verify(cubes: list[str] = typer.Argument(None, help="CIDs (default: every st
 @app.command()
 def pin(cube: str, reason: str = typer.Option("manual", "--reason")) -> None:
     """Pin a cube so gc keeps it."""
+    from memnet.governance import revocations
+
     cube_id = _cid(cube)
-    _node().store.pin(cube_id, reason)
+    node = _node()
+    revocations.refuse_revoked(node.store, cube_id)  # a withdrawn cube is never kept on purpose
+    node.store.pin(cube_id, reason)
     out.print(f"pinned {cube} ({reason})")
     announce([cube_id])
 

@@ -10,6 +10,7 @@ from memnet.cube import build, car, keys
 from memnet.cube.build import Cube
 from memnet.errors import FormatError, UsageError
 from memnet.files import write_atomic
+from memnet.governance import revocations
 from memnet.home import Node
 
 MAX_IMPORT = 4 * 1024**3  # an archive is verified in memory before its one store transaction
@@ -72,7 +73,8 @@ def export(node: Node, cube_ids: list[bytes], path: Path) -> int:
 
 
 def import_archive(node: Node, path: Path, pin: bool = True) -> list[tuple[bytes, bool]]:
-    """Verify every cube of an archive, then store all of them in one transaction or none."""
+    """Verify every cube of an archive, then store all of them in one transaction or none (none
+    when one of them was revoked by its author, as far as this node knows)."""
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     with path.open("rb") as handle:
@@ -81,5 +83,7 @@ def import_archive(node: Node, path: Path, pin: bool = True) -> list[tuple[bytes
     for root in archive.roots:
         manifest_bytes = archive.blocks[root]
         cubes.append(build.verify(manifest_bytes, root, archive.blocks.get))
+    for cube in cubes:  # all or none: one withdrawn cube stops the import before anything is stored
+        revocations.refuse_revoked(node.store, cube.cube_id)
     added = node.store.put_many(cubes, "imported" if pin else None)
     return [(c.cube_id, new) for c, new in zip(cubes, added)]

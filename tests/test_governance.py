@@ -273,6 +273,26 @@ def test_revoke_cli_only_for_the_author(tmp_path, capsys):
     assert not new and again == record.encode()  # one record per cube
 
 
+def test_a_revoked_cube_is_not_pinned_or_imported_again(tmp_path, capsys):
+    node = home.init(tmp_path / "home")
+    for i in range(2):
+        (tmp_path / f"n{i}.txt").write_text(f"fact {i}")
+    kept, withdrawn = (cli(capsys, node.home, "publish", str(tmp_path / f"n{i}.txt"))[1].strip() for i in range(2))
+    archive = tmp_path / "both.car"
+    assert cli(capsys, node.home, "export", kept, withdrawn, "-o", str(archive))[0] == 0
+    assert cli(capsys, node.home, "revoke", withdrawn)[0] == 0
+    one_line_error(cli(capsys, node.home, "pin", withdrawn), "revoked by its author")
+    assert node.store.entry(cid.from_text(withdrawn)).pin is None
+    # another node that knows the revocation: the archive is refused whole, nothing is stored
+    other = home.init(tmp_path / "other")
+    record = node.store.get_record(revocations.TABLE, cid.from_text(withdrawn))
+    revocations.accept(other.store, record, cid.from_text(withdrawn), node.author)
+    one_line_error(cli(capsys, other.home, "import", str(archive)), "revoked by its author")
+    assert not other.store.has(cid.from_text(kept)) and not other.store.has(cid.from_text(withdrawn))
+    code, out, _ = cli(capsys, other.home, "pin", kept)
+    assert code != 0  # nothing was imported to pin
+
+
 # -- a model: trust and revocation decide what reaches generation ---------------------------------
 
 @pytest.fixture()
@@ -383,6 +403,25 @@ def test_audit_records_generations_and_lists_them(tmp_path, models, tiny_model_d
         audit.record_answer(node, kind="ask", prompt_ids_or_text_digest="q", answer_digest="a",
                             cubes=[{"cid": CUBE, "kind": "plaintext", "author": B, "role": "boss"}])
     assert audit.prune(node, keep=1) == 1 and len(audit.entries(node)) == 1
+
+
+def test_upkeep_cuts_the_audit_log_to_audit_keep(tmp_path, capsys):
+    node = home.init(tmp_path / "home")
+    for i in range(5):
+        audit.record_answer(node, kind="ask", prompt_ids_or_text_digest=f"question {i}", answer_digest="a",
+                            cubes=[])
+    config = json.loads((node.home / "config.json").read_text())
+    (node.home / "config.json").write_text(json.dumps({**config, "audit_keep": 2}))
+    code, out, _ = cli(capsys, node.home, "upkeep", "--dry-run")
+    assert code == 0 and "would prune 3 audit entries (audit_keep 2)" in out
+    assert len(audit.entries(node)) == 5  # a dry run changes nothing
+    code, out, _ = cli(capsys, node.home, "upkeep", "--json")
+    assert code == 0 and json.loads(out)["audit_pruned"] == 3
+    assert [e["preview"] for e in audit.entries(node)] == ["question 3", "question 4"]  # the newest stay
+    code, out, _ = cli(capsys, node.home, "upkeep", "--json")
+    assert json.loads(out)["audit_pruned"] == 0
+    (node.home / "config.json").write_text(json.dumps({**config, "audit_keep": 0}))
+    one_line_error(cli(capsys, node.home, "upkeep"), "audit_keep")
 
 
 # -- quotas ----------------------------------------------------------------------------------------

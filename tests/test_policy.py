@@ -16,6 +16,7 @@ from memnet import local
 from memnet.cube import canonical, cid, payloads
 from memnet.daemon.config import DaemonConfig
 from memnet.errors import HomeError, StoreError
+from memnet.governance import audit
 from memnet.scheduler import lifecycle, policy
 from memnet.scheduler.policy import (ACTIVE, ARCHIVED, EXPIRED, SUPERSEDED, Config, CubeView, UsageCount,
                                      evict, promotions, transitions)
@@ -218,6 +219,9 @@ def test_config_from_node_config():
     assert Config.from_node_config({"store_budget_bytes": "2GB", "upkeep_interval": "2 min"}) == \
         Config(2_000_000_000, upkeep_interval=120.0)
     assert DaemonConfig.from_config({"eviction": "lfu"}).lifecycle.eviction == "lfu"
+    assert Config().audit_keep == 100_000
+    assert Config.from_node_config({"audit_keep": 5}).audit_keep == 5
+    assert Config.from_node_config({"audit_keep": None}).audit_keep is None
 
 
 @pytest.mark.parametrize("config, phrase", [
@@ -237,6 +241,10 @@ def test_config_from_node_config():
     ({"upkeep_interval": 0}, "upkeep_interval"),
     ({"upkeep_interval": float("inf")}, "upkeep_interval"),
     ({"upkeep_interval": False}, "upkeep_interval"),
+    ({"audit_keep": 0}, "audit_keep"),
+    ({"audit_keep": "many"}, "audit_keep"),
+    ({"audit_keep": 2.5}, "audit_keep"),
+    ({"audit_keep": True}, "audit_keep"),
 ])
 def test_bad_config_is_one_line(config, phrase):
     for parse in (Config.from_node_config, DaemonConfig.from_config):
@@ -430,7 +438,11 @@ def test_daemon_evicts_a_fetched_cube_and_withdraws_an_expired_one_on_its_own(tm
     try:
         a = swarm.start("a")
         fetched = cid.from_text(memnet(a.home, "publish", str(notes_file(tmp_path / "a.txt", 50_000))).out.strip())
-        set_config(swarm.home("b"), store_budget_bytes=1, upkeep_interval=1)
+        set_config(swarm.home("b"), store_budget_bytes=1, upkeep_interval=1, audit_keep=1)
+        node_b = home_mod.open_node(swarm.home("b"))
+        for i in range(3):
+            audit.record_answer(node_b, kind="ask", prompt_ids_or_text_digest=f"q{i}", answer_digest="a", cubes=[])
+        node_b.store.close()
         b = swarm.start("b", bootstrap=[a])
 
         def status():
@@ -450,6 +462,7 @@ def test_daemon_evicts_a_fetched_cube_and_withdraws_an_expired_one_on_its_own(tm
         log = b.log_text()
         assert f"upkeep: stopped providing {mine}" in log and f"upkeep: {mine} is now expired" in log
         assert log.count("pinned cubes alone hold") == 1  # said once, not every second
+        assert "upkeep: pruned 2 audit entries (keeping the newest 1)" in log
         assert b.alive()
     finally:
         swarm.close()

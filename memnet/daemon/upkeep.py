@@ -1,6 +1,7 @@
 """The daemon's upkeep task: every upkeep_interval seconds one lifecycle pass (scheduler/lifecycle.py)
 — state transitions, eviction under the store budget — and no more providing of cubes that were
-evicted or expired (fetchers refuse expired cubes, so announcing them only wastes peers' time)."""
+evicted or expired (fetchers refuse expired cubes, so announcing them only wastes peers' time);
+then the audit log is cut to its newest audit_keep entries."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import trio
 
 from memnet.cube import cid
+from memnet.governance import audit
 from memnet.render import human_size
 from memnet.scheduler import lifecycle
 from memnet.scheduler.policy import Config
@@ -47,6 +49,10 @@ async def one_pass(daemon: Any, config: Config, budget_was_met: bool = True) -> 
         log.info("upkeep: kept %s: %s", cid.to_text(cube_id), why)
     for cube_id in provided:
         log.info("upkeep: stopped providing %s", cid.to_text(cube_id))
+    if config.audit_keep is not None:
+        pruned = await trio.to_thread.run_sync(audit.prune, daemon.node, config.audit_keep)
+        if pruned:
+            log.info("upkeep: pruned %d audit entries (keeping the newest %d)", pruned, config.audit_keep)
     if not p.plan.budget_met and budget_was_met:
         log.warning("upkeep: pinned cubes alone hold %s, over the store budget of %s",
                     human_size(p.plan.kept_bytes), human_size(config.store_budget_bytes or 0))

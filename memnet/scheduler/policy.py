@@ -39,6 +39,7 @@ class Config:
     archive_after: int | None = 30 * 86400  # seconds unused before a cube is archived; None = never
     promote_after: int = 3                  # uses of a memory set before it becomes a KV cube
     upkeep_interval: float = 60.0           # seconds between the daemon's upkeep passes
+    audit_keep: int | None = 100_000        # newest audit-log entries an upkeep pass keeps; None = all
 
     @classmethod
     def from_node_config(cls, config: Mapping[str, Any]) -> Config:
@@ -66,6 +67,11 @@ class Config:
             if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw < math.inf:
                 raise HomeError("config.json: upkeep_interval must be a number of seconds above 0")
             values["upkeep_interval"] = float(raw)
+        if "audit_keep" in config:
+            raw = config["audit_keep"]
+            if raw is not None and (not _is_int(raw) or raw < 1):
+                raise HomeError("config.json: audit_keep must be a whole number of entries, at least 1, or null")
+            values["audit_keep"] = raw
         return cls(**values)
 
 
