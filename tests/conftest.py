@@ -10,7 +10,9 @@ import pytest
 # wait on a busy core make a model step 2-5x slower (subprocesses inherit this)
 os.environ.setdefault("MEMNET_THREADS", "1")
 
-from tests.model_factory import tiny_model_folder
+from memnet import home  # noqa: E402
+from memnet.model import loader, pinned  # noqa: E402
+from tests.model_factory import tiny_model_folder  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +31,25 @@ def smollm2_models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     convert_smollm2(root, say=lambda _: None, install=False)
     return root
+
+
+@pytest.fixture()
+def models(tmp_path_factory, monkeypatch):
+    """An empty models folder of this test's own (MEMNET_MODELS points at it)."""
+    root = tmp_path_factory.mktemp("models")
+    monkeypatch.setenv("MEMNET_MODELS", str(root))
+    return root
+
+
+@pytest.fixture()
+def node(tmp_path, models):
+    """A fresh node home (test modules with other needs define their own node)."""
+    return home.init(tmp_path / "home")
+
+
+@pytest.fixture()
+def tiny(node, tiny_model_dir):
+    """The tiny model pinned on node (a first pin) and loaded."""
+    model, new = pinned.pin(node, str(tiny_model_dir))
+    assert new
+    return loader.load(model)

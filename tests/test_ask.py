@@ -84,24 +84,6 @@ def test_explain_names_every_choice_with_its_reason_and_cost():
 
 # -- scripted workloads on a real store ------------------------------------------------------------
 
-@pytest.fixture()
-def models(tmp_path_factory, monkeypatch):
-    root = tmp_path_factory.mktemp("models")
-    monkeypatch.setenv("MEMNET_MODELS", str(root))
-    return root
-
-
-@pytest.fixture()
-def node(tmp_path, models):
-    return home.init(tmp_path / "home")
-
-
-@pytest.fixture()
-def tiny(node, tiny_model_dir):
-    model, _ = pinned.pin(node, str(tiny_model_dir))
-    return loader.load(model)
-
-
 def remember_all(node) -> dict[str, bytes]:
     return {name: index.remember(node, text).cube_id for name, text in NOTES.items()}
 

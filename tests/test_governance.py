@@ -295,13 +295,6 @@ def test_a_revoked_cube_is_not_pinned_or_imported_again(tmp_path, capsys):
 
 # -- a model: trust and revocation decide what reaches generation ---------------------------------
 
-@pytest.fixture()
-def models(tmp_path_factory, monkeypatch):
-    root = tmp_path_factory.mktemp("models")
-    monkeypatch.setenv("MEMNET_MODELS", str(root))
-    return root
-
-
 def _ids(loaded, n: int, seed: int = 0) -> list[int]:
     text = " ".join(f"memory {i} is content addressed, fox {i * 7 + seed}" for i in range(n))
     return loaded.encode(text)[:n]

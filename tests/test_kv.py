@@ -18,25 +18,6 @@ from tests.cli_helpers import assert_one_line_error, memnet
 from tests.model_factory import tiny_model_folder
 
 
-@pytest.fixture()
-def models(tmp_path_factory, monkeypatch):
-    root = tmp_path_factory.mktemp("models")
-    monkeypatch.setenv("MEMNET_MODELS", str(root))
-    return root
-
-
-@pytest.fixture()
-def node(tmp_path, models):
-    return home.init(tmp_path / "home")
-
-
-@pytest.fixture()
-def tiny(node, tiny_model_dir):
-    model, new = pinned.pin(node, str(tiny_model_dir))
-    assert new
-    return loader.load(model)
-
-
 def _ids(loaded, n: int, seed: int = 0) -> list[int]:
     """n token ids of real text (the tiny tokenizer's vocabulary is small, so repeat text)."""
     text = " ".join(f"memory {i} is content addressed, fox {i * 7 + seed}" for i in range(n))
