@@ -22,8 +22,9 @@ def upkeep(dry_run: bool = typer.Option(False, "--dry-run", help="Show what woul
     node = _node()
     config = Config.from_node_config(node.config)
     p = lifecycle.plan(node.store, config)
-    held = len(node.store.records(audit.TABLE))
-    pruned = max(0, held - config.audit_keep) if config.audit_keep is not None else 0
+    pruned = 0
+    if dry_run and config.audit_keep is not None:
+        pruned = max(0, len(node.store.records(audit.TABLE)) - config.audit_keep)
     if not dry_run:
         client = daemon_client(required=False)
         withdrawn = p.withdrawn()
