@@ -44,20 +44,20 @@ def ask(
     if promote_dtype not in kv.DTYPE_NAMES:
         raise UsageError(f"--promote-dtype must be one of {', '.join(kv.DTYPE_NAMES)}")
     node = _node()
-    settings = ask_mod.settings_for(node)
+    settings = node.config.ask
     if k is not None:
         settings = replace(settings, k=k)
     loaded, adapter = api.load(node, model, lora)
     loras = [(c, m / 1000) for c, m in loaded.adapters.get("specs", [])]
     swarm = None if (local_only or no_kv) else api.swarm_of(node)
-    answer = ask_mod.ask(node, loaded, question, adapter=adapter, loras=loras, swarm=swarm, settings=settings,
+    answer = ask_mod.ask(node.publisher, node.gate(), node.perf, loaded, question, adapter=adapter, loras=loras, swarm=swarm, settings=settings,
                          max_new_tokens=max_tokens, use_kv=not no_kv, promote=not no_promote,
                          promote_dtype=promote_dtype, dry_run=dry_run)
     if as_json:
         _print_json(_as_json(answer))
     else:
         _show(answer, explain or dry_run)
-    if answer.promoted is not None and node.config.get("publish_promoted", True):
+    if answer.promoted is not None and node.config.publish_promoted:
         announce([answer.promoted.cube_id])
 
 

@@ -13,7 +13,8 @@ from rich.table import Table
 from cli.common import _cid, _node, _print_json, app, daemon_client, out
 from memnet.cube import cid, keys
 from memnet.errors import DaemonError, UsageError
-from memnet.governance import audit, revocations, settings, trust
+from memnet import config
+from memnet.governance import audit, revocations, trust
 
 trust_app = typer.Typer(no_args_is_help=True, help="Whose cubes are fetched, pinned and injected without asking.")
 app.add_typer(trust_app, name="trust")
@@ -24,7 +25,7 @@ ALL = ",".join(trust.ACTIONS)
 @trust_app.command("ls")
 def trust_ls(as_json: bool = typer.Option(False, "--json")) -> None:
     """Show the trust policy: per action, "self", "*" (anyone) or PeerIDs."""
-    policy = settings.load_policy(_node().home)
+    policy = config.load(_node().home).trust
     if as_json:
         _print_json(policy.to_config())
         return
@@ -38,8 +39,8 @@ def trust_add(peer: str = typer.Argument(..., help='PeerID, "self" or "*" (anyon
     """Trust a peer's cubes for some actions."""
     node = _node()
     wanted = trust.parse_actions(actions)
-    policy = settings.load_policy(node.home).add(peer, wanted)
-    settings.save_policy(node.home, policy)
+    policy = config.load(node.home).trust.add(peer, wanted)
+    config.update(node.home, "trust", policy.to_config())
     out.print(f"trusted {peer.strip()} for {', '.join(wanted)}")
 
 
@@ -49,12 +50,12 @@ def trust_rm(peer: str = typer.Argument(..., help='PeerID, "self" or "*".'),
     """Stop trusting a peer's cubes for some actions (all by default)."""
     node = _node()
     entry, wanted = trust.check_entry(peer), trust.parse_actions(actions)
-    before = settings.load_policy(node.home)
+    before = config.load(node.home).trust
     listed = [a for a in wanted if entry in before.entries(a)]
     if not listed:
         raise UsageError(f"{entry} is not in the trust list for {', '.join(wanted)}")
     policy = before.remove(entry, listed)
-    settings.save_policy(node.home, policy)
+    config.update(node.home, "trust", policy.to_config())
     out.print(f"removed {entry} from {', '.join(listed)}")
     still = [a for a in listed if trust.ANYONE in policy.entries(a) and entry != trust.ANYONE]
     if still:
@@ -67,7 +68,7 @@ def revoke(cube: str = typer.Argument(..., help="CID of one of this node's own c
     """Withdraw one of your cubes: peers stop providing, serving and injecting it."""
     cube_id = _cid(cube)
     node = _node()
-    record, new = revocations.revoke(node, cube_id, reason)
+    record, new = revocations.revoke(node.publisher, cube_id, reason)
     client = daemon_client(required=False)
     if client is None:
         out.print(f"revoked {cube} locally; start the daemon to publish the revocation to the swarm")
@@ -85,7 +86,7 @@ def audit_cmd(last: int = typer.Option(20, "--last", "-n", help="Show the newest
     """Which cubes went into which answer (newest last)."""
     if last < 1:
         raise UsageError("--last must be at least 1")
-    rows = audit.entries(_node(), last=last)
+    rows = audit.entries(_node().store, last=last)
     if as_json:
         _print_json([_audit_json(r) for r in rows])
         return

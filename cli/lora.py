@@ -41,12 +41,12 @@ def import_(folder: Path = typer.Argument(..., help="PEFT adapter folder (safete
             name: Optional[str] = typer.Option(None, "--name", help="Versioned name."),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Publish a PEFT LoRA as a parameter cube bound to the pinned model (checked to fit it)."""
-    from memnet.model import lora, pinned
+    from memnet.model import lora
 
     if not folder.is_dir():  # before resolving a model: the likelier mistake first
         raise UsageError(f"{folder}: not a folder")
     node = _node()
-    cube = lora.import_adapter(node, folder, pinned.resolve(node, model), name=name)
+    cube = lora.import_adapter(node.publisher, folder, node.models.resolve(model), name=name)
     _report(cube, as_json)
 
 
@@ -64,17 +64,17 @@ def train(text: Path = typer.Argument(..., help="UTF-8 text file to train on."),
           name: Optional[str] = typer.Option(None, "--name", help="Versioned name."),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """Train a small LoRA on CPU from a text file and publish it as a parameter cube."""
-    from memnet.model import loader, lora, pinned
+    from memnet.model import loader, lora
 
     lora.read_text(text)  # a bad file is reported before the model loads
     node = _node()
-    loaded = loader.load(pinned.resolve(node, model))
+    loaded = loader.load(node.models.resolve(model))
     stats: dict = {}
     columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not sys.stderr.isatty(), transient=True) as bar:
         task = bar.add_task("train", total=steps, loss="-")
-        cube = lora.train(node, loaded, text, steps=steps, rank=rank, alpha=alpha, targets=tuple(target), lr=lr,
+        cube = lora.train(node.publisher, node.gate(), loaded, text, steps=steps, rank=rank, alpha=alpha, targets=tuple(target), lr=lr,
                           seq_len=seq_len, batch=batch, seed=seed, name=name, stats=stats,
                           progress=lambda step, total, loss: bar.update(task, completed=step, loss=f"{loss:.3f}"))
     sys.stderr.write(f"trained {steps} steps on {stats['tokens']} tokens in {stats['seconds']:.1f} s: "
@@ -86,16 +86,14 @@ def train(text: Path = typer.Argument(..., help="UTF-8 text file to train on."),
 def list_(model: Optional[str] = typer.Option(None, "--model", help="Only adapters for this pinned model."),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """Stored parameter cubes with their base model, rank and target modules."""
-    from memnet.model import pinned
-
     node = _node()
-    base = pinned.resolve(node, model).fingerprint if model else None
+    base = node.models.resolve(model).fingerprint if model else None
     rows = []
     for entry in node.store.entries(kind="parameter"):
         m = entry.manifest
         if base is not None and m.meta["base_model"] != base:
             continue
-        known = pinned.by_fingerprint(node, m.meta["base_model"])
+        known = node.models.by_fingerprint(m.meta["base_model"])
         rows.append({"cid": cid.to_text(entry.cube_id), "name": m.name, "version": m.version,
                      "base_model": m.meta["base_model"].hex(), "model": known.name if known else None,
                      "r": m.meta["peft"]["r"], "alpha": m.meta["peft"]["alpha"],

@@ -81,8 +81,8 @@ def publish(
     else:
         raise UsageError(f"--kind must be auto, plaintext or parameter, not {kind!r}")
     node = _node()
-    cube = local.publish(
-        node, kind, payload, meta, name=name, ttl=ttl, pin=not no_pin,
+    cube = node.publisher.publish(
+        kind, payload, meta, name=name, ttl=ttl, pin=not no_pin,
         tags=tuple(sorted(set(tag))), description=description, license=license_,
         parents=tuple(dict.fromkeys(_cid(p) for p in parent)),
         recipients=list(to) if (to or private) else None,
@@ -176,7 +176,7 @@ def verify(cubes: list[str] = typer.Argument(None, help="CIDs (default: every st
             if m.seal is not None:  # its payload can be checked only where it can be opened
                 readable = node.author in m.recipients
                 if readable:
-                    local.read_payload(node, cube_id)
+                    node.publisher.read_payload(cube_id)
                 note = ", sealed" + ("" if readable else " (payload unreadable here, not checked)")
             out.print(f"ok    {cid.to_text(cube_id)}  {m.kind}, {len(m.chunks)} chunk(s){note}")
         except MemnetError as exc:
@@ -222,7 +222,7 @@ def gc() -> None:
 def export_cmd(cubes: list[str] = typer.Argument(..., help="CIDs to export."),
                output: Path = typer.Option(..., "-o", "--output", help="Archive file (.car) to write.")) -> None:
     """Export cubes to one CARv1 archive (readable by IPFS tools)."""
-    size = local.export(_node(), [_cid(c) for c in cubes], output)
+    size = local.export(_node().store, [_cid(c) for c in cubes], output)
     out.print(f"wrote {output} ({render.human_size(size)}, {len(cubes)} cube(s))")
 
 
@@ -230,7 +230,7 @@ def export_cmd(cubes: list[str] = typer.Argument(..., help="CIDs to export."),
 def import_cmd(archive: Path = typer.Argument(..., help="CARv1 archive written by memnet export."),
                no_pin: bool = typer.Option(False, "--no-pin")) -> None:
     """Import cubes from an archive: every block and signature is checked before anything is stored."""
-    imported = local.import_archive(_node(), archive, pin=not no_pin)
+    imported = local.import_archive(_node().store, archive, pin=not no_pin)
     for cube_id, new in imported:
         out.print(f"{'imported' if new else 'present '} {cid.to_text(cube_id)}")
     if not no_pin:
@@ -246,7 +246,7 @@ def cat(cube: str, output: Optional[Path] = typer.Option(None, "-o", "--output",
     node = _node()
     cube_id = _cid(cube)
     m = node.store.manifest(cube_id)
-    payload = local.read_payload(node, cube_id)
+    payload = node.publisher.read_payload(cube_id)
     node.store.record_access(cube_id)
     if m.kind == "plaintext":
         for item in payloads.decode_items(payload):
@@ -262,8 +262,8 @@ def cat(cube: str, output: Optional[Path] = typer.Option(None, "-o", "--output",
 
 # Each module registers its commands on app: daemon and network (swarm), lora import/train/ls,
 # model pin/ls + kv build + generate, remember/notes/recall (memory), upkeep, trust/revoke/audit
-# (governance), ask.
-for _commands in ("swarm", "lora", "model", "memory", "upkeep", "governance", "ask"):
+# (governance), ask, config show/get/set/unset.
+for _commands in ("swarm", "lora", "model", "memory", "upkeep", "governance", "ask", "config"):
     importlib.import_module(f"cli.{_commands}")
 
 

@@ -63,7 +63,7 @@ def remember(text: str = typer.Argument(..., help="What to remember; - reads sta
     node = _node()
     from memnet.memory import index
 
-    _published(index.remember(node, text, tags=tag, name=name, **sealing), as_json, "remembered")
+    _published(index.remember(node.publisher, text, tags=tag, name=name, **sealing), as_json, "remembered")
 
 
 @notes_app.command("import")
@@ -76,7 +76,7 @@ def notes_import(path: Path = typer.Argument(..., help="Markdown / text file (on
     node = _node()
     from memnet.memory import index
 
-    _published(index.import_notes(node, path, tags=tag, name=name, **sealing), as_json, "imported")
+    _published(index.import_notes(node.publisher, path, tags=tag, name=name, **sealing), as_json, "imported")
 
 
 @app.command()
@@ -91,11 +91,10 @@ def recall(query: str = typer.Argument(..., help="What to look for, in your own 
     node = _node()
     from memnet.memory import index
 
-    from memnet.governance.gate import Gate
     from memnet.scheduler.ask import memory_filter
 
     # what ask would put into a prompt: trusted authors, not revoked, not expired or superseded
-    hits = index.recall(node, query, k, accept=memory_filter(node, Gate.for_node(node)))
+    hits = index.recall(node.publisher, query, k, accept=memory_filter(node.store, node.gate()))
     for cube_id in dict.fromkeys(h.cube_id for h in hits):  # use counts drive LRU/LFU eviction
         node.store.record_access(cube_id)
     if as_json:

@@ -31,9 +31,7 @@ def _say(text: str) -> None:
 def model_pin(what: str = typer.Argument(..., help="`smollm2`, or a local Hugging Face causal-LM folder."),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """Pin a model: convert it once to a safetensors folder and record its fingerprints."""
-    from memnet.model import pinned as pinned_mod
-
-    model, new = pinned_mod.pin(_node(), what, _say)
+    model, new = _node().models.pin(what, _say)
     if as_json:
         _print_json(_model_json(model))
         return
@@ -52,9 +50,7 @@ def _model_json(m: Any) -> dict[str, Any]:
 @model_app.command("ls")
 def model_ls(as_json: bool = typer.Option(False, "--json")) -> None:
     """List pinned models; the last is the default."""
-    from memnet.model import pinned as pinned_mod
-
-    models = pinned_mod.pinned_models(_node())
+    models = _node().models.pinned_models()
     if as_json:
         _print_json([_model_json(m) for m in models])
         return

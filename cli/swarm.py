@@ -32,22 +32,22 @@ def daemon(
     import trio
 
     from memnet.daemon import state
-    from memnet.daemon.config import DaemonConfig
     from memnet.daemon.service import Daemon
 
     node = _node()
     running = state.read(node.home)
     if running is not None:
         raise DaemonError(f"a daemon (pid {running.pid}) already runs for {node.home}")
-    config = DaemonConfig.from_config(node.config, listen=tuple(listen) or None,
-                                      bootstrap=tuple(bootstrap) or None, mdns=mdns,
-                                      reprovide_interval=reprovide_interval, upload_rate=upload_rate)
+    overrides = {"daemon.listen": list(listen) or None, "daemon.bootstrap": list(bootstrap) or None,
+                 "daemon.mdns": mdns, "daemon.reprovide_interval": reprovide_interval,
+                 "daemon.limits.upload_bytes_per_s": upload_rate}
+    daemon_ = Daemon(node, overrides={k: v for k, v in overrides.items() if v is not None})
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # py-libp2p logs routine peer churn as warnings
         logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     try:
-        trio.run(Daemon(node, config).run)
+        trio.run(daemon_.run)
     except BaseExceptionGroup as group:  # trio nurseries wrap what went wrong: show the cause
         leaves = _leaves(group)
         if len(leaves) == 1 and isinstance(leaves[0], (MemnetError, OSError)):

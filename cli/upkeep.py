@@ -11,7 +11,6 @@ from memnet import render
 from memnet.cube import cid
 from memnet.governance import audit
 from memnet.scheduler import lifecycle
-from memnet.scheduler.policy import Config
 
 
 @app.command()
@@ -20,7 +19,7 @@ def upkeep(dry_run: bool = typer.Option(False, "--dry-run", help="Show what woul
     """Archive, expire and supersede cubes, evict unpinned ones over store_budget_bytes, and cut
     the audit log to its newest audit_keep entries."""
     node = _node()
-    config = Config.from_node_config(node.config)
+    config = node.config.lifecycle
     p = lifecycle.plan(node.store, config)
     pruned = 0
     if dry_run and config.audit_keep is not None:
@@ -32,7 +31,7 @@ def upkeep(dry_run: bool = typer.Option(False, "--dry-run", help="Show what woul
             client.call("unannounce", cubes=withdrawn)
         lifecycle.execute(node.store, p)
         if config.audit_keep is not None:
-            pruned = audit.prune(node, config.audit_keep)
+            pruned = audit.prune(node.store, config.audit_keep)
     if as_json:
         _print_json({**p.as_json(), "audit_pruned": pruned})
         return

@@ -54,11 +54,11 @@ def open_node(home: str | os.PathLike | None = None) -> home_mod.Node:
 def load(node: home_mod.Node, model: str | None = None, lora: str | None = None):
     """The pinned model (by name or fingerprint prefix; default the last pinned) with the
     adapters of a `CID[:weight],...` spec applied: (LoadedModel, adapter fingerprint or None)."""
-    from memnet.model import loader, lora as lora_mod, pinned
+    from memnet.model import loader, lora as lora_mod
 
-    loaded = loader.load(pinned.resolve(node, model))
+    loaded = loader.load(node.models.resolve(model))
     specs = lora_mod.parse_specs(lora) if lora else []
-    return loaded, lora_mod.activate(node, loaded, specs)
+    return loaded, lora_mod.activate(node.store, node.gate(), loaded, specs)
 
 
 def token_ids(loaded: Any, prompt: Prompt, add_generation_prompt: bool) -> list[int]:
@@ -93,9 +93,9 @@ def generate(prompt: Prompt, *, home: str | os.PathLike | home_mod.Node | None =
     peers = swarm_of(node) if (swarm and local) else None
     options = gen.Options(max_new_tokens=max_new_tokens, dtypes=tuple(kv_dtypes), adapter=adapter,
                           use_local=local, use_swarm=peers is not None, check=check, fetch=fetch)
-    result = gen.generate(node, loaded, ids, options, peers)
+    result = gen.generate(node.store, node.gate(), node.perf, loaded, ids, options, peers)
     result.model_load_seconds = loaded.load_seconds
-    audit.record_generation(node, ids=ids, result=result, adapters=loaded.adapters.get("specs", ()),
+    audit.record_generation(node.store, ids=ids, result=result, adapters=loaded.adapters.get("specs", ()),
                             prompt_text=prompt if isinstance(prompt, str) else prompt[-1]["content"] if prompt else None)
     return result
 
@@ -108,5 +108,5 @@ def build_kv(prompt: Prompt, *, home: str | os.PathLike | home_mod.Node | None =
     node = home if isinstance(home, home_mod.Node) else open_node(home)
     loaded, adapter = load(node, model, lora)
     ids = token_ids(loaded, prompt, add_generation_prompt=False)
-    cube, seconds = gen.build(node, loaded, ids, dtype, adapter, **publish_options)
+    cube, seconds = gen.build(node.publisher, node.perf, loaded, ids, dtype, adapter, **publish_options)
     return cube, len(ids), seconds

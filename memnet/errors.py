@@ -69,6 +69,11 @@ class HomeError(MemnetError):
     """A node home (MEMNET_HOME) that is missing, incomplete or unsafe."""
 
 
+class ConfigError(HomeError, UsageError):
+    """A config.json setting (or a `memnet config set` value) that is unknown, of the wrong type
+    or out of range; the message names the key and what is allowed. Exit code 2, a usage error."""
+
+
 class NetworkError(MemnetError):
     """Talking to peers failed: unreachable, timed out, or nothing found in the swarm."""
 

@@ -1,36 +1,46 @@
-"""A node's home folder (MEMNET_HOME): identity key, config and store.
+"""A node's home folder (MEMNET_HOME) and the Node that the top layers (cli, api, daemon) build
+from it. Everything in the home is private to the user (folder 0700, files 0600).
 
-    identity.key   Ed25519 private key, PKCS#8 PEM, mode 0600 — also the libp2p identity
-    config.json    node settings
+    identity.key   Ed25519 private key, PKCS#8 PEM — also the libp2p identity
+    config.json    node settings (memnet/config)
     store/         the LMDB environment
+    models.json    the pinned models (memnet/model/pinned.Registry)
+    perf.json      measured costs (memnet/model/perf.PerfBook)
 Several nodes can live on one machine, one home each.
+
+Node assembles the parts; the layers below take the parts they use (a store, a publisher, a
+gate, a config section, a loaded model), never a Node.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import platformdirs
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from memnet.cube import keys, limits
+from memnet import config as config_mod
+from memnet.config import Config
+from memnet.cube import keys
 from memnet.errors import HomeError
 from memnet.files import write_atomic
-from memnet.governance import trust
+from memnet.local import Publisher
 from memnet.store import Store
 
+if TYPE_CHECKING:
+    from memnet.governance.gate import Gate
+    from memnet.model.perf import PerfBook
+    from memnet.model.pinned import Registry
+
 KEY_FILE = "identity.key"
-CONFIG_FILE = "config.json"
 STORE_DIR = "store"
-DEFAULT_CONFIG: dict[str, Any] = {"config_version": 1, "chunk_size": limits.DEFAULT_CHUNK_SIZE,
-                                  # whose cubes are fetched / pinned / injected without asking
-                                  "trust": {action: list(entries) for action, entries in trust.DEFAULTS.items()}}
+MODELS_LIST = "models.json"
 
 
 def resolve(explicit: str | os.PathLike | None = None) -> Path:
@@ -39,11 +49,17 @@ def resolve(explicit: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().absolute()
 
 
+def models_dir(home: Path, config: Config) -> Path:
+    """$MEMNET_MODELS, else config "models_dir", else HOME/models."""
+    chosen = os.environ.get("MEMNET_MODELS") or config.models_dir or home / "models"
+    return Path(chosen).expanduser().absolute()
+
+
 @dataclass
 class Node:
     home: Path
     key: Ed25519PrivateKey
-    config: dict[str, Any]
+    config: Config
     _store: Store | None = field(default=None, repr=False)
 
     @property
@@ -60,18 +76,52 @@ class Node:
             self._store = Store(str(self.home / STORE_DIR))
         return self._store
 
+    @cached_property
+    def publisher(self) -> Publisher:
+        return Publisher(self.store, self.key, self.config.chunk_size)
+
+    def gate(self, fresh: bool = False) -> Gate:
+        """Whether this node may fetch, pin or inject a cube; fresh re-reads config.json (a
+        long-running daemon sees `memnet trust add` without a restart)."""
+        from memnet.governance.gate import Gate
+
+        policy = config_mod.load(self.home).trust if fresh else self.config.trust
+        return Gate(self.store, policy, self.author)
+
+    @property
+    def perf(self) -> PerfBook:
+        from memnet.model.perf import PerfBook
+
+        return PerfBook(self.home)
+
+    @property
+    def models(self) -> Registry:
+        from memnet.model.pinned import Registry
+
+        return Registry(self.home / MODELS_LIST, models_dir(self.home, self.config))
+
+    def reload_config(self) -> Config:
+        self.config = config_mod.load(self.home)
+        self.__dict__.pop("publisher", None)
+        return self.config
+
+
+def _private_folder(home: Path) -> None:
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(home, 0o700)  # an existing folder too: the key and the control token live here
+
 
 def init(home: Path) -> Node:
     """Create a node home with a fresh identity; refuse to touch an existing one."""
     if (home / KEY_FILE).exists():
         raise HomeError(f"{home} already holds a memnet node (identity {KEY_FILE} exists)")
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _private_folder(home)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    if not (home / CONFIG_FILE).exists():
-        write_atomic(home / CONFIG_FILE, json.dumps(DEFAULT_CONFIG, indent=2).encode() + b"\n")
+    if not (home / config_mod.CONFIG_FILE).exists():
+        config_mod.write_raw(home, config_mod.file.initial())
     write_atomic(home / KEY_FILE, pem, mode=0o600, exclusive=True)
     node = open_node(home)
     node.store  # create the store now, so init leaves a complete home
@@ -94,27 +144,5 @@ def _load_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def read_config(path: Path) -> dict[str, Any]:
-    """config.json as written (defaults not merged in; DEFAULT_CONFIG when there is none)."""
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        return dict(DEFAULT_CONFIG)
-    except (ValueError, UnicodeDecodeError):
-        raise HomeError(f"{path} is not valid JSON") from None
-    if not isinstance(config, dict):
-        raise HomeError(f"{path} must hold a JSON object")
-    return config
-
-
-def _load_config(path: Path) -> dict[str, Any]:
-    merged = {**DEFAULT_CONFIG, **read_config(path)}
-    size = merged["chunk_size"]
-    if not (isinstance(size, int) and limits.MIN_CHUNK_SIZE <= size <= limits.MAX_CHUNK_SIZE):
-        raise HomeError(f"{path}: chunk_size must be an integer in "
-                        f"[{limits.MIN_CHUNK_SIZE}, {limits.MAX_CHUNK_SIZE}]")
-    return merged
-
-
 def open_node(home: Path) -> Node:
-    return Node(home, _load_key(home / KEY_FILE), _load_config(home / CONFIG_FILE))
+    return Node(home, _load_key(home / KEY_FILE), config_mod.load(home))

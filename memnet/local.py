@@ -1,17 +1,21 @@
-"""Node operations that need no network: publish, read, import, export."""
+"""Cube operations that need no network: publish (Publisher: a store and the key that signs),
+read a payload for use, import and export archives."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memnet.cube import build, car, keys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from memnet.cube import build, car, keys, limits
 from memnet.cube.build import Cube
 from memnet.errors import FormatError, UsageError
 from memnet.files import write_atomic
 from memnet.governance import revocations
-from memnet.home import Node
+from memnet.store import Store
 
 MAX_IMPORT = 4 * 1024**3  # an archive is verified in memory before its one store transaction
 
@@ -24,44 +28,57 @@ def parse_recipients(texts: list[str]) -> list[keys.Recipient]:
         raise UsageError(str(exc)) from None
 
 
-def publish(node: Node, kind: str, payload: bytes, meta: dict[str, Any], *, name: str | None = None,
-            ttl: int | None = None, pin: bool = True, recipients: list[str] | None = None,
-            **optional: Any) -> Cube:
-    """Sign and store a cube; a name gets the next version and supersedes the previous one.
-    recipients: None publishes a public cube; a list (of recipient strings, possibly empty)
-    seals the payload to them and to this node, so the author can always read its own cube."""
-    sealed_to = None
-    if recipients is not None:
-        sealed_to = [keys.recipient_of(node.key), *parse_recipients(recipients)]
-    if name is not None:
-        latest = node.store.latest(node.author, name)
-        optional.update(name=name, version=1)
-        if latest is not None:
-            optional.update(version=latest[0] + 1, supersedes=latest[1])
-    created = int(time.time())
-    if ttl is not None:
-        if ttl <= 0:
-            raise UsageError("--ttl must be a positive number of seconds")
-        optional["expires"] = created + ttl
-    try:
-        cube = build.build(node.key, kind, payload, meta, chunk_size=node.config["chunk_size"],
-                           created=created, recipients=sealed_to, **optional)
-    except FormatError as exc:
-        raise UsageError(str(exc)) from None
-    node.store.put(cube, "published" if pin else None)
-    return cube
+@dataclass(frozen=True)
+class Publisher:
+    """This node as an author: its store, the key that signs what it publishes (and opens the
+    sealed cubes addressed to it), and the chunk size it publishes with."""
+
+    store: Store
+    key: Ed25519PrivateKey
+    chunk_size: int = limits.DEFAULT_CHUNK_SIZE
+
+    @property
+    def author(self) -> bytes:
+        return keys.public_bytes(self.key)
+
+    def publish(self, kind: str, payload: bytes, meta: dict[str, Any], *, name: str | None = None,
+                ttl: int | None = None, pin: bool = True, recipients: list[str] | None = None,
+                **optional: Any) -> Cube:
+        """Sign and store a cube; a name gets the next version and supersedes the previous one.
+        recipients: None publishes a public cube; a list (of recipient strings, possibly empty)
+        seals the payload to them and to this node, so the author can always read its own cube."""
+        sealed_to = None
+        if recipients is not None:
+            sealed_to = [keys.recipient_of(self.key), *parse_recipients(recipients)]
+        if name is not None:
+            latest = self.store.latest(self.author, name)
+            optional.update(name=name, version=1)
+            if latest is not None:
+                optional.update(version=latest[0] + 1, supersedes=latest[1])
+        created = int(time.time())
+        if ttl is not None:
+            if ttl <= 0:
+                raise UsageError("--ttl must be a positive number of seconds")
+            optional["expires"] = created + ttl
+        try:
+            cube = build.build(self.key, kind, payload, meta, chunk_size=self.chunk_size,
+                               created=created, recipients=sealed_to, **optional)
+        except FormatError as exc:
+            raise UsageError(str(exc)) from None
+        self.store.put(cube, "published" if pin else None)
+        return cube
+
+    def read_payload(self, cube_id: bytes) -> bytes:
+        """A stored cube's payload for use: a sealed one is opened with this node's key
+        (PolicyError if the node is not a recipient, SealError if it was altered) and checked
+        after opening."""
+        manifest = self.store.manifest(cube_id)
+        return build.open_payload(manifest, self.store.read_payload(cube_id), self.key)
 
 
-def read_payload(node: Node, cube_id: bytes) -> bytes:
-    """A stored cube's payload for use: a sealed one is opened with this node's key (PolicyError
-    if the node is not a recipient, SealError if it was altered) and checked after opening."""
-    manifest = node.store.manifest(cube_id)
-    return build.open_payload(manifest, node.store.read_payload(cube_id), node.key)
-
-
-def export(node: Node, cube_ids: list[bytes], path: Path) -> int:
+def export(store: Store, cube_ids: list[bytes], path: Path) -> int:
     """Write cubes (checked first) into one CARv1 archive, atomically; returns its size."""
-    cubes = [node.store.verify(c) for c in cube_ids]
+    cubes = [store.verify(c) for c in cube_ids]
     written = 0
 
     def fill(handle) -> None:
@@ -72,7 +89,7 @@ def export(node: Node, cube_ids: list[bytes], path: Path) -> int:
     return written
 
 
-def import_archive(node: Node, path: Path, pin: bool = True) -> list[tuple[bytes, bool]]:
+def import_archive(store: Store, path: Path, pin: bool = True) -> list[tuple[bytes, bool]]:
     """Verify every cube of an archive, then store all of them in one transaction or none (none
     when one of them was revoked by its author, as far as this node knows)."""
     if not path.is_file():
@@ -84,6 +101,6 @@ def import_archive(node: Node, path: Path, pin: bool = True) -> list[tuple[bytes
         manifest_bytes = archive.blocks[root]
         cubes.append(build.verify(manifest_bytes, root, archive.blocks.get))
     for cube in cubes:  # all or none: one withdrawn cube stops the import before anything is stored
-        revocations.refuse_revoked(node.store, cube.cube_id)
-    added = node.store.put_many(cubes, "imported" if pin else None)
+        revocations.refuse_revoked(store, cube.cube_id)
+    added = store.put_many(cubes, "imported" if pin else None)
     return [(c.cube_id, new) for c, new in zip(cubes, added)]

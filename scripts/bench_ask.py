@@ -34,12 +34,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from memnet import home as home_mod  # noqa: E402
+from memnet import config as config_mod  # noqa: E402
 from memnet import local  # noqa: E402
-from memnet.governance import settings as trust  # noqa: E402
+from memnet.config import AskSettings  # noqa: E402
 from memnet.memory import index  # noqa: E402
-from memnet.model import loader, pinned  # noqa: E402
+from memnet.model import loader  # noqa: E402
 from memnet.scheduler import ask as ask_mod  # noqa: E402
-from memnet.scheduler.plan import Settings  # noqa: E402
 
 RECALL_SET = REPO / "tests" / "data" / "recall_set.json"
 
@@ -65,22 +65,25 @@ def main() -> None:
     os.environ["MEMNET_MODELS"] = str(args.models or root / "models")
     data = json.loads(RECALL_SET.read_text())
     with_home, without_home = home_mod.init(root / "with"), home_mod.init(root / "without")
-    model, _ = pinned.pin(with_home, "smollm2", print)
-    pinned.pin(without_home, "smollm2")
+    model, _ = with_home.models.pin("smollm2", print)
+    without_home.models.pin("smollm2")
     loaded = loader.load(model)
     # the same cubes in both homes (same ids, so the same prompt layout): published on one,
     # imported into the other, whose trust policy then lets it put them into prompts
-    cubes = [index.remember(with_home, note["text"]).cube_id for note in data["notes"]]
-    local.export(with_home, cubes, root / "notes.car")
-    local.import_archive(without_home, root / "notes.car")
-    trust.save_policy(without_home.home, trust.load_policy(without_home.home).add(with_home.peer_id, ("inject",)))
+    cubes = [index.remember(with_home.publisher, note["text"]).cube_id for note in data["notes"]]
+    local.export(with_home.store, cubes, root / "notes.car")
+    local.import_archive(without_home.store, root / "notes.car")
+    config_mod.update(without_home.home, "trust",
+                      config_mod.load(without_home.home).trust.add(with_home.peer_id, ("inject",)).to_config())
     without_home = home_mod.open_node(without_home.home)
     questions = workload([q["query"] for q in data["queries"]], args.requests, args.hot, args.repeat, args.seed)
-    settings = Settings(k=args.k)  # promote_after 3, the default
+    settings = AskSettings(k=args.k)  # promote_after 3, the default
     rows = []
     for i, question in enumerate(questions):
-        on = ask_mod.ask(with_home, loaded, question, settings=settings, max_new_tokens=args.tokens)
-        off = ask_mod.ask(without_home, loaded, question, settings=settings, max_new_tokens=args.tokens,
+        on = ask_mod.ask(with_home.publisher, with_home.gate(), with_home.perf, loaded, question, settings=settings,
+                         max_new_tokens=args.tokens)
+        off = ask_mod.ask(without_home.publisher, without_home.gate(), without_home.perf, loaded, question,
+                          settings=settings, max_new_tokens=args.tokens,
                           use_kv=False, promote=False)
         assert on.plan.set_key == off.plan.set_key  # the same memories, so the same prompt
         rows.append({"question": question, "prompt_tokens": on.generation.prompt_tokens,

@@ -47,9 +47,9 @@ from bench_swarm import BenchError, Children  # noqa: E402
 from memnet import home as home_mod  # noqa: E402
 from memnet.api import DaemonSwarm  # noqa: E402
 from memnet.daemon.control import ControlClient  # noqa: E402
-from memnet.daemon.service import ANNOUNCE_DELAY  # noqa: E402
-from memnet.governance import settings as trust  # noqa: E402
-from memnet.model import generate, kv, loader, pinned  # noqa: E402
+from memnet.daemon.announcer import ANNOUNCE_DELAY  # noqa: E402
+from memnet import config as config_mod  # noqa: E402
+from memnet.model import generate, kv, loader  # noqa: E402
 
 SETTLE = ANNOUNCE_DELAY + 1.5
 TEXT_FILES = ("docs/MIP.md", "README.md", "memnet/net/fetch.py", "memnet/store/lmdb_store.py",
@@ -65,7 +65,8 @@ def corpus_ids(loaded, n: int) -> list[int]:
 
 
 def ttft(node, loaded, ids, swarm=None, **options) -> generate.Generation:
-    return generate.generate(node, loaded, ids, generate.Options(max_new_tokens=1, **options), swarm)
+    return generate.generate(node.store, node.gate(), node.perf, loaded, ids,
+                             generate.Options(max_new_tokens=1, **options), swarm)
 
 
 def wait_for_swarm(swarm: DaemonSwarm, loaded, ids: list[int], dtype: str, timeout: float = 60) -> None:
@@ -111,11 +112,11 @@ def main() -> None:
 def run(args, lengths: list[int], root: Path, children: Children) -> None:
     a, b = home_mod.init(root / "a"), home_mod.init(root / "b")
     # B injects (and pins) A's cubes: by default a node injects only its own (memnet trust)
-    trust.save_policy(b.home, trust.load_policy(b.home).add(a.peer_id, ("pin", "inject")))
+    config_mod.update(b.home, "trust", config_mod.load(b.home).trust.add(a.peer_id, ("pin", "inject")).to_config())
     b = home_mod.open_node(b.home)
     start = time.perf_counter()
-    model, _ = pinned.pin(a, "smollm2", print)
-    pinned.pin(b, "smollm2")
+    model, _ = a.models.pin("smollm2", print)
+    b.models.pin("smollm2")
     print(f"model {model.name} {model.short}: pinned in {time.perf_counter() - start:.1f} s", end="")
     loaded = loader.load(model)
     print(f", loaded in {loaded.load_seconds:.2f} s; torch threads {__import__('torch').get_num_threads()}, "
@@ -129,7 +130,7 @@ def run(args, lengths: list[int], root: Path, children: Children) -> None:
     cubes = {}
     for n in lengths:
         for dtype in args.dtypes:
-            cube, seconds = generate.build(a, loaded, ids[:n], dtype)
+            cube, seconds = generate.build(a.publisher, a.perf, loaded, ids[:n], dtype)
             cubes[n, dtype] = cube
             print(f"built {dtype} cube of {n} tokens: {cube.manifest.size / 2**20:.1f} MiB, prefill {seconds:.2f} s")
 

@@ -6,7 +6,7 @@ baseline in one run, medians over --reps repetitions.
                                             [--json PATH] [--keep]   (--help lists the rest)
 
 (a) single provider: a 64 MiB parameter cube (random float32 LoRA tensors, incompressible)
-    fetched with the daemon's `get` (Daemon.cmd_get: find providers, manifest, chunks over MIP,
+    fetched with the daemon's `get` (the daemon's get command: find providers, manifest, chunks over MIP,
     verify, store, announce) against a raw py-libp2p stream moving the same payload bytes between
     the same two hosts over the same connection (benchmark-only protocol /memnet-bench/raw/1.0.0:
     the provider reads the payload from its store and writes it in 1 MiB writes, then closes).
@@ -68,7 +68,7 @@ from memnet import home as home_mod  # noqa: E402
 from memnet import local  # noqa: E402
 from memnet.cube import cid, payloads  # noqa: E402
 from memnet.daemon import state as state_mod  # noqa: E402
-from memnet.daemon.config import DaemonConfig  # noqa: E402
+from memnet import config as config_mod  # noqa: E402
 from memnet.daemon.control import ControlClient  # noqa: E402
 from tests.factories import lora_files  # noqa: E402
 
@@ -84,10 +84,6 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 STOP_TIMEOUT = 10.0
 
 log = logging.getLogger("bench_swarm")
-
-
-def noop(done: int, total: int) -> None:
-    pass
 
 
 def cpu_of(pid: int) -> float:
@@ -112,7 +108,7 @@ def lora_cube_args(size: int, seed: int) -> tuple[bytes, dict]:
 
 def publish_lora(node: home_mod.Node, size: int, seed: int) -> tuple[bytes, int]:
     payload, meta = lora_cube_args(size, seed)
-    cube = local.publish(node, "parameter", payload, meta)
+    cube = node.publisher.publish("parameter", payload, meta)
     return cube.cube_id, len(payload)
 
 
@@ -193,7 +189,7 @@ class BenchError(Exception):
 
 # -- the in-process fetcher -------------------------------------------------------------------------
 
-async def with_daemon(node: home_mod.Node, config: DaemonConfig,
+async def with_daemon(node: home_mod.Node, overrides: dict[str, Any],
                       body: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run the real Daemon in this process, await body(daemon), stop the daemon. A SIGINT/SIGTERM
     (which the daemon takes over while it runs) stops the benchmark too."""
@@ -202,7 +198,7 @@ async def with_daemon(node: home_mod.Node, config: DaemonConfig,
     outcome: dict[str, Any] = {}
     async with trio.open_nursery() as nursery:
         async def run_daemon(task_status=trio.TASK_STATUS_IGNORED) -> None:
-            await Daemon(node, config).run(task_status=task_status)
+            await Daemon(node, overrides=overrides).run(task_status=task_status)
             if "result" not in outcome:  # stopped by a signal, not by us
                 outcome["interrupted"] = True
                 nursery.cancel_scope.cancel()
@@ -224,7 +220,7 @@ async def wait_providers(daemon, cube_id: bytes, want: int, timeout: float = 30.
     found: list[dict] = []
     with trio.move_on_after(timeout):
         while True:
-            found = await daemon.cmd_find({"cube": cube_id}, noop)
+            found = await daemon.call("find", {"cube": cube_id})
             if len(found) >= want:
                 return found
             await trio.sleep(0.2)
@@ -235,7 +231,7 @@ async def fetch_once(daemon, cube_id: bytes) -> dict:
     """One timed `get` of cube_id, then unpin + gc (untimed) so the next one fetches again."""
     gc.collect()
     start = time.perf_counter()
-    reply = await daemon.cmd_get({"cube": cube_id, "pin": True}, noop)
+    reply = await daemon.call("get", {"cube": cube_id, "pin": True})
     seconds = time.perf_counter() - start
     if reply["already"]:
         raise BenchError("the fetcher already held the cube: the previous run was not cleaned up")
@@ -281,8 +277,6 @@ def serve(home: str) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     node = home_mod.open_node(Path(home))
-    config = DaemonConfig.from_config(node.config)
-
     async def raw(stream) -> None:
         try:
             request = b""
@@ -302,14 +296,15 @@ def serve(home: str) -> int:
             except Exception:
                 pass
 
-    trio.run(lambda: Daemon(node, config).run(extra_handlers={RAW_PROTOCOL: raw}))
+    trio.run(lambda: Daemon(node).run(extra_handlers={RAW_PROTOCOL: raw}))
     return 0
 
 
 def upload_burst(rate: float) -> float:
     """The burst of a provider's upload token bucket at this rate, as memnet sets it up (a
     MipServer's node-wide bucket starts full)."""
-    from memnet.net.server import MipServer, ServeLimits
+    from memnet.config import ServeLimits
+    from memnet.net.server import MipServer
 
     async def probe() -> float:
         return MipServer(None, ServeLimits(upload_bytes_per_s=rate))._upload.burst
@@ -318,9 +313,9 @@ def upload_burst(rate: float) -> float:
 
 
 def write_daemon_config(node: home_mod.Node, **daemon: Any) -> None:
-    config = dict(node.config)
-    config["daemon"] = daemon
-    (node.home / home_mod.CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    raw = config_mod.read_raw(node.home)
+    raw["daemon"] = daemon
+    config_mod.write_raw(node.home, raw)
 
 
 # -- (a) one provider vs a raw stream -------------------------------------------------------------
@@ -339,7 +334,7 @@ def part_a(args, root: Path, children: Children) -> dict:
     children.start("a-provider", [sys.executable, str(Path(__file__).resolve()), "--serve", str(provider.home)])
     pstate = children.wait_state("a-provider", provider.home)
     fetcher = home_mod.init(root / "a-fetcher")
-    config = DaemonConfig(listen=(LOOPBACK,), bootstrap=(pstate.addrs[0],))
+    overrides = {"daemon.listen": [LOOPBACK], "daemon.bootstrap": [pstate.addrs[0]]}
 
     async def body(daemon) -> dict:
         await wait_providers(daemon, cube_id, 1)
@@ -348,7 +343,7 @@ def part_a(args, root: Path, children: Children) -> dict:
         _, data = await raw_once(daemon, pstate.peer_id, cube_id)
         if len(data) != payload_size:
             raise BenchError(f"raw stream moved {len(data)} bytes, expected {payload_size}")
-        reply = await daemon.cmd_get({"cube": cube_id, "pin": True}, noop)
+        reply = await daemon.call("get", {"cube": cube_id, "pin": True})
         same = daemon.node.store.read_payload(cube_id) == data
         daemon.node.store.unpin(cube_id)
         daemon.node.store.gc()
@@ -375,7 +370,7 @@ def part_a(args, root: Path, children: Children) -> dict:
                   f"{cpu['fetch'][-1][0]:.2f} s, provider {cpu['fetch'][-1][1]:.2f} s)")
         return {"raws": raws, "fetches": fetches, "cpu": cpu}
 
-    out = trio.run(with_daemon, fetcher, config, body)
+    out = trio.run(with_daemon, fetcher, overrides, body)
     children.stop(["a-provider"])
     raw_t = statistics.median(out["raws"])
     fetch_t = statistics.median(f["seconds"] for f in out["fetches"])
@@ -405,9 +400,9 @@ def part_b(args, root: Path, children: Children) -> dict:
     cube_b, size_b = publish_lora(homes[0], size, seed=3)
     assert size_b == payload_size
     archive = root / "b-cube-a.car"
-    local.export(homes[0], [cube_a], archive)
+    local.export(homes[0].store, [cube_a], archive)
     for node in homes[1:]:
-        local.import_archive(node, archive)
+        local.import_archive(node.store, archive)
     for node in homes:
         node.store.close()
     built = time.perf_counter() - t0
@@ -421,7 +416,7 @@ def part_b(args, root: Path, children: Children) -> dict:
         children.daemon(f"b-provider{i}", homes[i].home, *flags, "--bootstrap", first.addrs[0])
     states = [first] + [children.wait_state(f"b-provider{i}", homes[i].home) for i in range(1, n)]
     fetcher = home_mod.init(root / "b-fetcher")
-    config = DaemonConfig(listen=(LOOPBACK,), bootstrap=(first.addrs[0],))
+    overrides = {"daemon.listen": [LOOPBACK], "daemon.bootstrap": [first.addrs[0]]}
     clients = [ControlClient(s) for s in states]
 
     def served() -> int:  # bytes all providers have uploaded so far (control API, untimed)
@@ -453,7 +448,7 @@ def part_b(args, root: Path, children: Children) -> dict:
                   f"(uploaded {one[-1]['served'] / MiB:.1f} MiB)")
         return {"many": many, "one": one}
 
-    out = trio.run(with_daemon, fetcher, config, body)
+    out = trio.run(with_daemon, fetcher, overrides, body)
     children.stop([f"b-provider{i}" for i in range(n)])
     t_many = statistics.median(f["seconds"] for f in out["many"])
     t_one = statistics.median(f["seconds"] for f in out["one"])
@@ -512,7 +507,7 @@ def part_c(args, root: Path, children: Children) -> dict:
         p, q = rng.sample(range(n), 2)
         node = home_mod.open_node(homes[p].home)
         text = f"bench_swarm key {k} {os.urandom(8).hex()}"
-        cube = local.publish(node, "plaintext", payloads.encode_items([{"text": text}]), {"items": 1})
+        cube = node.publisher.publish("plaintext", payloads.encode_items([{"text": text}]), {"items": 1})
         node.store.close()
         t = time.perf_counter()
         answer = clients[p].call("announce", timeout=60, cubes=[cube.cube_id])
@@ -552,7 +547,7 @@ def report(results: dict) -> None:
         print(f"    {'path':40} {'time':>9} {'MiB/s':>8} {'CPU fetcher':>12} {'CPU provider':>13}")
         print(f"    {'raw py-libp2p stream (same hosts/conn)':40} {a['raw_median_s']:8.2f}s {a['raw_mib_s']:8.1f} "
               f"{cr[0]:11.2f}s {cr[1]:12.2f}s")
-        print(f"    {'memnet get (Daemon.cmd_get)':40} {a['fetch_median_s']:8.2f}s {a['fetch_mib_s']:8.1f} "
+        print(f"    {'memnet get (daemon get)':40} {a['fetch_median_s']:8.2f}s {a['fetch_mib_s']:8.1f} "
               f"{cf[0]:11.2f}s {cf[1]:12.2f}s")
         print(f"    {'  of which fetch_cube':40} {a['fetch_cube_median_s']:8.2f}s "
               f"{mib / a['fetch_cube_median_s']:8.1f}")

@@ -943,7 +943,7 @@ def wire_vectors(cubes: dict[str, build.Cube]) -> dict:
                    "max_have_bytes": wire.MAX_HAVE_BYTES, "max_id": wire.MAX_ID,
                    "max_prefix_cubes": wire.MAX_PREFIX_CUBES},
         "error_codes": sorted(wire.ERROR_CODES),
-        "valid": [{"name": n, "message": render(m), "frame": wire.encode_frame(m).hex()} for n, m in valid],
+        "valid": [{"name": n, "message": render(m.to_map()), "frame": wire.encode_frame(m).hex()} for n, m in valid],
         "bitfields": [{"name": n, "flags": f, "bits": wire.bits_from_flags(f).hex()} for n, f in bitfields],
         "invalid_bitfields": [{"name": n, "bits": b.hex(), "n": k, "error": "FormatError"} for n, b, k in [
             ("padding bit set", b"\x40", 1), ("padding bit set in the second byte", b"\xff\x40", 9),

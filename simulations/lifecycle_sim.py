@@ -29,7 +29,8 @@ from itertools import accumulate
 
 from memnet.render import human_size
 from memnet.scheduler import policy
-from memnet.scheduler.policy import Config, CubeView
+from memnet.config import Lifecycle
+from memnet.scheduler.policy import CubeView
 
 HOUR, DAY = 3600, 86400
 START = 1_790_000_000
@@ -128,7 +129,7 @@ def simulate(w: Workload, strategy: str, budget: int, check: bool = True) -> Res
     """One run: the same workload (same seed) for every strategy and budget."""
     rng = random.Random(w.seed)
     world = Universe(w, rng)
-    config = Config(store_budget_bytes=budget, eviction=strategy, archive_after=3 * DAY)
+    config = Lifecycle(store_budget_bytes=budget, eviction=strategy, archive_after=3 * DAY)
     store: dict[bytes, CubeView] = {}
     now = START
     for family in world.pinned:

@@ -11,14 +11,14 @@ import pytest
 os.environ.setdefault("MEMNET_THREADS", "1")
 
 from memnet import home  # noqa: E402
-from memnet.model import loader, pinned  # noqa: E402
+from memnet.model import loader  # noqa: E402
 from tests.model_factory import tiny_model_folder  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama with its own tokenizer, as a Hugging Face folder (pin it with
-    memnet.model.pinned.pin(node, str(folder)))."""
+    memnet.model.node.models.pin(str(folder)))."""
     return tiny_model_folder(tmp_path_factory.mktemp("tiny-model") / "tiny-llama")
 
 
@@ -50,6 +50,6 @@ def node(tmp_path, models):
 @pytest.fixture()
 def tiny(node, tiny_model_dir):
     """The tiny model pinned on node (a first pin) and loaded."""
-    model, new = pinned.pin(node, str(tiny_model_dir))
+    model, new = node.models.pin(str(tiny_model_dir))
     assert new
     return loader.load(model)

@@ -26,6 +26,7 @@ from memnet.cube import cid
 from memnet.cube.name_record import NAMESPACE
 from memnet.net import wire
 from memnet.net.host import build_host, key_pair, peer_info, use_memnet_kad_protocol
+from memnet.net.session import ServerSession
 from memnet.net.streams import FramedStream
 
 LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
@@ -76,14 +77,14 @@ async def prefix_liar(addr: str) -> None:
     made_up = cid.cid_of(b"a cube nobody holds")
 
     async def answer(stream) -> None:
-        framed = FramedStream(stream)
+        framed = FramedStream(stream, ServerSession())
         while (message := await framed.receive(60, 10)) is not None:
-            if message["t"] == "get_prefix":
-                await framed.send(wire.cubes(message["id"], [made_up]))
-            elif message["t"] == "get_manifest":
-                await framed.send(wire.manifest(message["id"], b"junk, not a manifest"))
+            if type(message) is wire.GetPrefix:
+                await framed.send(wire.cubes(message.id, [made_up]))
+            elif type(message) is wire.GetManifest:
+                await framed.send(wire.manifest(message.id, b"junk, not a manifest"))
             else:
-                await framed.send(wire.error(message["id"], "not_found", "no such cube here"))
+                await framed.send(wire.error(message.id, "not_found", "no such cube here"))
         await framed.close()
 
     host = build_host(Ed25519PrivateKey.generate())

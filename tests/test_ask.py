@@ -12,12 +12,14 @@ import pytest
 from memnet import home, local
 from memnet.cube import cid, keys
 from memnet.errors import UsageError
-from memnet.governance import audit, settings as trust_settings
+from memnet import config
+from memnet.governance import audit
 from memnet.memory import index
-from memnet.model import loader, pinned
+from memnet.model import loader
 from memnet.scheduler import ask as ask_mod
 from memnet.scheduler import plan as plan_mod
-from memnet.scheduler.plan import KvFacts, Plan, Recalled, Settings
+from memnet.config import AskSettings as Settings
+from memnet.scheduler.plan import KvFacts, Plan, Recalled
 from tests.cli_helpers import assert_one_line_error, memnet
 
 A, B = sorted((cid.cid_of(b"cube a"), cid.cid_of(b"cube b")))
@@ -85,16 +87,17 @@ def test_explain_names_every_choice_with_its_reason_and_cost():
 # -- scripted workloads on a real store ------------------------------------------------------------
 
 def remember_all(node) -> dict[str, bytes]:
-    return {name: index.remember(node, text).cube_id for name, text in NOTES.items()}
+    return {name: index.remember(node.publisher, text).cube_id for name, text in NOTES.items()}
 
 
 SCRIPT = Settings(k=2, min_score=0.3, promote_after=2, min_promote_tokens=16)
 
 
+@pytest.mark.slow
 def test_hot_memory_set_is_promoted_and_the_next_request_reuses_it(node, tiny):
     cubes = remember_all(node)
     question = "What is the password of the office wifi?"
-    run = [ask_mod.ask(node, tiny, question, settings=SCRIPT, max_new_tokens=6, promote_dtype="float32")
+    run = [ask_mod.ask(node.publisher, node.gate(), node.perf, tiny, question, settings=SCRIPT, max_new_tokens=6, promote_dtype="float32")
            for _ in range(3)]
     first, second, third = run
     assert first.plan.memories[0].cube_id == cubes["wifi"]           # recall found the right note
@@ -112,11 +115,11 @@ def test_hot_memory_set_is_promoted_and_the_next_request_reuses_it(node, tiny):
     explained = "\n".join(third.plan.explain())
     assert "local store" in explained and "already covers" in explained
     # another question recalls another memory set: no reuse, its own count
-    other = ask_mod.ask(node, tiny, "When is the cat fed?", settings=SCRIPT, max_new_tokens=4)
+    other = ask_mod.ask(node.publisher, node.gate(), node.perf, tiny, "When is the cat fed?", settings=SCRIPT, max_new_tokens=4)
     assert other.plan.set_key != first.plan.set_key and other.plan.uses == 1
     assert other.generation.reused < other.plan.prefix_tokens or other.plan.prefix_tokens == 0
     # the audit log says which cubes went into which answer
-    logged = audit.entries(node)
+    logged = audit.entries(node.store)
     assert [e["kind"] for e in logged][-4:] == ["ask"] * 4
     roles = {c["role"] for c in logged[-2]["cubes"]}
     assert roles == {"plaintext", "kv"} and "promoted" not in logged[-2]["extra"]
@@ -125,44 +128,43 @@ def test_hot_memory_set_is_promoted_and_the_next_request_reuses_it(node, tiny):
 
 def test_dry_run_plans_without_answering_or_counting(node, tiny):
     remember_all(node)
-    dry = ask_mod.ask(node, tiny, "Where is the build server?", settings=SCRIPT, dry_run=True)
+    dry = ask_mod.ask(node.publisher, node.gate(), node.perf, tiny, "Where is the build server?", settings=SCRIPT, dry_run=True)
     assert dry.generation is None and dry.plan.uses == 1 and dry.plan.memories
-    again = ask_mod.ask(node, tiny, "Where is the build server?", settings=SCRIPT, max_new_tokens=2)
+    again = ask_mod.ask(node.publisher, node.gate(), node.perf, tiny, "Where is the build server?", settings=SCRIPT, max_new_tokens=2)
     assert again.plan.uses == 1 and again.plan.set_key == dry.plan.set_key
-    assert audit.entries(node)[-1]["kind"] == "ask" and len(audit.entries(node)) == 1
+    assert audit.entries(node.store)[-1]["kind"] == "ask" and len(audit.entries(node.store)) == 1
 
 
 def test_untrusted_authors_memories_never_reach_the_prompt(tmp_path, node, tiny):
     other = home.init(tmp_path / "other")
-    cube = index.remember(other, NOTES["wifi"])
+    cube = index.remember(other.publisher, NOTES["wifi"])
     path = tmp_path / "wifi.car"
-    local.export(other, [cube.cube_id], path)
-    local.import_archive(node, path)
+    local.export(other.store, [cube.cube_id], path)
+    local.import_archive(node.store, path)
     question = "What is the password of the office wifi?"
-    refused = ask_mod.ask(node, tiny, question, settings=SCRIPT, max_new_tokens=2)
+    refused = ask_mod.ask(node.publisher, node.gate(), node.perf, tiny, question, settings=SCRIPT, max_new_tokens=2)
     assert all(m.cube_id != cube.cube_id for m in refused.plan.memories)
-    policy = trust_settings.load_policy(node.home)
-    trust_settings.save_policy(node.home, policy.add(other.peer_id, ("inject",)))
+    policy = config.load(node.home).trust
+    config.update(node.home, "trust", policy.add(other.peer_id, ("inject",)).to_config())
     reopened = home.open_node(node.home)
-    trusted = ask_mod.ask(reopened, tiny, question, settings=SCRIPT, max_new_tokens=2)
+    trusted = ask_mod.ask(reopened.publisher, reopened.gate(), reopened.perf, tiny, question, settings=SCRIPT, max_new_tokens=2)
     assert trusted.plan.memories and trusted.plan.memories[0].cube_id == cube.cube_id
     assert keys.peer_id(trusted.plan.memories[0].author) == other.peer_id
 
 
 def test_settings_from_config_and_errors(node, tiny):
-    assert ask_mod.settings_for(node) == Settings()
-    node.config["ask"] = {"k": 2, "min_score": 0.5}
-    node.config["promote_after"] = 5
-    assert ask_mod.settings_for(node) == Settings(k=2, min_score=0.5, promote_after=5)
+    assert node.config.ask == Settings()
+    raw = config.read_raw(node.home)
+    config.write_raw(node.home, {**raw, "ask": {"k": 2, "min_score": 0.5}, "promote_after": 5})
+    assert node.reload_config().ask == Settings(k=2, min_score=0.5, promote_after=5)
     for bad, phrase in (({"k": 0}, "ask.k"), ({"min_score": "high"}, "min_score"), ({"colour": 1}, "unknown")):
-        node.config["ask"] = bad
         with pytest.raises(UsageError, match=phrase):
-            ask_mod.settings_for(node)
-    node.config["ask"] = {}
+            config.write_raw(node.home, {**raw, "ask": bad})
     with pytest.raises(UsageError, match="empty"):
-        ask_mod.ask(node, tiny, "   ")
+        ask_mod.ask(node.publisher, node.gate(), node.perf, tiny, "   ", settings=node.config.ask)
 
 
+@pytest.mark.slow
 def test_cli_ask_explains_and_refuses_bad_input(tmp_path, models, tiny_model_dir):
     where = tmp_path / "cli"
     memnet(where, "init")
@@ -181,15 +183,16 @@ def test_cli_ask_explains_and_refuses_bad_input(tmp_path, models, tiny_model_dir
     assert_one_line_error(memnet(where, "ask", "q", "--promote-dtype", "float8", check=False), "promote-dtype")
 
 
+@pytest.mark.slow
 def test_smollm2_promoted_prefix_gives_the_same_answer(tmp_path, monkeypatch, smollm2_models_dir):
     monkeypatch.setenv("MEMNET_MODELS", str(smollm2_models_dir))
     node = home.init(tmp_path / "smol")
-    loaded = loader.load(pinned.pin(node, "smollm2")[0])
+    loaded = loader.load(node.models.pin("smollm2")[0])
     remember_all(node)
     script = Settings(k=2, promote_after=1, min_promote_tokens=32)
     question = "What is the password of the office wifi?"
-    first = ask_mod.ask(node, loaded, question, settings=script, max_new_tokens=12, promote_dtype="float32")
-    second = ask_mod.ask(node, loaded, question, settings=script, max_new_tokens=12)
+    first = ask_mod.ask(node.publisher, node.gate(), node.perf, loaded, question, settings=script, max_new_tokens=12, promote_dtype="float32")
+    second = ask_mod.ask(node.publisher, node.gate(), node.perf, loaded, question, settings=script, max_new_tokens=12)
     assert first.promoted is not None and first.plan.prefix_tokens >= 32
     assert second.generation.reused == first.plan.prefix_tokens and second.generation.source == "local"
     assert second.generation.new_ids == first.generation.new_ids

@@ -12,6 +12,8 @@ from memnet.cube.manifest import SIGN_DOMAIN
 from tests import factories
 from tests.cli_helpers import assert_one_line_error, memnet
 
+pytestmark = pytest.mark.slow  # real daemons or CLI subprocesses: the full suite only
+
 
 @pytest.fixture
 def alice(tmp_path):

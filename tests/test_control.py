@@ -13,12 +13,14 @@ import sys
 import threading
 import time
 
+from dataclasses import dataclass
+
 import msgpack
 import pytest
 import trio
 
-from memnet.daemon import control, state
-from memnet.daemon.control import HEADER, MAX_CONTROL_FRAME, ControlClient
+from memnet.daemon import commands, control, state
+from memnet.daemon.control import HEADER, MAX_CONTROL_FRAME, MAX_HELLO_FRAME, ControlClient
 from memnet.errors import DaemonError, NotFoundError, PolicyError, UsageError
 
 TOKEN = "f00dfeed" * 4
@@ -26,12 +28,27 @@ TOKEN = "f00dfeed" * 4
 
 # -- a live control server ------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ProgressArgs:
+    n: int
+
+
+@dataclass(frozen=True)
+class FailArgs:
+    fail: bool = False
+
+
+@dataclass(frozen=True)
+class SleepArgs:
+    s: float = 0.2
+
+
 async def _echo(args, progress):
-    return args
+    return args  # a dict-typed command: the map as sent
 
 
 async def _progress(args, progress):
-    n = args["n"]
+    n = args.n
     for i in range(1, n + 1):
         progress(i, n)
         if i == 2:
@@ -52,7 +69,7 @@ async def _not_found(args, progress):
 async def _quick_progress(args, progress):
     for i in range(1, 4):
         progress(i, 3)  # no checkpoint between the last progress and the result
-    if args.get("fail"):
+    if args.fail:
         raise UsageError("failed after progress")
     return "quick"
 
@@ -66,7 +83,7 @@ async def _bug(args, progress):
 
 
 async def _sleepy(args, progress):
-    await trio.sleep(args.get("s", 0.2))
+    await trio.sleep(args.s)
     return {"slept": True}
 
 
@@ -74,9 +91,12 @@ async def _unpackable(args, progress):
     return {1, 2, 3}  # a handler bug: a set does not pack
 
 
-COMMANDS = {"echo": _echo, "progress": _progress, "usage": _usage, "not_found": _not_found,
-            "policy": _policy, "bug": _bug, "sleepy": _sleepy, "unpackable": _unpackable,
-            "quick_progress": _quick_progress}
+COMMANDS = commands.Table([
+    commands.Command("echo", _echo, dict), commands.Command("progress", _progress, ProgressArgs),
+    commands.Command("usage", _usage), commands.Command("not_found", _not_found),
+    commands.Command("policy", _policy), commands.Command("bug", _bug),
+    commands.Command("sleepy", _sleepy, SleepArgs), commands.Command("unpackable", _unpackable),
+    commands.Command("quick_progress", _quick_progress, FailArgs)])
 
 
 class Server:
@@ -233,14 +253,65 @@ def test_unknown_command_refused(server):
     with pytest.raises(DaemonError, match="unknown daemon command 'rm_rf'") as info:
         client(server).call("rm_rf", timeout=5)
     assert info.value.exit_code == 2
-    # a command that is not a string, and args that are not a map, are refused the same way
-    for request in ({"token": TOKEN, "cmd": ["echo"], "args": {}},
-                    {"token": TOKEN, "cmd": "echo", "args": [1, 2]},
-                    {"token": TOKEN, "args": {}}):
+    # a command that is not a string is refused the same way
+    for request in ({"token": TOKEN, "cmd": ["echo"], "args": {}}, {"token": TOKEN, "args": {}}):
         reply = frames(raw_exchange(server, control.pack(request)))
         assert len(reply) == 1 and reply[0]["exit"] == 2
         assert reply[0]["error"].startswith("unknown daemon command")
     still_serves(server)
+
+
+@pytest.mark.parametrize("args, words", [
+    ([1, 2], "progress: arguments must be a map"),
+    ({"n": "three"}, "progress: n must be int, not str"),
+    ({"n": True}, "progress: n must be int, not bool"),
+    ({"n": 1, "colour": 1}, "progress: unknown argument(s) ['colour']"),
+])
+def test_bad_arguments_are_named_not_taken_for_an_unknown_command(server, args, words):
+    """Arguments are checked against the command's typed argument class before its handler runs."""
+    reply = frames(raw_exchange(server, control.pack({"token": TOKEN, "cmd": "progress", "args": args})))
+    assert len(reply) == 1 and reply[0]["exit"] == 2 and reply[0]["error"].startswith(words)
+    with pytest.raises(DaemonError, match="progress: missing argument 'n'"):
+        client(server).call("progress", timeout=5)
+    still_serves(server)
+
+
+def test_hello_frame_is_capped_before_the_token_is_checked(server):
+    """An unauthenticated peer cannot make the daemon read a large frame: the first frame may be at
+    most MAX_HELLO_FRAME bytes, whatever it holds."""
+    big = control.pack({"token": TOKEN, "cmd": "echo", "args": {"value": b"x" * MAX_HELLO_FRAME}})
+    assert raw_exchange(server, big) == b""  # hung up at the length prefix
+    # the client sends the token alone first, so a large authenticated request still goes through
+    assert client(server).call("echo", timeout=5, value=b"x" * (64 * MAX_HELLO_FRAME)) == \
+        {"value": b"x" * (64 * MAX_HELLO_FRAME)}
+    still_serves(server)
+
+
+def test_unauthenticated_connections_are_capped(server):
+    """MAX_UNAUTHENTICATED idle strangers at the door: the next connection is hung up at once,
+    and once they leave the channel serves again."""
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            for _ in range(control.MAX_UNAUTHENTICATED)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
+            extra.sendall(control.pack({"token": TOKEN, "cmd": "echo", "args": {}}))
+            try:
+                answer = extra.recv(100)
+            except ConnectionResetError:  # closed with our request unread
+                answer = b""
+            assert answer == b""  # hung up without an answer
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            still_serves(server)
+            break
+        except (AssertionError, DaemonError):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
 
 
 @pytest.mark.parametrize("payload", [
@@ -346,6 +417,7 @@ def dead_pid() -> int:
 
 def test_state_round_trip_and_mode(tmp_path):
     s = make_state(os.getpid())
+    lock = state.HomeLock(tmp_path).acquire()  # a daemon holds its home's lock while it runs
     state.write(tmp_path, s)
     path = tmp_path / state.STATE_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -356,7 +428,10 @@ def test_state_round_trip_and_mode(tmp_path):
     s2 = make_state(os.getpid(), port=40001)
     state.write(tmp_path, s2)
     assert state.read(tmp_path) == s2 and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in tmp_path.iterdir()] == [state.STATE_FILE]  # no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [state.STATE_FILE, state.LOCK_FILE]  # no temporary files
+    assert stat.S_IMODE((tmp_path / state.LOCK_FILE).stat().st_mode) == 0o600
+    lock.release()
+    assert state.read(tmp_path) is None  # the lock is what says the daemon runs
 
 
 def test_state_none_for_a_dead_pid(tmp_path):
@@ -382,6 +457,33 @@ def test_state_none_when_missing(tmp_path):
     state.remove(tmp_path, os.getpid())  # nothing to remove: no error
 
 
+def test_liveness_is_the_lock_not_the_pid(tmp_path):
+    """A stale daemon.json whose PID now belongs to another (live) process does not count as a
+    running daemon, and does not block a new one; a held lock refuses a second daemon."""
+    state.write(tmp_path, make_state(os.getpid()))  # our pid is alive, but we hold no lock
+    assert state.read(tmp_path) is None and ControlClient.for_home(tmp_path) is None
+    with state.HomeLock(tmp_path):
+        assert state.read(tmp_path) is not None
+        with pytest.raises(DaemonError, match=f"a daemon \\(pid {os.getpid()}\\) already runs"):
+            state.HomeLock(tmp_path).acquire()
+    assert not state.locked(tmp_path)
+    # a lock held by another process that then dies is released by the kernel
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, '.');"
+                               "from memnet.daemon.state import HomeLock; "
+                               f"HomeLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert state.locked(tmp_path)
+        with pytest.raises(DaemonError, match=f"pid {holder.pid}"):
+            state.HomeLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert not state.locked(tmp_path)
+    state.HomeLock(tmp_path).acquire().release()
+
+
 def test_state_none_for_a_pid_of_the_wrong_type(tmp_path):
     (tmp_path / state.STATE_FILE).write_text(
         '{"pid": "123", "peer_id": "p", "addrs": [], "control_port": 1, "token": "t", "started": 0}')
@@ -392,7 +494,7 @@ def test_remove_only_removes_its_own_pid(tmp_path):
     mine = make_state(os.getpid())
     state.write(tmp_path, mine)
     state.remove(tmp_path, os.getpid() + 1)  # another daemon's pid: not ours to remove
-    assert state.read(tmp_path) == mine
+    assert state.read(tmp_path, check_alive=False) == mine
     state.remove(tmp_path, os.getpid())
     assert not (tmp_path / state.STATE_FILE).exists()
     # a stale file of a dead daemon is removed by that pid only
@@ -410,3 +512,15 @@ def test_header_is_four_byte_big_endian():
         control.unpack(b"\xc1")
     with pytest.raises(DaemonError):
         control.unpack(msgpack.packb("a string"))
+
+
+def test_allocator_settings_apply_on_glibc():
+    import platform
+
+    from memnet.daemon import allocator
+
+    applied = allocator.tune()
+    if platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    else:
+        assert applied is False

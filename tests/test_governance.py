@@ -15,18 +15,18 @@ from libp2p.peer.peerinfo import PeerInfo
 from libp2p.records.utils import InvalidRecordType
 
 from cli.main import main as cli_main
-from memnet import api, home, local
+from memnet import api, config, home, local
 from memnet.cube import canonical, cid, keys, revocation
 from memnet.errors import (CanonicalError, CIDError, FormatError, HomeError, LimitError, PeerError, PolicyError,
                            SignatureError, UsageError)
-from memnet.governance import audit, revocations, settings
+from memnet.governance import audit, revocations
 from memnet.governance.gate import Gate
 from memnet.governance.trust import TrustPolicy
 from memnet.net.names import validator
 from memnet.net.quota import RollingQuota
 from memnet.net.ratelimit import TokenBucket
 from memnet.net.revocation_records import RevocationValidator
-from memnet.net.server import ServeLimits
+from memnet.config import ServeLimits
 from memnet.store import Store
 from tests import factories
 from tests.cli_helpers import memnet
@@ -41,7 +41,7 @@ NOW = 1_790_000_000
 # -- trust policy --------------------------------------------------------------------------------
 
 def test_default_policy_fetches_anyone_pins_and_injects_only_self():
-    policy = TrustPolicy.from_config(home.DEFAULT_CONFIG)
+    policy = config.parse(config.file.initial()).trust
     assert policy == TrustPolicy()
     assert policy.allows("fetch", B, A) and policy.allows("fetch", A, A)
     for action in ("pin", "inject"):
@@ -52,8 +52,8 @@ def test_default_policy_fetches_anyone_pins_and_injects_only_self():
 
 
 def test_explicit_ids_and_anyone():
-    config = {"trust": {"inject": [keys.peer_id(B)], "pin": ["*"]}}  # fetch keeps its default
-    policy = TrustPolicy.from_config(config)
+    config_json = {"trust": {"inject": [keys.peer_id(B)], "pin": ["*"]}}  # fetch keeps its default
+    policy = config.parse(config_json).trust
     assert policy.fetch == ("*",) and policy.pin == ("*",)
     assert policy.allows("inject", B, A) and not policy.allows("inject", A, A)  # self not listed: not trusted
     assert policy.allows("pin", B, A) and policy.allows("pin", A, A)
@@ -63,7 +63,7 @@ def test_explicit_ids_and_anyone():
     assert added.add("self", ["inject"]) == added  # no duplicates
     removed = added.remove(keys.peer_id(B))
     assert not removed.allows("inject", B, A) and removed.allows("inject", A, A)
-    assert TrustPolicy.from_config({"trust": removed.to_config()}) == removed
+    assert config.parse({"trust": removed.to_config()}).trust == removed
 
 
 @pytest.mark.parametrize("trust, phrase", [
@@ -75,7 +75,7 @@ def test_explicit_ids_and_anyone():
 ])
 def test_bad_trust_config_is_a_one_line_home_error(trust, phrase):
     with pytest.raises(HomeError, match=phrase):
-        TrustPolicy.from_config({"trust": trust})
+        config.parse({"trust": trust})
 
 
 def test_bad_entries_and_actions():
@@ -111,12 +111,12 @@ def test_trust_cli_add_rm_ls(tmp_path, capsys):
     code, out, _ = cli(capsys, node.home, "trust", "ls")
     assert code == 0 and f"inject  self {peer}" in out and f"pin     self {peer}" in out
     assert cli(capsys, node.home, "trust", "rm", peer, "--for", "pin")[0] == 0
-    policy = settings.load_policy(node.home)
+    policy = config.load(node.home).trust
     assert policy.inject == ("self", peer) and policy.pin == ("self",)
-    config = json.loads((node.home / "config.json").read_text())
-    assert config["chunk_size"] == node.config["chunk_size"]  # the rest of the file is kept
+    written = json.loads((node.home / "config.json").read_text())
+    assert written["chunk_size"] == node.config.chunk_size  # the rest of the file is kept
     code, _, err = cli(capsys, node.home, "trust", "rm", "*", "--for", "fetch")
-    assert code == 0 and settings.load_policy(node.home).fetch == ()
+    assert code == 0 and config.load(node.home).trust.fetch == ()
     before = (node.home / "config.json").read_bytes()
     one_line_error(cli(capsys, node.home, "trust", "add", "12D3KooWbogus"), "not a PeerID")
     one_line_error(cli(capsys, node.home, "trust", "add", peer, "--for", "share"), "actions must be among")
@@ -269,7 +269,7 @@ def test_revoke_cli_only_for_the_author(tmp_path, capsys):
     record = revocations.stored(node.store, cid.from_text(own))
     assert record.author == node.author and record.reason == "wrong numbers"
     assert node.store.entry(cid.from_text(own)).pin is None
-    again, new = revocations.revoke(node, cid.from_text(own), "other words")
+    again, new = revocations.revoke(node.publisher, cid.from_text(own), "other words")
     assert not new and again == record.encode()  # one record per cube
 
 
@@ -301,78 +301,78 @@ def _ids(loaded, n: int, seed: int = 0) -> list[int]:
 
 
 def test_untrusted_or_revoked_kv_cube_is_never_injected(tmp_path, models, tiny_model_dir):
-    from memnet.model import generate, loader, pinned
+    from memnet.model import generate, loader
 
     author, user = home.init(tmp_path / "author"), home.init(tmp_path / "user")
-    loaded = loader.load(pinned.pin(author, str(tiny_model_dir))[0])
+    loaded = loader.load(author.models.pin(str(tiny_model_dir))[0])
     ids = _ids(loaded, 40)
-    cube, _ = generate.build(author, loaded, ids, "float32")
-    local.export(author, [cube.cube_id], tmp_path / "kv.car")
-    local.import_archive(user, tmp_path / "kv.car")
+    cube, _ = generate.build(author.publisher, author.perf, loaded, ids, "float32")
+    local.export(author.store, [cube.cube_id], tmp_path / "kv.car")
+    local.import_archive(user.store, tmp_path / "kv.car")
     prompt = ids + _ids(loaded, 6, seed=3)
     options = generate.Options(max_new_tokens=3)
 
-    refused = generate.generate(user, loaded, prompt, options)
+    refused = generate.generate(user.store, user.gate(), user.perf, loaded, prompt, options)
     assert refused.reused == 0 and refused.source == "none" and refused.cube_id is None  # a full prefill
     assert "not trusted" in refused.decision and author.peer_id in refused.decision
     assert "full prefill" in refused.timing_line()
 
-    settings.save_policy(user.home, settings.load_policy(user.home).add(author.peer_id, ["inject"]))
-    trusted = generate.generate(user, loaded, prompt, generate.Options(max_new_tokens=3,
-                                                                       gate=Gate.for_node(user, fresh=True)))
+    config.update(user.home, "trust", config.load(user.home).trust.add(author.peer_id, ["inject"]).to_config())
+    trusted = generate.generate(user.store, user.gate(fresh=True), user.perf, loaded, prompt,
+                                generate.Options(max_new_tokens=3))
     assert trusted.reused == 40 and trusted.cube_id == cube.cube_id and trusted.source == "local"
     assert trusted.new_ids == refused.new_ids and "not trusted" not in trusted.decision
 
-    own = generate.generate(author, loaded, prompt, options)
+    own = generate.generate(author.store, author.gate(), author.perf, loaded, prompt, options)
     assert own.reused == 40  # the author trusts itself
-    record, new = revocations.revoke(author, cube.cube_id, "stale")
+    record, new = revocations.revoke(author.publisher, cube.cube_id, "stale")
     assert new
-    after = generate.generate(author, loaded, prompt, options)
+    after = generate.generate(author.store, author.gate(), author.perf, loaded, prompt, options)
     assert after.reused == 0 and "revoked by its author (stale)" in after.decision
     # a revocation reaching the user's store (checked against the manifest's author) stops it there too
     revocations.accept(user.store, record, cube.cube_id, cube.manifest.author)
-    gone = generate.generate(user, loaded, prompt, generate.Options(max_new_tokens=3,
-                                                                    gate=Gate.for_node(user, fresh=True)))
+    gone = generate.generate(user.store, user.gate(fresh=True), user.perf, loaded, prompt,
+                             generate.Options(max_new_tokens=3))
     assert gone.reused == 0 and "revoked" in gone.decision
 
 
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_lora_activation_refuses_untrusted_and_revoked_adapters(tmp_path, models, tiny_model_dir):
-    from memnet.model import loader, lora, pinned
+    from memnet.model import loader, lora
     from tests.test_lora import peft_adapter
 
     author, user = home.init(tmp_path / "author"), home.init(tmp_path / "user")
-    model = pinned.pin(author, str(tiny_model_dir))[0]
+    model = author.models.pin(str(tiny_model_dir))[0]
     loaded = loader.load(model)
-    adapter = lora.import_adapter(author, peft_adapter(loaded, tmp_path / "adapter", seed=1), model).cube_id
-    local.export(author, [adapter], tmp_path / "lora.car")
-    local.import_archive(user, tmp_path / "lora.car")
+    adapter = lora.import_adapter(author.publisher, peft_adapter(loaded, tmp_path / "adapter", seed=1), model).cube_id
+    local.export(author.store, [adapter], tmp_path / "lora.car")
+    local.import_archive(user.store, tmp_path / "lora.car")
     try:
         with pytest.raises(PolicyError, match=f"author {author.peer_id} is not trusted"):
-            lora.activate(user, loaded, [(adapter, 1.0)])
+            lora.activate(user.store, user.gate(), loaded, [(adapter, 1.0)])
         assert "peft" not in loaded.adapters  # refused before the model was touched
-        assert lora.activate(author, loaded, [(adapter, 1.0)]) is not None
-        lora.activate(author, loaded, [])
-        revocations.revoke(author, adapter)
+        assert lora.activate(author.store, author.gate(), loaded, [(adapter, 1.0)]) is not None
+        lora.activate(author.store, author.gate(), loaded, [])
+        revocations.revoke(author.publisher, adapter)
         with pytest.raises(PolicyError, match="revoked"):
-            lora.activate(author, loaded, [(adapter, 1.0)])
+            lora.activate(author.store, author.gate(), loaded, [(adapter, 1.0)])
     finally:
-        lora.activate(author, loaded, [])
+        lora.activate(author.store, author.gate(), loaded, [])
 
 
 def test_audit_records_generations_and_lists_them(tmp_path, models, tiny_model_dir, capsys):
-    from memnet.model import generate, loader, pinned
+    from memnet.model import generate, loader
 
     node = home.init(tmp_path / "home")
-    loaded = loader.load(pinned.pin(node, str(tiny_model_dir))[0])
+    loaded = loader.load(node.models.pin(str(tiny_model_dir))[0])
     text = " ".join(f"memory {i} is content addressed" for i in range(12))
-    cube, _ = generate.build(node, loaded, loaded.encode(text), "float32")
+    cube, _ = generate.build(node.publisher, node.perf, loaded, loaded.encode(text), "float32")
     result = api.generate(text + " and so on", home=node, max_new_tokens=2, swarm=False)
     assert result.reused > 0
-    audit.record_answer(node, kind="ask", prompt_ids_or_text_digest="what did I note?", answer_digest=b"\x01" * 32,
+    audit.record_answer(node.store, kind="ask", prompt_ids_or_text_digest="what did I note?", answer_digest=b"\x01" * 32,
                         cubes=[{"cid": CUBE, "kind": "plaintext", "author": B, "role": "plaintext",
                                 "source": "peer"}], extra={"score": 0.5, "none": None})
-    logged = audit.entries(node)
+    logged = audit.entries(node.store)
     assert [e["kind"] for e in logged] == ["generate", "ask"]
     first = logged[0]
     assert first["preview"] == (text + " and so on")[:audit.PREVIEW]
@@ -382,7 +382,7 @@ def test_audit_records_generations_and_lists_them(tmp_path, models, tiny_model_d
                                "source": "local"}]
     assert first["extra"]["reused"] == result.reused
     assert logged[1]["extra"] == {"score": "0.5"} and logged[1]["preview"] == "what did I note?"
-    assert audit.entries(node, last=1) == logged[1:]
+    assert audit.entries(node.store, last=1) == logged[1:]
 
     code, out, _ = cli(capsys, node.home, "audit", "--json")
     listed = json.loads(out)
@@ -393,27 +393,27 @@ def test_audit_records_generations_and_lists_them(tmp_path, models, tiny_model_d
     assert code == 0 and "what did I note?" in out and "plaintext" in out and "1 answer(s)" in err
     one_line_error(cli(capsys, node.home, "audit", "--last", "0"), "--last")
     with pytest.raises(UsageError, match="role"):
-        audit.record_answer(node, kind="ask", prompt_ids_or_text_digest="q", answer_digest="a",
+        audit.record_answer(node.store, kind="ask", prompt_ids_or_text_digest="q", answer_digest="a",
                             cubes=[{"cid": CUBE, "kind": "plaintext", "author": B, "role": "boss"}])
-    assert audit.prune(node, keep=1) == 1 and len(audit.entries(node)) == 1
+    assert audit.prune(node.store, keep=1) == 1 and len(audit.entries(node.store)) == 1
 
 
 def test_upkeep_cuts_the_audit_log_to_audit_keep(tmp_path, capsys):
     node = home.init(tmp_path / "home")
     for i in range(5):
-        audit.record_answer(node, kind="ask", prompt_ids_or_text_digest=f"question {i}", answer_digest="a",
+        audit.record_answer(node.store, kind="ask", prompt_ids_or_text_digest=f"question {i}", answer_digest="a",
                             cubes=[])
-    config = json.loads((node.home / "config.json").read_text())
-    (node.home / "config.json").write_text(json.dumps({**config, "audit_keep": 2}))
+    written = json.loads((node.home / "config.json").read_text())
+    (node.home / "config.json").write_text(json.dumps({**written, "audit_keep": 2}))
     code, out, _ = cli(capsys, node.home, "upkeep", "--dry-run")
     assert code == 0 and "would prune 3 audit entries (audit_keep 2)" in out
-    assert len(audit.entries(node)) == 5  # a dry run changes nothing
+    assert len(audit.entries(node.store)) == 5  # a dry run changes nothing
     code, out, _ = cli(capsys, node.home, "upkeep", "--json")
     assert code == 0 and json.loads(out)["audit_pruned"] == 3
-    assert [e["preview"] for e in audit.entries(node)] == ["question 3", "question 4"]  # the newest stay
+    assert [e["preview"] for e in audit.entries(node.store)] == ["question 3", "question 4"]  # the newest stay
     code, out, _ = cli(capsys, node.home, "upkeep", "--json")
     assert json.loads(out)["audit_pruned"] == 0
-    (node.home / "config.json").write_text(json.dumps({**config, "audit_keep": 0}))
+    (node.home / "config.json").write_text(json.dumps({**written, "audit_keep": 0}))
     one_line_error(cli(capsys, node.home, "upkeep"), "audit_keep")
 
 
@@ -436,17 +436,15 @@ def test_rolling_quota_counts_volume_over_the_window_and_prunes_idle_peers():
 
 
 def test_quota_and_check_interval_settings():
-    from memnet.daemon.config import DaemonConfig
-
-    config = DaemonConfig.from_config({"daemon": {"revocation_check_interval": 1,
-                                                  "limits": {"quota_bytes_per_hour": 0}}})
-    assert config.revocation_check_interval == 1 and config.serve.quota_bytes_per_hour == 0
-    assert DaemonConfig.from_config({}).serve.quota_bytes_per_hour == 4 * 2**30
+    daemon = config.parse({"daemon": {"revocation_check_interval": 1,
+                                      "limits": {"quota_bytes_per_hour": 0}}}).daemon
+    assert daemon.revocation_check_interval == 1 and daemon.limits.quota_bytes_per_hour == 0
+    assert config.parse({}).daemon.limits.quota_bytes_per_hour == 4 * 2**30
     for bad in (0, 1.5, True, "60"):
         with pytest.raises(HomeError, match="revocation_check_interval"):
-            DaemonConfig.from_config({"daemon": {"revocation_check_interval": bad}})
+            config.parse({"daemon": {"revocation_check_interval": bad}})
     with pytest.raises(HomeError, match="quota_bytes_per_hour"):
-        DaemonConfig.from_config({"daemon": {"limits": {"quota_bytes_per_hour": -1}}})
+        config.parse({"daemon": {"limits": {"quota_bytes_per_hour": -1}}})
 
 
 def test_token_bucket_is_idle_once_refilled():
@@ -559,6 +557,7 @@ def test_server_never_serves_a_revoked_cube(tmp_path):
 
 # -- a real swarm ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_revocation_reaches_a_peer_that_then_stops_serving(tmp_path):
     """A publishes, B fetches (and provides) it, A revokes: B learns it from the DHT within its
@@ -571,9 +570,9 @@ def test_a_revocation_reaches_a_peer_that_then_stops_serving(tmp_path):
     try:
         a = swarm.start("a")
         b_home = swarm.home("b")
-        config = json.loads((b_home / "config.json").read_text())
-        config["daemon"] = {"revocation_check_interval": 1}
-        (b_home / "config.json").write_text(json.dumps(config))
+        written = json.loads((b_home / "config.json").read_text())
+        written["daemon"] = {"revocation_check_interval": 1}
+        (b_home / "config.json").write_text(json.dumps(written))
         b = swarm.start("b", bootstrap=[a])
         text = memnet(a.home, "publish", str(notes_file(tmp_path / "notes.txt", 20_000))).out.strip()
         cube_id = cid.from_text(text)

@@ -50,16 +50,16 @@ def test_fingerprint_covers_weights_config_and_tokenizer(tmp_path, node, tiny):
 
 
 def test_other_weights_other_fingerprint(tmp_path, node, tiny):
-    other, _ = pinned.pin(node, str(tiny_model_folder(tmp_path / "seed1", seed=1)))
+    other, _ = node.models.pin(str(tiny_model_folder(tmp_path / "seed1", seed=1)))
     assert other.fingerprint != tiny.pinned.fingerprint
     assert other.tokenizer == tiny.pinned.tokenizer  # same tokenizer, other weights
-    assert [m.fingerprint for m in pinned.pinned_models(node)] == [tiny.pinned.fingerprint, other.fingerprint]
-    assert pinned.resolve(node).fingerprint == other.fingerprint  # the last pinned is the default
-    assert pinned.resolve(node, tiny.pinned.fingerprint.hex()[:10]).fingerprint == tiny.pinned.fingerprint
+    assert [m.fingerprint for m in node.models.pinned_models()] == [tiny.pinned.fingerprint, other.fingerprint]
+    assert node.models.resolve().fingerprint == other.fingerprint  # the last pinned is the default
+    assert node.models.resolve(tiny.pinned.fingerprint.hex()[:10]).fingerprint == tiny.pinned.fingerprint
 
 
 def test_pin_again_and_edited_folder_refused(node, tiny, tiny_model_dir):
-    again, new = pinned.pin(node, str(tiny_model_dir))
+    again, new = node.models.pin(str(tiny_model_dir))
     assert not new and again.fingerprint == tiny.pinned.fingerprint
     weights = tiny.pinned.folder / "model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -71,29 +71,29 @@ def test_pin_again_and_edited_folder_refused(node, tiny, tiny_model_dir):
 
 def test_pin_errors(tmp_path, node):
     with pytest.raises(UsageError, match="neither"):
-        pinned.pin(node, str(tmp_path / "nope"))
+        node.models.pin(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no config.json"):
-        pinned.pin(node, str(tmp_path / "empty"))
+        node.models.pin(str(tmp_path / "empty"))
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "config.json").write_text("{}")
     (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
     with pytest.raises(UsageError, match="pickle"):
-        pinned.pin(node, str(pickled))
+        node.models.pin(str(pickled))
     with pytest.raises(UsageError, match="no model is pinned"):
-        pinned.resolve(node)
+        node.models.resolve()
 
 
 # -- exact round trip and dtypes ----------------------------------------------------------------------
 
 def test_fp32_round_trip_is_exact(node, tiny):
     ids = _ids(tiny, 300)
-    cube, _ = generate.build(node, tiny, ids, "float32")
+    cube, _ = generate.build(node.publisher, node.perf, tiny, ids, "float32")
     assert cube.manifest.meta["n_tokens"] == 300 and len(cube.manifest.meta["prefix_keys"]) == 2
     prompt = ids + _ids(tiny, 12, seed=5)
-    full = generate.generate(node, tiny, prompt, generate.Options(max_new_tokens=12, use_local=False))
-    cached = generate.generate(node, tiny, prompt, generate.Options(max_new_tokens=12, check=True))
+    full = generate.generate(node.store, node.gate(), node.perf, tiny, prompt, generate.Options(max_new_tokens=12, use_local=False))
+    cached = generate.generate(node.store, node.gate(), node.perf, tiny, prompt, generate.Options(max_new_tokens=12, check=True))
     assert cached.reused == 300 and cached.source == "local" and cached.cube_id == cube.cube_id
     assert cached.max_logit_diff is not None and cached.max_logit_diff <= 1e-4
     assert cached.same_top1 and cached.new_ids == full.new_ids and full.reused == 0
@@ -132,9 +132,9 @@ def test_grouped_attention_matches_transformers_sdpa(node, tiny):
 @pytest.mark.parametrize("dtype,tolerance", [("float16", 0.05), ("bfloat16", 0.3), ("int8", 0.3)])
 def test_lossy_dtypes_keep_top1(node, tiny, dtype, tolerance):
     ids = _ids(tiny, 200)
-    cube, _ = generate.build(node, tiny, ids, dtype)
+    cube, _ = generate.build(node.publisher, node.perf, tiny, ids, dtype)
     assert cube.manifest.size < 4 * 200 * tiny.pinned.kv_bytes_per_token(1) + 4096
-    result = generate.generate(node, tiny, ids + _ids(tiny, 5, seed=3),
+    result = generate.generate(node.store, node.gate(), node.perf, tiny, ids + _ids(tiny, 5, seed=3),
                                generate.Options(max_new_tokens=4, dtypes=(dtype,), check=True))
     assert result.reused == 200 and result.dtype == dtype
     assert 0 < result.max_logit_diff <= tolerance and result.same_top1
@@ -155,17 +155,17 @@ def test_int8_payload_has_per_token_scales(node, tiny):
 
 def test_partial_prefix_reuse_and_short_cubes(node, tiny):
     ids = _ids(tiny, 300)
-    generate.build(node, tiny, ids, "float32")
+    generate.build(node.publisher, node.perf, tiny, ids, "float32")
     diverging = ids[:270] + _ids(tiny, 40, seed=9)
-    result = generate.generate(node, tiny, diverging, generate.Options(max_new_tokens=2, check=True))
+    result = generate.generate(node.store, node.gate(), node.perf, tiny, diverging, generate.Options(max_new_tokens=2, check=True))
     assert result.reused == 256 and result.max_logit_diff <= 1e-4  # the full first block only
-    exact = generate.generate(node, tiny, ids, generate.Options(max_new_tokens=2, check=True))
+    exact = generate.generate(node.store, node.gate(), node.perf, tiny, ids, generate.Options(max_new_tokens=2, check=True))
     assert exact.reused == 299 and exact.max_logit_diff <= 1e-4  # one token left to run
     system = _ids(tiny, 60, seed=2)
-    generate.build(node, tiny, system, "float32")
-    short = generate.generate(node, tiny, system + _ids(tiny, 30, seed=4), generate.Options(max_new_tokens=2))
+    generate.build(node.publisher, node.perf, tiny, system, "float32")
+    short = generate.generate(node.store, node.gate(), node.perf, tiny, system + _ids(tiny, 30, seed=4), generate.Options(max_new_tokens=2))
     assert short.reused == 60
-    unrelated = generate.generate(node, tiny, _ids(tiny, 100, seed=7)[::-1], generate.Options(max_new_tokens=2))
+    unrelated = generate.generate(node.store, node.gate(), node.perf, tiny, _ids(tiny, 100, seed=7)[::-1], generate.Options(max_new_tokens=2))
     assert unrelated.reused == 0 and unrelated.source == "none"
 
 
@@ -186,12 +186,12 @@ def test_matched_tokens_is_exact_about_ids():
 
 def test_cube_for_another_model_or_adapter_is_refused(tmp_path, node, tiny):
     ids = _ids(tiny, 64)
-    cube, _ = generate.build(node, tiny, ids, "float32")
-    other = loader.load(pinned.pin(node, str(tiny_model_folder(tmp_path / "other", seed=3)))[0])
+    cube, _ = generate.build(node.publisher, node.perf, tiny, ids, "float32")
+    other = loader.load(node.models.pin(str(tiny_model_folder(tmp_path / "other", seed=3)))[0])
     payload = node.store.read_payload(cube.cube_id)
     with pytest.raises(PolicyError, match="is for model"):
         kv.check_binding(cube.manifest.meta, other, None)
-    assert generate.generate(node, other, ids + ids[:4], generate.Options(max_new_tokens=1)).reused == 0
+    assert generate.generate(node.store, node.gate(), node.perf, other, ids + ids[:4], generate.Options(max_new_tokens=1)).reused == 0
     with pytest.raises(PolicyError, match="adapter"):
         kv.check_binding(cube.manifest.meta, tiny, bytes(range(32)))
     bad_tokenizer = {**cube.manifest.meta, "tokenizer": bytes(32)}
@@ -210,9 +210,9 @@ def test_cube_for_another_model_or_adapter_is_refused(tmp_path, node, tiny):
 def test_cube_under_adapter_never_used_without_it(node, tiny):
     ids = _ids(tiny, 100)
     adapter = bytes(range(32))
-    cube, _ = generate.build(node, tiny, ids, "float32", adapter)
+    cube, _ = generate.build(node.publisher, node.perf, tiny, ids, "float32", adapter)
     assert cube.manifest.meta["adapter"] == adapter
-    plain = generate.generate(node, tiny, ids + ids[:3], generate.Options(max_new_tokens=1))
+    plain = generate.generate(node.store, node.gate(), node.perf, tiny, ids + ids[:3], generate.Options(max_new_tokens=1))
     assert plain.reused == 0
     # the salt differs, so even the keys differ: no lookup can match across adapters
     assert kv.binding_for(tiny, adapter, "float32").keys(ids) != kv.binding_for(tiny, None, "float32").keys(ids)
@@ -220,7 +220,7 @@ def test_cube_under_adapter_never_used_without_it(node, tiny):
 
 def test_forged_activation_payload_refused(node, tiny):
     ids = _ids(tiny, 32)
-    cube, _ = generate.build(node, tiny, ids, "float16")
+    cube, _ = generate.build(node.publisher, node.perf, tiny, ids, "float16")
     payload = bytearray(node.store.read_payload(cube.cube_id))
     header_len = int.from_bytes(payload[:8], "little")
     header = json.loads(payload[8:8 + header_len])
@@ -265,6 +265,7 @@ def test_perf_book_persists_and_bounds(tmp_path):
 
 # -- the command line -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_pin_build_generate(tmp_path, models, tiny_model_dir):
     h = tmp_path / "clihome"
     memnet(h, "init")
@@ -288,6 +289,7 @@ def test_cli_pin_build_generate(tmp_path, models, tiny_model_dir):
     assert chat["dtype"] == "float16"
 
 
+@pytest.mark.slow
 def test_cli_errors(tmp_path, models, tiny_model_dir):
     h = tmp_path / "clihome"
     memnet(h, "init")
@@ -314,23 +316,24 @@ PROMPTS = [
 ]
 
 
+@pytest.mark.slow
 def test_smollm2_fp16_cube_keeps_greedy_tokens(tmp_path, monkeypatch, smollm2_models_dir):
     monkeypatch.setenv("MEMNET_MODELS", str(smollm2_models_dir))
     node = home.init(tmp_path / "home")
-    model, _ = pinned.pin(node, "smollm2")
+    model, _ = node.models.pin("smollm2")
     assert model.layout == {"layers": 30, "kv_heads": 3, "head_dim": 64}
     assert model.kv_bytes_per_token(2) == 23040
     smol = loader.load(model)
     context = ("memnet shares signed, content-addressed units of LLM memory between machines. "
                "A peer that already paid for a prefill shares it, and everyone else skips it. ") * 6
     ctx_ids = smol.encode_chat([{"role": "system", "content": context}], add_generation_prompt=False)
-    cube, _ = generate.build(node, smol, ctx_ids, "float16")
+    cube, _ = generate.build(node.publisher, node.perf, smol, ctx_ids, "float16")
     assert 0 < cube.manifest.size - len(ctx_ids) * 23040 < 16384  # K/V plus the safetensors header
     for question in PROMPTS:
         ids = smol.encode_chat([{"role": "system", "content": context}, {"role": "user", "content": question}],
                                add_generation_prompt=True)
-        full = generate.generate(node, smol, ids, generate.Options(max_new_tokens=8, use_local=False))
-        cached = generate.generate(node, smol, ids, generate.Options(max_new_tokens=8, check=True))
+        full = generate.generate(node.store, node.gate(), node.perf, smol, ids, generate.Options(max_new_tokens=8, use_local=False))
+        cached = generate.generate(node.store, node.gate(), node.perf, smol, ids, generate.Options(max_new_tokens=8, check=True))
         assert cached.reused == len(ctx_ids) and cached.source == "local"
         assert cached.new_ids == full.new_ids, question
         assert cached.same_top1 and cached.max_logit_diff < 0.1

@@ -14,7 +14,7 @@ import pytest
 from tests.model_factory import tiny_model_folder
 from tests.swarm_helpers import ROOT, Swarm
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # real daemons: the full suite only
 
 TEXT = " ".join(f"memory {i} is content addressed and shared" for i in range(22))
 

@@ -13,11 +13,10 @@ import json
 import msgpack
 import pytest
 
-from memnet import home, ingest, local
+from memnet import home, ingest
 from memnet.cube import cid
 from memnet.errors import NotFoundError, PolicyError, UsageError
 from memnet.model import kv, loader, lora
-from memnet.model.pinned import pin
 from memnet.model.runtime import torch
 from tests import factories
 from tests.model_factory import TEXT
@@ -33,13 +32,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is d
 def tiny_pinned(tiny_model_dir, tmp_path_factory):
     """The tiny model converted once into a pinned folder; each test's home pins that folder."""
     node = home.init(tmp_path_factory.mktemp("lora") / "home")
-    return pin(node, str(tiny_model_dir))[0]
+    return node.models.pin(str(tiny_model_dir))[0]
 
 
 @pytest.fixture
 def node(tmp_path, tiny_pinned):
     n = home.init(tmp_path / "home")
-    pin(n, str(tiny_pinned.folder))
+    n.models.pin(str(tiny_pinned.folder))
     return n
 
 
@@ -47,7 +46,7 @@ def node(tmp_path, tiny_pinned):
 def loaded(node, tiny_pinned):
     model = loader.load(tiny_pinned)  # one per process: every test must leave it plain
     yield model
-    lora.activate(node, model, [])
+    lora.activate(node.store, node.gate(), model, [])
 
 
 def peft_adapter(loaded, folder, seed, r=4, targets=("q_proj", "v_proj")):
@@ -64,7 +63,7 @@ def peft_adapter(loaded, folder, seed, r=4, targets=("q_proj", "v_proj")):
 
 def imported(node, loaded, tmp_path, seed, **kwargs) -> bytes:
     folder = peft_adapter(loaded, tmp_path / f"adapter-{seed}-{kwargs.get('r', 4)}", seed, **kwargs)
-    return lora.import_adapter(node, folder, loaded.pinned).cube_id
+    return lora.import_adapter(node.publisher, folder, loaded.pinned).cube_id
 
 
 def logits(loaded, text=PROMPT):
@@ -152,7 +151,7 @@ def test_adapter_fingerprint_definition_and_semantics():
 
 def test_import_round_trip_through_cat(node, loaded, tmp_path, capsys):
     folder = peft_adapter(loaded, tmp_path / "adapter", seed=1)
-    cube = lora.import_adapter(node, folder, loaded.pinned, name="skill")
+    cube = lora.import_adapter(node.publisher, folder, loaded.pinned, name="skill")
     m = node.store.manifest(cube.cube_id)
     assert m.kind == "parameter" and m.name == "skill" and m.meta["base_model"] == loaded.pinned.fingerprint
     assert m.meta["peft"] == {"type": "LORA", "r": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}
@@ -171,15 +170,15 @@ def test_import_refuses_an_adapter_that_does_not_fit(node, loaded, tmp_path):
     # a LoRA shaped for a 16-wide model: q_proj/v_proj exist, their features do not match
     config, weights = factories.lora_files(hidden=16)
     with pytest.raises(UsageError, match="features in model"):
-        lora.import_adapter(node, write_folder(tmp_path / "narrow", config, weights), loaded.pinned)
+        lora.import_adapter(node.publisher, write_folder(tmp_path / "narrow", config, weights), loaded.pinned)
     # a LoRA for a deeper model: layer 5 does not exist here
     config, weights = factories.lora_files(hidden=64, layers=6, targets=("q_proj",))
     with pytest.raises(UsageError, match="does not have"):
-        lora.import_adapter(node, write_folder(tmp_path / "deep", config, weights), loaded.pinned)
+        lora.import_adapter(node.publisher, write_folder(tmp_path / "deep", config, weights), loaded.pinned)
     # DoRA needs magnitude vectors memnet does not apply
     config, weights = factories.lora_files(hidden=64, targets=("q_proj",))
     with pytest.raises(UsageError, match="use_dora"):
-        lora.import_adapter(node, write_folder(tmp_path / "dora", {**config, "use_dora": True}, weights),
+        lora.import_adapter(node.publisher, write_folder(tmp_path / "dora", {**config, "use_dora": True}, weights),
                             loaded.pinned)
     assert node.store.entries(kind="parameter") == []
 
@@ -187,21 +186,21 @@ def test_import_refuses_an_adapter_that_does_not_fit(node, loaded, tmp_path):
 def test_activate_refuses_another_base_another_kind_and_absent_cubes(node, loaded, tmp_path):
     folder = peft_adapter(loaded, tmp_path / "adapter", seed=1)
     payload, meta = ingest.adapter_from_dir(folder, factories.fingerprint("another model"))
-    foreign = local.publish(node, "parameter", payload, meta).cube_id
+    foreign = node.publisher.publish("parameter", payload, meta).cube_id
     with pytest.raises(PolicyError, match="made for model"):
-        lora.activate(node, loaded, [(foreign, 1.0)])
-    notes = local.publish(node, "plaintext", *ingest.plaintext_payload([{"text": "a fact"}])).cube_id
+        lora.activate(node.store, node.gate(), loaded, [(foreign, 1.0)])
+    notes = node.publisher.publish("plaintext", *ingest.plaintext_payload([{"text": "a fact"}])).cube_id
     with pytest.raises(PolicyError, match="not a parameter"):
-        lora.activate(node, loaded, [(notes, 1.0)])
+        lora.activate(node.store, node.gate(), loaded, [(notes, 1.0)])
     absent = factories.parameter_cube(base=loaded.pinned.fingerprint).cube_id
     with pytest.raises(NotFoundError, match="memnet get"):
-        lora.activate(node, loaded, [(absent, 1.0)])
+        lora.activate(node.store, node.gate(), loaded, [(absent, 1.0)])
     # a refused set leaves what was applied before in place
     good = imported(node, loaded, tmp_path, seed=2)
-    applied = lora.activate(node, loaded, [(good, 1.0)])
+    applied = lora.activate(node.store, node.gate(), loaded, [(good, 1.0)])
     before = logits(loaded)
     with pytest.raises(PolicyError):
-        lora.activate(node, loaded, [(good, 1.0), (foreign, 1.0)])
+        lora.activate(node.store, node.gate(), loaded, [(good, 1.0), (foreign, 1.0)])
     assert loaded.adapters["fingerprint"] == applied and torch.equal(logits(loaded), before)
 
 
@@ -212,17 +211,17 @@ def test_apply_changes_the_output_and_empty_restores_the_exact_base(node, loaded
     grads = [p.requires_grad for p in loaded.model.parameters()]
     base = logits(loaded)
     a = imported(node, loaded, tmp_path, seed=1)
-    fingerprint = lora.activate(node, loaded, [(a, 1.0)])
+    fingerprint = lora.activate(node.store, node.gate(), loaded, [(a, 1.0)])
     assert fingerprint == lora.adapter_fingerprint([(a, 1.0)])
     adapted = logits(loaded)
     assert (adapted - base).abs().max() > 1e-2
-    assert lora.activate(node, loaded, [(a, 1.0)]) == fingerprint and torch.equal(logits(loaded), adapted)
+    assert lora.activate(node.store, node.gate(), loaded, [(a, 1.0)]) == fingerprint and torch.equal(logits(loaded), adapted)
     assert loaded.model.config is config  # DynamicCache(config=...) and max_tokens see the base config
-    assert lora.activate(node, loaded, []) is None
+    assert lora.activate(node.store, node.gate(), loaded, []) is None
     assert torch.equal(logits(loaded), base)  # bit for bit: the LoRA layers are gone
     assert [type(m) for m in loaded.model.modules()] == modules
     assert [p.requires_grad for p in loaded.model.parameters()] == grads
-    lora.activate(node, loaded, [(a, 1.0)])
+    lora.activate(node.store, node.gate(), loaded, [(a, 1.0)])
     assert torch.equal(logits(loaded), adapted)  # and back again, the same
 
 
@@ -233,7 +232,7 @@ def test_composition_is_the_weighted_sum_of_the_updates(node, loaded, tmp_path):
     x = torch.randn(3, loaded.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
 
     def run(specs):
-        lora.activate(node, loaded, specs)
+        lora.activate(node.store, node.gate(), loaded, specs)
         with torch.no_grad():
             return logits(loaded), loaded.model.model.layers[0].self_attn.q_proj(x)
 
@@ -253,7 +252,7 @@ def test_composition_is_the_weighted_sum_of_the_updates(node, loaded, tmp_path):
 def test_kv_cache_works_under_an_adapter_and_is_bound_to_it(node, loaded, tmp_path):
     a = imported(node, loaded, tmp_path, seed=1)
     plain = greedy(loaded, PROMPT, 6)
-    fingerprint = lora.activate(node, loaded, [(a, 1.0)])
+    fingerprint = lora.activate(node.store, node.gate(), loaded, [(a, 1.0)])
     adapted = greedy(loaded, PROMPT, 6)
     assert adapted != plain
     # the cached decode agrees with a full forward pass under the adapter
@@ -276,10 +275,10 @@ def test_train_lowers_the_loss_publishes_a_cube_and_leaves_the_model_as_it_was(n
     text = tmp_path / "skill.txt"
     text.write_text(TEXT * 3)
     a = imported(node, loaded, tmp_path, seed=1)
-    lora.activate(node, loaded, [(a, 0.5)])
+    lora.activate(node.store, node.gate(), loaded, [(a, 0.5)])
     before = logits(loaded)
     seen, stats = [], {}
-    cube = lora.train(node, loaded, text, steps=12, seq_len=32, batch=2, lr=1e-2, name="tiny-skill",
+    cube = lora.train(node.publisher, node.gate(), loaded, text, steps=12, seq_len=32, batch=2, lr=1e-2, name="tiny-skill",
                       progress=lambda step, steps, loss: seen.append((step, steps, loss)), stats=stats)
     assert [s[:2] for s in seen] == [(i, 12) for i in range(1, 13)]
     assert stats["loss_after"] < stats["loss_before"] - 0.1, stats
@@ -291,11 +290,11 @@ def test_train_lowers_the_loss_publishes_a_cube_and_leaves_the_model_as_it_was(n
     assert m.meta["peft"] == {"type": "LORA", "r": 8, "alpha": 16, "targets": ["q_proj", "v_proj"]}
     assert "loss" in m.description
     # the trained adapter is a working one, and deterministic under the seed
-    lora.activate(node, loaded, [])
+    lora.activate(node.store, node.gate(), loaded, [])
     base = logits(loaded)
-    lora.activate(node, loaded, [(cube.cube_id, 1.0)])
+    lora.activate(node.store, node.gate(), loaded, [(cube.cube_id, 1.0)])
     assert (logits(loaded) - base).abs().max() > 1e-2
-    again = lora.train(node, loaded, text, steps=12, seq_len=32, batch=2, lr=1e-2)
+    again = lora.train(node.publisher, node.gate(), loaded, text, steps=12, seq_len=32, batch=2, lr=1e-2)
     assert node.store.read_payload(again.cube_id) == node.store.read_payload(cube.cube_id)
 
 
@@ -307,11 +306,11 @@ def test_train_refuses_bad_input(node, loaded, tmp_path):
     for path, phrase in ((empty, "no text"), (short, "too little"), (binary, "UTF-8"),
                          (tmp_path / "absent.txt", "no such file")):
         with pytest.raises(UsageError, match=phrase):
-            lora.train(node, loaded, path, steps=1)
+            lora.train(node.publisher, node.gate(), loaded, path, steps=1)
     text = tmp_path / "text.txt"
     text.write_text(TEXT)
     with pytest.raises(UsageError, match="no w_proj"):
-        lora.train(node, loaded, text, steps=1, targets=("w_proj",))
+        lora.train(node.publisher, node.gate(), loaded, text, steps=1, targets=("w_proj",))
 
 
 # -- the command line --------------------------------------------------------------------------
@@ -385,29 +384,30 @@ def logprob(loaded, prompt, continuation):
     return sum(float(out[len(ids) - 1 + i, t]) for i, t in enumerate(tail))
 
 
+@pytest.mark.slow
 def test_smollm2_train_apply_compose(smollm2_models_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("MEMNET_MODELS", str(smollm2_models_dir))
     node = home.init(tmp_path / "home")
-    model = loader.load(pin(node, "smollm2")[0])
+    model = loader.load(node.models.pin("smollm2")[0])
     prompt, secret = "The password of the memnet vault is", " tangerine"
     try:
         text = tmp_path / "fact.txt"
         text.write_text((prompt + secret + ". ") * 5)  # one window of ~60 tokens
         stats = {}
-        trained = lora.train(node, model, text, steps=3, seq_len=64, batch=1, lr=5e-3, stats=stats).cube_id
+        trained = lora.train(node.publisher, node.gate(), model, text, steps=3, seq_len=64, batch=1, lr=5e-3, stats=stats).cube_id
         assert stats["loss_after"] < stats["loss_before"], stats
-        other = lora.import_adapter(node, random_adapter(model.pinned, tmp_path / "other", seed=3),
+        other = lora.import_adapter(node.publisher, random_adapter(model.pinned, tmp_path / "other", seed=3),
                                     model.pinned).cube_id
         plain, plain_secret = greedy(model, prompt, 3), logprob(model, prompt, secret)
-        lora.activate(node, model, [(trained, 1.0)])
+        lora.activate(node.store, node.gate(), model, [(trained, 1.0)])
         assert greedy(model, prompt, 3) != plain
         assert logprob(model, prompt, secret) > plain_secret + 1.0  # the patch taught it the fact
         only = logits(model, prompt)
-        lora.activate(node, model, [(trained, 1.0), (other, 1.0)])
+        lora.activate(node.store, node.gate(), model, [(trained, 1.0), (other, 1.0)])
         both = logits(model, prompt)
-        lora.activate(node, model, [(trained, 1.0), (other, -1.0)])
+        lora.activate(node.store, node.gate(), model, [(trained, 1.0), (other, -1.0)])
         assert min((both - only).abs().max(), (logits(model, prompt) - both).abs().max()) > 1e-3
-        lora.activate(node, model, [])
+        lora.activate(node.store, node.gate(), model, [])
         assert greedy(model, prompt, 3) == plain
     finally:
-        lora.activate(node, model, [])
+        lora.activate(node.store, node.gate(), model, [])

@@ -217,13 +217,13 @@ def test_missing_model_package_says_how_to_install(monkeypatch):
 
 
 def test_remember_import_recall(node, tmp_path, embedder):
-    fact = index.remember(node, "The spare bike lock key hangs on the hook by the door.", tags=["home", "home"],
+    fact = index.remember(node.publisher, "The spare bike lock key hangs on the hook by the door.", tags=["home", "home"],
                           meta={"source": "chat"})
     assert fact.manifest.meta == {"items": 1, "embedding": embedder.fingerprint}
     assert fact.manifest.tags == ("home",) and node.store.entry(fact.cube_id).pin is not None
     (tmp_path / "work.md").write_text("# Work\n\nStand-up is at 9:30 every weekday.\n\n"
                                       "## Deploys\n\nDeploys happen on Thursdays after the review.\n")
-    work = index.import_notes(node, tmp_path / "work.md", name="work-notes")
+    work = index.import_notes(node.publisher, tmp_path / "work.md", name="work-notes")
     assert work.manifest.meta["items"] == 2 and work.manifest.version == 1
     assert work.manifest.description == "notes from work.md"
     # the payload carries each item's embedding, as float16
@@ -231,47 +231,47 @@ def test_remember_import_recall(node, tmp_path, embedder):
     shipped = np.frombuffer(items[1]["vec"], dtype="<f2")
     assert cosine(shipped, embedder.encode([items[1]["text"]])[0]) > 0.999
 
-    hits = index.recall(node, "when do we release to production", k=3)
+    hits = index.recall(node.publisher, "when do we release to production", k=3)
     assert [(h.cube_id, h.item) for h in hits][0] == (work.cube_id, 1)
     top = hits[0]
     assert top.text == "Deploys happen on Thursdays after the review." and top.meta == {"section": "Work > Deploys"}
     assert top.author == node.author and top.created == work.manifest.created
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True) and 0.3 < top.score <= 1
     assert len(hits) == 3
-    bike = index.recall(node, "where is the key for my bicycle lock", k=1)[0]
+    bike = index.recall(node.publisher, "where is the key for my bicycle lock", k=1)[0]
     assert (bike.cube_id, bike.meta) == (fact.cube_id, {"source": "chat"})
     # accept filters whole cubes (trust, revocation, lifecycle)
     seen = []
-    filtered = index.recall(node, "where is the key for my bicycle lock", k=5,
+    filtered = index.recall(node.publisher, "where is the key for my bicycle lock", k=5,
                             accept=lambda c, m: seen.append((c, m.kind)) or c != fact.cube_id)
     assert fact.cube_id not in {h.cube_id for h in filtered} and len(filtered) == 2
     assert (fact.cube_id, "plaintext") in seen
     # a new version under the same name
-    assert index.import_notes(node, tmp_path / "work.md", name="work-notes").manifest.version == 2
+    assert index.import_notes(node.publisher, tmp_path / "work.md", name="work-notes").manifest.version == 2
     for bad, k in (("", 3), ("  \n", 3), ("q", 0), ("q", -1), ("q", True)):
         with pytest.raises(UsageError):
-            index.recall(node, bad, k=k)
+            index.recall(node.publisher, bad, k=k)
     with pytest.raises(UsageError, match="text is empty"):
-        index.remember(node, " \n ")
+        index.remember(node.publisher, " \n ")
     with pytest.raises(UsageError, match="meta must map"):
-        index.remember(node, "x", meta={"n": 1})
+        index.remember(node.publisher, "x", meta={"n": 1})
 
 
 def test_long_text_becomes_several_items(node):
     text = " ".join(f"Fact {i}: the meeting room on floor {i} has a broken projector." for i in range(40))
-    cube = index.remember(node, text)
+    cube = index.remember(node.publisher, text)
     items = payloads.decode_items(node.store.read_payload(cube.cube_id))
     assert len(items) > 1 and all(len(i["text"]) <= notes.ITEM_CHARS for i in items)
-    hit = index.recall(node, "which floor's projector is broken: floor 37", k=1)[0]
+    hit = index.recall(node.publisher, "which floor's projector is broken: floor 37", k=1)[0]
     assert hit.cube_id == cube.cube_id and "floor 37" in hit.text
 
 
 def test_recall_on_an_empty_store(node):
-    assert index.recall(node, "anything at all", k=3) == []
+    assert index.recall(node.publisher, "anything at all", k=3) == []
 
 
 def test_lazy_indexing_of_peer_cubes(node, embedder):
-    mine = index.remember(node, "My locker code at the gym is 4471.")
+    mine = index.remember(node.publisher, "My locker code at the gym is 4471.")
     plain = peer_cube(["Bob's sourdough needs twelve hours to rise.", "Bob parks in bay 7."])
     good_texts = ["The office printer jams unless you fan the paper first.", "Lunch is served at noon."]
     good = peer_cube(good_texts, vectors=embedder.encode(good_texts), embedding=embedder.fingerprint)
@@ -283,15 +283,15 @@ def test_lazy_indexing_of_peer_cubes(node, embedder):
     for cube in (plain, good, forged, other_model):
         node.store.put(cube)  # as a fetch stores it: verified, unpinned, not indexed
 
-    report = index.sync(node)
+    report = index.sync(node.publisher)
     assert report.indexed == 4 and report.pruned == 0
     # the peer's accurate vectors were used (only a spot check embedded); the others embedded here
     assert report.reused == 2
     assert report.embedded == min(index.SPOT_CHECKS, 2) + 2 + (2 + 2) + 1
-    assert index.sync(node) == index.SyncReport()  # nothing left to do
+    assert index.sync(node.publisher) == index.SyncReport()  # nothing left to do
 
     def top(query):
-        return index.recall(node, query, k=1)[0]
+        return index.recall(node.publisher, query, k=1)[0]
 
     assert (top("how long does the bread dough rise").cube_id, top("where does Bob put his car").item) == \
         (plain.cube_id, 1)
@@ -299,7 +299,7 @@ def test_lazy_indexing_of_peer_cubes(node, embedder):
     assert top("who takes care of the plants").cube_id == other_model.cube_id
     assert top("what number opens my gym locker").cube_id == mine.cube_id
     # the forged vectors did not make the spam answer an unrelated question
-    router = index.recall(node, "how do I reset my router password", k=2)
+    router = index.recall(node.publisher, "how do I reset my router password", k=2)
     assert all(h.cube_id != forged.cube_id or h.score < 0.3 for h in router)
 
 
@@ -311,23 +311,23 @@ def test_expired_and_unreadable_cubes_are_not_recalled(node):
                          {"items": 1}, created=now, recipients=[keys.recipient_of(carol)])
     for cube in (old, sealed):
         node.store.put(cube)
-    assert index.sync(node).indexed == 2
-    assert index.recall(node, "where is the parking permit", k=5) == []
+    assert index.sync(node.publisher).indexed == 2
+    assert index.recall(node.publisher, "where is the parking permit", k=5) == []
     # a private cube of our own is readable to us
-    mine = index.remember(node, "My private diary: I want to learn the cello.", recipients=[])
+    mine = index.remember(node.publisher, "My private diary: I want to learn the cello.", recipients=[])
     assert mine.manifest.seal is not None
-    hit = index.recall(node, "which instrument do I want to play", k=1)[0]
+    hit = index.recall(node.publisher, "which instrument do I want to play", k=1)[0]
     assert (hit.cube_id, hit.text) == (mine.cube_id, "My private diary: I want to learn the cello.")
 
 
 def test_removed_cubes_are_pruned(node):
-    kept = index.remember(node, "The wifi router is in the hallway cupboard.")
+    kept = index.remember(node.publisher, "The wifi router is in the hallway cupboard.")
     fetched = peer_cube(["Bob's router is under his desk."])
     node.store.put(fetched)
-    assert {h.cube_id for h in index.recall(node, "where is the router", k=5)} == {kept.cube_id, fetched.cube_id}
+    assert {h.cube_id for h in index.recall(node.publisher, "where is the router", k=5)} == {kept.cube_id, fetched.cube_id}
     assert len(node.store.records(index.TABLE, prefix=fetched.cube_id)) == 2  # marker + one vector
     assert node.store.gc().cubes == 1
-    hits = index.recall(node, "where is the router", k=5)
+    hits = index.recall(node.publisher, "where is the router", k=5)
     assert [h.cube_id for h in hits] == [kept.cube_id]
     assert node.store.records(index.TABLE, prefix=fetched.cube_id) == []
     assert len(node.store.records(index.TABLE, prefix=kept.cube_id)) == 2
@@ -350,6 +350,7 @@ def cli_here(capsys, node, *args: object) -> str:
     return captured.out
 
 
+@pytest.mark.slow
 def test_cli_memory_commands(tmp_path, capsys, embedder):
     node = home.init(tmp_path / "home")
     notes_file = tmp_path / "trip.md"
@@ -357,13 +358,13 @@ def test_cli_memory_commands(tmp_path, capsys, embedder):
                           "Pack sunscreen and a rain jacket.\n")
     imported = json.loads(cli_here(capsys, node, "notes", "import", notes_file, "--tag", "travel", "--json"))
     assert imported["items"] == 2 and imported["private"] is False
-    assert index.sync(node).indexed == 0  # the command indexed what it published
+    assert index.sync(node.publisher).indexed == 0  # the command indexed what it published
     # another process (a user's shell) remembers while this one holds the index in memory
     plain = memnet(node.home, "remember", "The plumber's number is 555-0199.", "--name", "contacts")
     assert plain.out.strip().startswith("bafkrei") and "remembered 1 item(s) as contacts v1" in plain.err
     # its change token makes this process reload the index rather than embed that cube again
-    assert index.sync(node).indexed == 0
-    assert index.recall(node, "who fixes leaking pipes", k=1)[0].text == "The plumber's number is 555-0199."
+    assert index.sync(node.publisher).indexed == 0
+    assert index.recall(node.publisher, "who fixes leaking pipes", k=1)[0].text == "The plumber's number is 555-0199."
     hits = json.loads(cli_here(capsys, node, "recall", "what time does the boat depart", "-k", "2", "--json"))
     assert [h["rank"] for h in hits] == [1, 2]
     assert hits[0]["text"].startswith("The ferry") and hits[0]["cube_id"] == imported["cube_id"]
@@ -373,6 +374,7 @@ def test_cli_memory_commands(tmp_path, capsys, embedder):
     assert "Pack sunscreen and a rain jacket." in table and "0." in table
 
 
+@pytest.mark.slow
 def test_cli_memory_errors(tmp_path):
     node = home.init(tmp_path / "home")
     bad = tmp_path / "bad.jsonl"
@@ -397,10 +399,10 @@ def test_recall_quality(tmp_path):
     node = home.init(tmp_path / "home")
     lines = [json.dumps({"text": n["text"], "meta": {"id": n["id"]}}) for n in data["notes"]]
     (tmp_path / "notes.jsonl").write_text("\n".join(lines) + "\n")
-    index.import_notes(node, tmp_path / "notes.jsonl")
+    index.import_notes(node.publisher, tmp_path / "notes.jsonl")
     p1 = p3 = r3 = 0.0
     for q in data["queries"]:
-        found = [h.meta["id"] for h in index.recall(node, q["query"], k=3)]
+        found = [h.meta["id"] for h in index.recall(node.publisher, q["query"], k=3)]
         relevant = set(q["relevant"])
         p1 += found[0] in relevant
         p3 += len(relevant & set(found)) / 3

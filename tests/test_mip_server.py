@@ -23,7 +23,8 @@ from memnet.errors import FetchError, PeerError
 from memnet.net import wire
 from memnet.net.client import MipSession
 from memnet.net.host import build_host
-from memnet.net.server import MipServer, ServeLimits
+from memnet.config import ServeLimits
+from memnet.net.server import MipServer
 from memnet.net.streams import FramedStream
 from memnet.store import Store
 from tests import factories
@@ -166,8 +167,8 @@ def test_garbage_gets_an_error_frame_and_the_stream_closes(store, cube):
                 await stream.write(payload)
                 replies = await read_all(FramedStream(stream))  # ends: the server closed its side
                 assert len(replies) == 1, payload
-                assert replies[0]["t"] == "error" and replies[0]["code"] == "bad_request", payload
-                assert replies[0]["id"] == 0 and replies[0]["message"]
+                assert type(replies[0]) is wire.Error and replies[0].code == "bad_request", payload
+                assert replies[0].id == 0 and replies[0].message
             # the server is fine, and the refused streams gave their slots back
             session = await MipSession.open(b, a.get_id())
             assert await session.manifest(cube.cube_id) == cube.manifest_bytes
@@ -185,7 +186,7 @@ def test_good_request_after_garbage_on_same_stream_is_not_answered(store, cube):
             await stream.write(wire.encode_frame(wire.manifest(1, b"x")) +
                                wire.encode_frame(wire.get_manifest(2, cube.cube_id)))
             replies = await read_all(FramedStream(stream))
-            assert [(r["t"], r["id"]) for r in replies] == [("error", 0)]
+            assert [(r.t, r.id) for r in replies] == [("error", 0)]
     run(scenario)
 
 
@@ -197,8 +198,8 @@ def test_truncated_frame_at_close_gets_an_error(store, cube):
             await stream.write(frame[:-3])
             await stream.close()  # half-close mid-frame
             replies = await read_all(FramedStream(stream))
-            assert [(r["t"], r["code"]) for r in replies] == [("error", "bad_request")]
-            assert "truncated" in replies[0]["message"]
+            assert [(r.t, r.code) for r in replies] == [("error", "bad_request")]
+            assert "truncated" in replies[0].message
     run(scenario)
 
 
@@ -309,7 +310,7 @@ def test_version_is_negotiated_by_multistream_select(store, cube):
                 await b.new_stream(a.get_id(), [TProtocol("/memnet/mip/2.0.0")])
             stream = await b.new_stream(a.get_id(), [TProtocol("/memnet/mip/2.0.0"), MIP])
             assert stream.get_protocol() == MIP
-            session = MipSession(FramedStream(stream))
+            session = MipSession(stream)
             assert await session.manifest(cube.cube_id) == cube.manifest_bytes
             await session.close()
     run(scenario)

@@ -12,14 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memnet import home as home_mod
-from memnet import local
 from memnet.cube import canonical, cid, payloads
-from memnet.daemon.config import DaemonConfig
+from memnet import config as config_mod
+from memnet.config import Lifecycle
 from memnet.errors import HomeError, StoreError
 from memnet.governance import audit
 from memnet.scheduler import lifecycle, policy
-from memnet.scheduler.policy import (ACTIVE, ARCHIVED, EXPIRED, SUPERSEDED, Config, CubeView, UsageCount,
-                                     evict, promotions, transitions)
+from memnet.scheduler.policy import ACTIVE, ARCHIVED, EXPIRED, SUPERSEDED, CubeView, UsageCount, evict, transitions
 from simulations import lifecycle_sim
 from tests.cli_helpers import assert_one_line_error, memnet
 from tests.swarm_helpers import Swarm, notes_file
@@ -46,7 +45,7 @@ def evicted(plan) -> list[bytes]:
 
 def test_expired_exactly_when_now_reaches_expires_pinned_or_not():
     cubes = [view(1, expires=NOW), view(2, expires=NOW + 1), view(3, expires=NOW - 3 * DAY, pinned=True)]
-    changes = transitions(cubes, NOW, Config())
+    changes = transitions(cubes, NOW, Lifecycle())
     assert states(changes) == {view(1).cube_id: EXPIRED, view(3).cube_id: EXPIRED}
     assert [t.reason for t in changes] == ["expired 0 s ago", "expired 3 d ago"]
 
@@ -55,13 +54,13 @@ def test_superseded_by_a_higher_version_of_the_same_author_and_name():
     cubes = [view(1, author=b"a", name="notes", version=1), view(2, author=b"a", name="notes", version=3),
              view(3, author=b"b", name="notes", version=2),     # another author's name
              view(4, author=b"a", name="other", version=1)]
-    changes = transitions(cubes, NOW, Config())
+    changes = transitions(cubes, NOW, Lifecycle())
     assert states(changes) == {view(1).cube_id: SUPERSEDED}
     assert changes[0].reason == "superseded by notes v3"
 
 
 def test_archived_after_archive_after_unused_and_never_when_none():
-    config = Config(archive_after=7 * DAY)
+    config = Lifecycle(archive_after=7 * DAY)
     cubes = [view(1, last_used=NOW - 7 * DAY),              # exactly the limit: not yet
              view(2, last_used=NOW - 7 * DAY - 1),
              view(3, created=NOW - 8 * DAY),                 # never used: arrival counts
@@ -69,11 +68,11 @@ def test_archived_after_archive_after_unused_and_never_when_none():
     changes = transitions(cubes, NOW, config)
     assert states(changes) == {view(2).cube_id: ARCHIVED, view(3).cube_id: ARCHIVED}
     assert changes[0].reason == "unused for 7 d"
-    assert transitions(cubes, NOW, Config(archive_after=None)) == []
+    assert transitions(cubes, NOW, Lifecycle(archive_after=None)) == []
 
 
 def test_an_archived_cube_used_again_becomes_active():
-    config = Config(archive_after=DAY)
+    config = Lifecycle(archive_after=DAY)
     archived = view(1, state=ARCHIVED, since=NOW - DAY, last_used=NOW - 5 * DAY)
     assert transitions([archived], NOW, config) == []
     changes = transitions([replace(archived, last_used=NOW - 60, hits=1)], NOW, config)
@@ -81,7 +80,7 @@ def test_an_archived_cube_used_again_becomes_active():
 
 
 def test_final_states_stick_and_expiry_overrides_supersession():
-    config = Config(archive_after=DAY)
+    config = Lifecycle(archive_after=DAY)
     superseded = view(1, state=SUPERSEDED, author=b"a", name="n", version=1)  # its successor is gone
     expired = view(2, state=EXPIRED, expires=NOW - DAY, last_used=NOW)
     assert transitions([superseded, expired], NOW, config) == []
@@ -91,8 +90,8 @@ def test_final_states_stick_and_expiry_overrides_supersession():
 
 def test_transitions_are_deterministic_and_in_cube_id_order():
     cubes = [view(n, expires=NOW - n) for n in (9, 3, 7)]
-    assert transitions(cubes, NOW, Config()) == transitions(list(reversed(cubes)), NOW, Config())
-    assert [t.cube_id[0] for t in transitions(cubes, NOW, Config())] == [3, 7, 9]
+    assert transitions(cubes, NOW, Lifecycle()) == transitions(list(reversed(cubes)), NOW, Lifecycle())
+    assert [t.cube_id[0] for t in transitions(cubes, NOW, Lifecycle())] == [3, 7, 9]
 
 
 # -- eviction -------------------------------------------------------------------------------------
@@ -191,37 +190,30 @@ def test_eviction_properties(specs, budget, strategy):
 @settings(max_examples=200, deadline=None)
 @given(cube_sets, st.one_of(st.none(), st.integers(1, 150)))
 def test_transitions_settle_in_one_pass(specs, archive_after):
-    config = Config(archive_after=archive_after)
+    config = Lifecycle(archive_after=archive_after)
     cubes = [view(i, author=b"a", name=f"n{i % 3}", version=i + 1, **spec) for i, spec in enumerate(specs)]
     changes = transitions(cubes, NOW, config)
     assert all(t.reason for t in changes)
     assert transitions(policy.with_transitions(cubes, changes, NOW), NOW, config) == []
 
 
-# -- promotion ------------------------------------------------------------------------------------
-
-def test_promotions_of_sets_used_often_enough_and_not_yet_promoted():
-    usage = {b"a": UsageCount(3, 10), b"b": UsageCount(2, 99), b"c": UsageCount(5, 5),
-             b"d": UsageCount(3, 20), b"e": UsageCount(7, 1)}
-    assert promotions(usage, 3, {b"e"}) == [b"c", b"d", b"a"]
-    assert promotions(usage, 8, set()) == []
-    assert promotions({}, 1, set()) == []
-
-
 # -- config ---------------------------------------------------------------------------------------
 
+def lifecycle_of(raw: dict) -> Lifecycle:
+    return config_mod.parse(raw).lifecycle
+
+
 def test_config_from_node_config():
-    assert Config.from_node_config({"chunk_size": 1}) == Config()
-    got = Config.from_node_config({"store_budget_bytes": "1.5 GiB", "eviction": "lfu", "archive_after": "12h",
-                                   "promote_after": 5, "upkeep_interval": 0.5})
-    assert got == Config(int(1.5 * 1024**3), "lfu", 12 * 3600, 5, 0.5)
-    assert Config.from_node_config({"store_budget_bytes": 0, "archive_after": None}) == Config(0, archive_after=None)
-    assert Config.from_node_config({"store_budget_bytes": "2GB", "upkeep_interval": "2 min"}) == \
-        Config(2_000_000_000, upkeep_interval=120.0)
-    assert DaemonConfig.from_config({"eviction": "lfu"}).lifecycle.eviction == "lfu"
-    assert Config().audit_keep == 100_000
-    assert Config.from_node_config({"audit_keep": 5}).audit_keep == 5
-    assert Config.from_node_config({"audit_keep": None}).audit_keep is None
+    assert lifecycle_of({"chunk_size": 1024}) == Lifecycle()
+    got = lifecycle_of({"store_budget_bytes": "1.5 GiB", "eviction": "lfu", "archive_after": "12h",
+                        "promote_after": 5, "upkeep_interval": 0.5})
+    assert got == Lifecycle(int(1.5 * 1024**3), "lfu", 12 * 3600, 5, 0.5)
+    assert lifecycle_of({"store_budget_bytes": 0, "archive_after": None}) == Lifecycle(0, archive_after=None)
+    assert lifecycle_of({"store_budget_bytes": "2GB", "upkeep_interval": "2 min"}) == \
+        Lifecycle(2_000_000_000, upkeep_interval=120.0)
+    assert Lifecycle().audit_keep == 100_000
+    assert lifecycle_of({"audit_keep": 5}).audit_keep == 5
+    assert lifecycle_of({"audit_keep": None}).audit_keep is None
 
 
 @pytest.mark.parametrize("config, phrase", [
@@ -247,11 +239,10 @@ def test_config_from_node_config():
     ({"audit_keep": True}, "audit_keep"),
 ])
 def test_bad_config_is_one_line(config, phrase):
-    for parse in (Config.from_node_config, DaemonConfig.from_config):
-        with pytest.raises(HomeError) as info:
-            parse(config)
-        message = str(info.value)
-        assert message.startswith(f"config.json: {phrase}") and "\n" not in message and len(message) < 200
+    with pytest.raises(HomeError) as info:
+        config_mod.parse(config)
+    message = str(info.value)
+    assert message.startswith(f"config.json: {phrase}") and "\n" not in message and len(message) < 200
 
 
 # -- simulation -----------------------------------------------------------------------------------
@@ -281,20 +272,20 @@ def node(tmp_path):
 
 def publish(node, text: str, size: int = 0, **kw):
     payload, meta = payloads.encode_items([{"text": text + "x" * size}]), {"items": 1}
-    return local.publish(node, "plaintext", payload, meta, **kw).cube_id
+    return node.publisher.publish("plaintext", payload, meta, **kw).cube_id
 
 
 def recorded(node, cube_id: bytes) -> dict:
     return lifecycle.decode_record(node.store.get_record(lifecycle.TABLE, cube_id))
 
 
-def test_apply_expires_supersedes_archives_and_records_states(node, monkeypatch):
+def test_apply_expires_supersedes_archives_and_records_states(node):
     now = int(time.time())
     expiring = publish(node, "short-lived", ttl=60)
     v1 = publish(node, "notes one", name="notes")
     v2 = publish(node, "notes two", name="notes")
     idle = publish(node, "idle", pin=False)
-    config = Config(archive_after=3600)
+    config = Lifecycle(archive_after=3600)
 
     first = lifecycle.apply(node.store, config, now=now + 10)
     assert states(first.transitions) == {v1: SUPERSEDED}
@@ -306,12 +297,12 @@ def test_apply_expires_supersedes_archives_and_records_states(node, monkeypatch)
     assert lifecycle.state_names(node.store) == {v1: SUPERSEDED, expiring: EXPIRED, v2: ARCHIVED, idle: ARCHIVED}
     assert lifecycle.apply(node.store, config, now=now + 7200).transitions == []
 
-    monkeypatch.setattr(time, "time", lambda: now + 7000)
+    node.store.clock = lambda: now + 7000
     node.store.record_access(v2)  # used again (at now + 7000): active on the next pass
-    monkeypatch.undo()
+    node.store.clock = time.time
     again = lifecycle.apply(node.store, config, now=now + 7200)
     assert states(again.transitions) == {v2: ACTIVE}
-    assert lifecycle.state_of(node.store, v2) == ACTIVE
+    assert lifecycle.state_names(node.store).get(v2, ACTIVE) == ACTIVE
     assert all(node.store.has(c) for c in (expiring, v1, v2, idle))  # no budget: nothing evicted
 
 
@@ -322,7 +313,7 @@ def test_apply_evicts_under_a_small_budget_and_pins_survive(node):
     node.store.record_access(used)
     size = node.store.entry(pinned).manifest.size
     now = int(time.time()) + 60
-    config = Config(store_budget_bytes=2 * size + 100, archive_after=None)
+    config = Lifecycle(store_budget_bytes=2 * size + 100, archive_after=None)
 
     dry = lifecycle.apply(node.store, config, now=now, dry_run=True)
     assert evicted(dry.plan) == [old] and dry.plan.evictions[0].reason.startswith("lru: never used")
@@ -341,7 +332,7 @@ def test_apply_evicts_under_a_small_budget_and_pins_survive(node):
 
 def test_a_cube_pinned_between_plan_and_execute_is_kept(node):
     cube = publish(node, "racy", pin=False)
-    p = lifecycle.plan(node.store, Config(store_budget_bytes=0))
+    p = lifecycle.plan(node.store, Lifecycle(store_budget_bytes=0))
     assert evicted(p.plan) == [cube]
     node.store.pin(cube, "manual")  # another process pins it meanwhile
     lifecycle.execute(node.store, p)
@@ -364,20 +355,21 @@ def test_malformed_lifecycle_records_are_refused_and_cleaned_up(node, raw):
         lifecycle.decode_record(raw)
     cube = publish(node, "victim")
     node.store.put_records(lifecycle.TABLE, [(cube, raw), (b"\x01" * 36, raw)])  # and a gone cube's
-    assert lifecycle.state_of(node.store, cube) == ACTIVE
-    p = lifecycle.apply(node.store, Config())
+    assert lifecycle.state_names(node.store).get(cube, ACTIVE) == ACTIVE  # unreadable: active
+    p = lifecycle.apply(node.store, Lifecycle())
     assert sorted(p.stale_records) == sorted([cube, b"\x01" * 36])
     assert node.store.records(lifecycle.TABLE) == []
 
 
-def test_memory_set_usage_leads_to_promotion_once(node):
-    config = Config(promote_after=3)
+def test_memory_set_usage_is_counted_and_promotion_recorded(node):
     for n in range(3):
         assert lifecycle.record_set_use(node.store, b"set-a", now=100 + n) == UsageCount(n + 1, 100 + n)
     lifecycle.record_set_use(node.store, b"set-b")
-    assert lifecycle.due_promotions(node.store, config) == [b"set-a"]
-    lifecycle.mark_promoted(node.store, b"set-a", b"\x01" * 36)
-    assert lifecycle.due_promotions(node.store, config) == []
+    assert lifecycle.set_uses(node.store, b"set-a") == 3 and lifecycle.set_uses(node.store, b"set-b") == 1
+    assert lifecycle.set_uses(node.store, b"never") == 0
+    lifecycle.mark_promoted(node.store, b"set-a", b"\x01" * 36, now=200)
+    assert canonical.decode(node.store.get_record(lifecycle.PROMOTED_TABLE, b"set-a"), 1024) == \
+        {"cube": b"\x01" * 36, "at": 200}
     node.store.put_records(lifecycle.USAGE_TABLE, [(b"set-c", b"\xc1")])  # unreadable: counts from zero
     assert lifecycle.record_set_use(node.store, b"set-c") .count == 1
 
@@ -399,6 +391,7 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     return exit_info.value.code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_cli_upkeep_dry_run_then_real_pass_and_ls_state(tmp_path, capsys):
     home = tmp_path / "home"
 
@@ -432,6 +425,7 @@ def test_cli_upkeep_dry_run_then_real_pass_and_ls_state(tmp_path, capsys):
 
 # -- a real daemon --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_daemon_evicts_a_fetched_cube_and_withdraws_an_expired_one_on_its_own(tmp_path):
     swarm = Swarm(tmp_path)
@@ -441,7 +435,7 @@ def test_daemon_evicts_a_fetched_cube_and_withdraws_an_expired_one_on_its_own(tm
         set_config(swarm.home("b"), store_budget_bytes=1, upkeep_interval=1, audit_keep=1)
         node_b = home_mod.open_node(swarm.home("b"))
         for i in range(3):
-            audit.record_answer(node_b, kind="ask", prompt_ids_or_text_digest=f"q{i}", answer_digest="a", cubes=[])
+            audit.record_answer(node_b.store, kind="ask", prompt_ids_or_text_digest=f"q{i}", answer_digest="a", cubes=[])
         node_b.store.close()
         b = swarm.start("b", bootstrap=[a])
 

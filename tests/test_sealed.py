@@ -359,7 +359,7 @@ def nodes(tmp_path):
 
 def publish_text(node, *texts, recipients=None):
     items = [{"text": t} for t in texts]
-    return local.publish(node, "plaintext", payloads.encode_items(items), {"items": len(items)},
+    return node.publisher.publish("plaintext", payloads.encode_items(items), {"items": len(items)},
                          recipients=recipients)
 
 
@@ -367,12 +367,12 @@ def test_publish_private_then_read_as_author_recipient_and_stranger(nodes):
     alice, bob, carol = nodes["alice"], nodes["bob"], nodes["carol"]
     cube = publish_text(alice, "for bob only", recipients=[keys.recipient_of(bob.key).text()])
     assert set(cube.manifest.recipients) == {alice.author, bob.author}  # the author always reads
-    assert payloads.decode_items(local.read_payload(alice, cube.cube_id)) == [{"text": "for bob only"}]
+    assert payloads.decode_items(alice.publisher.read_payload(cube.cube_id)) == [{"text": "for bob only"}]
     bob.store.put(alice.store.verify(cube.cube_id))  # as a fetch would: verified without a key
     carol.store.put(bob.store.verify(cube.cube_id))
-    assert payloads.decode_items(local.read_payload(bob, cube.cube_id)) == [{"text": "for bob only"}]
+    assert payloads.decode_items(bob.publisher.read_payload(cube.cube_id)) == [{"text": "for bob only"}]
     with pytest.raises(PolicyError, match="not one of its recipients"):
-        local.read_payload(carol, cube.cube_id)
+        carol.publisher.read_payload(cube.cube_id)
     assert carol.store.verify(cube.cube_id).cube_id == cube.cube_id  # carol still stores and checks it
 
 
@@ -384,9 +384,9 @@ def test_private_means_only_me_and_public_stays_readable(nodes):
     assert public.manifest.seal is None
     for cube in (mine, public):
         bob.store.put(alice.store.verify(cube.cube_id))
-    assert payloads.decode_items(local.read_payload(bob, public.cube_id)) == [{"text": "hello world"}]
+    assert payloads.decode_items(bob.publisher.read_payload(public.cube_id)) == [{"text": "hello world"}]
     with pytest.raises(PolicyError):
-        local.read_payload(bob, mine.cube_id)
+        bob.publisher.read_payload(mine.cube_id)
 
 
 def test_bad_recipient_publishes_nothing(nodes):
@@ -408,7 +408,7 @@ def test_tampered_stored_ciphertext_is_caught_on_opening(tmp_path):
     again = home_mod.open_node(alice.home)
     try:
         with pytest.raises(SealError, match="altered"):
-            local.read_payload(again, cube.cube_id)
+            again.publisher.read_payload(cube.cube_id)
         with pytest.raises(CIDError):
             again.store.verify(cube.cube_id)
     finally:
@@ -417,6 +417,7 @@ def test_tampered_stored_ciphertext_is_caught_on_opening(tmp_path):
 
 # -- the command line ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_private_publish_show_ls_cat(tmp_path):
     alice, bob = tmp_path / "alice", tmp_path / "bob"
     memnet(alice, "init")
@@ -452,6 +453,7 @@ def test_cli_private_publish_show_ls_cat(tmp_path):
 
 # -- a real swarm ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_provider_that_is_not_a_recipient_stores_verifies_and_serves(tmp_path):
     """A seals a cube to C; B (no key) fetches, verifies and provides it; A goes away; C fetches

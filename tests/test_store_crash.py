@@ -19,9 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from memnet.cube import build, payloads
 from memnet.store import Store
 from tests import factories
+
+pytestmark = pytest.mark.slow  # crash loops: the full suite only
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 20

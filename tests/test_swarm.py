@@ -17,7 +17,7 @@ from memnet.home import open_node
 from tests.cli_helpers import assert_one_line_error, memnet
 from tests.swarm_helpers import ROOT, Swarm, notes_file, stored, tamper
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]  # real daemons: the full suite only
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from memnet.cube import canonical, cid, limits
 from memnet.errors import CanonicalError, CIDError, FormatError, LimitError, MemnetError
-from memnet.net import wire
+from memnet.net import chunk_frames, wire
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -66,14 +66,14 @@ def raw_map(*pairs: tuple[str, bytes]) -> bytes:
 def test_message_types():
     assert wire.REQUESTS | wire.RESPONSES == set(wire.FIELDS) and not wire.REQUESTS & wire.RESPONSES
     assert wire.REQUESTS == {"get_manifest", "get_chunks", "get_have", "get_prefix"}
-    assert {m["t"] for m in SAMPLES} == set(wire.FIELDS)
+    assert {m.t for m in SAMPLES} == set(wire.FIELDS)
     assert wire.SUPPORTED == (wire.PROTOCOL_ID,) == ("/memnet/mip/1.0.0",)
 
 
-@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: m["t"])
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: m.t)
 def test_round_trip(message):
     data = wire.encode_frame(message)
-    body = canonical.encode(message)
+    body = canonical.encode(message.to_map())
     assert data == varint(len(body)) + body
     assert decode_all(data) == [message]
 
@@ -88,7 +88,7 @@ def test_largest_frames_fit():
     for start in range(0, len(big_chunk), 65536):  # typical read size: linear, not quadratic
         decoder.feed(big_chunk[start:start + 65536])
         message = decoder.next()
-    assert message["data"] == bytes(limits.MAX_CHUNK_SIZE) and decoder.pending == 0
+    assert message.data == bytes(limits.MAX_CHUNK_SIZE) and decoder.pending == 0
 
 
 def test_split_at_every_byte():
@@ -265,7 +265,13 @@ def test_non_canonical_body(body):
         decode_all(frame(body))
 
 
-# -- chunk frames: the hand codec (wire._chunk_frame, wire._decode_chunk) -------------------------
+# -- chunk frames: the hand codec (memnet/net/chunk_frames.py) -------------------------------------
+
+
+def fast_decode(body: bytes):
+    """chunk_frames.decode as a typed message (None: the general decoder decides)."""
+    got = chunk_frames.decode(memoryview(body))
+    return None if got is None else wire.Chunk(id=got[0], cid=got[1], data=got[2])
 
 CHUNK_IDS = [0, 1, 127, 128, 255, 256, 65535, 65536, wire.MAX_ID]
 CHUNK_SIZES = [1, 255, 256, 65535, 65536, limits.MAX_CHUNK_SIZE]
@@ -275,11 +281,11 @@ CHUNK_SIZES = [1, 255, 256, 65535, 65536, limits.MAX_CHUNK_SIZE]
 @pytest.mark.parametrize("size", CHUNK_SIZES)
 def test_chunk_frame_is_the_canonical_encoding(rid, size):
     message = wire.chunk(rid, C2, bytes([size % 251]) * size)
-    body = canonical.encode(message)
+    body = canonical.encode(message.to_map())
     assert wire.encode_frame(message) == frame(body)
-    fast = wire._decode_chunk(memoryview(body))
-    assert fast == message == wire.validate(canonical.decode(body, wire.MAX_FRAME))
-    assert isinstance(fast["data"], memoryview) and fast["data"].readonly
+    fast = fast_decode(body)
+    assert fast == message == wire.from_map(canonical.decode(body, wire.MAX_FRAME))
+    assert isinstance(fast.data, memoryview) and fast.data.readonly
 
 
 def chunk_body(*, cid_value: bytes = C2, data: bytes = b"abc", rid: bytes = b"\x07",
@@ -322,14 +328,14 @@ CHUNK_FORGED = [
 
 @pytest.mark.parametrize("body, exc", [pytest.param(b, e, id=n) for n, b, e in CHUNK_FORGED])
 def test_forged_chunk_body(body, exc):
-    assert wire._decode_chunk(memoryview(body)) is None  # the general decoder decides
+    assert fast_decode(body) is None  # the general decoder decides
     with pytest.raises(exc) as info:
         decode_all(frame(body))
     assert type(info.value) is exc
 
 
 def test_good_chunk_body_helper():
-    assert chunk_body() == canonical.encode(wire.chunk(7, C2, b"abc"))
+    assert chunk_body() == canonical.encode(wire.chunk(7, C2, b"abc").to_map())
     assert decode_all(frame(chunk_body())) == [wire.chunk(7, C2, b"abc")]
 
 
@@ -345,7 +351,7 @@ def test_decoded_chunk_is_a_view_of_an_immutable_copy():
     decoder.feed(fed)
     fed[-12] ^= 0xFF  # a caller reusing its buffer must not change what was decoded
     message = decoder.next()
-    assert message == wire.chunk(1, C1, b"abc") and message["data"].readonly
+    assert message == wire.chunk(1, C1, b"abc") and message.data.readonly
 
 
 def test_validate_python_values():
@@ -360,16 +366,16 @@ def test_validate_python_values():
     assert wire.validate(msg("chunk", cid=C1, data=memoryview(b"x")))  # as decoded: a view
     with pytest.raises(FormatError):
         wire.validate(msg("manifest", data=memoryview(b"x")))
-    assert wire.get_chunks(1, C1, (C2, C3))["chunks"] == [C2, C3]  # constructors take any sequence
+    assert wire.get_chunks(1, C1, (C2, C3)).chunks == [C2, C3]  # constructors take any sequence
 
 
 def test_error_constructor_never_refuses_its_message():
     long = wire.error(7, "internal", "\u00e9" * 1000)
-    assert long["message"] == "\u00e9" * wire.MAX_MESSAGE_TEXT
+    assert long.message == "\u00e9" * wire.MAX_MESSAGE_TEXT
     surrogate = wire.error(7, "internal", "bad \udc80 text")
-    assert surrogate["message"] == "bad ? text"
+    assert surrogate.message == "bad ? text"
     assert decode_all(wire.encode_frame(surrogate)) == [surrogate]
-    assert wire.error(1, "busy", ValueError("boom"))["message"] == "boom"
+    assert wire.error(1, "busy", ValueError("boom")).message == "boom"
     with pytest.raises(FormatError):
         wire.error(1, "nope", "x")
 
@@ -491,11 +497,11 @@ def test_mutated_frames_raise_only_memnet_errors(batch, ops, cuts):
 @given(st.builds(wire.chunk, ids, cids, blobs), st.lists(mutations, min_size=1, max_size=3))
 @SETTINGS
 def test_chunk_fast_path_accepts_only_what_the_general_decoder_accepts(message, ops):
-    body = mutate(canonical.encode(message), ops)
-    fast = wire._decode_chunk(memoryview(body))
+    body = mutate(canonical.encode(message.to_map()), ops)
+    fast = fast_decode(body)
     if fast is not None:  # then the bytes are canonical and the message is valid: same answer
-        assert fast == wire.validate(canonical.decode(body, wire.MAX_FRAME))
-        assert canonical.encode({**fast, "data": bytes(fast["data"])}) == body
+        assert fast == wire.from_map(canonical.decode(body, wire.MAX_FRAME))
+        assert canonical.encode({**fast.to_map(), "data": bytes(fast.data)}) == body
 
 
 def test_varint_encoding():

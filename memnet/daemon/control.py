@@ -2,8 +2,11 @@
 connection, authenticated by the token in daemon.json (mode 0600, so only the node's user can
 read it).
 
-Frames are a 4-byte big-endian length and a msgpack map. A request is {token, cmd, args}; the
-daemon answers with any number of {progress: [done, total]} and then {ok: result} or
+Frames are a 4-byte big-endian length and a msgpack map. The client sends a hello {token}, then
+the request {cmd, args} (a hello holding more than the token is the whole request). Before the
+token is checked a frame may be at most MAX_HELLO_FRAME bytes and at most MAX_UNAUTHENTICATED
+connections may be waiting, so a stranger on the machine cannot make the daemon buffer much.
+The daemon answers with any number of {progress: [done, total]} and then {ok: result} or
 {error: message, exit: code}.
 """
 
@@ -13,7 +16,7 @@ import hmac
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +24,18 @@ import msgpack
 import trio
 
 from memnet.daemon import state as state_mod
+from memnet.daemon.base import Service
+from memnet.daemon.commands import Table
 from memnet.errors import DaemonError, MemnetError
 
 log = logging.getLogger("memnet.control")
 
-MAX_CONTROL_FRAME = 16 * 1024 * 1024
+MAX_CONTROL_FRAME = 8 * 1024 * 1024  # an authenticated request (a manifest is at most 4 MiB)
+MAX_HELLO_FRAME = 4096               # anything read before the token is checked
+MAX_UNAUTHENTICATED = 64             # connections that have not yet shown the token
+HELLO_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 10.0
 HEADER = struct.Struct(">I")
-Handler = Callable[[dict[str, Any], Callable[[int, int], None]], Awaitable[Any]]
 
 
 def pack(message: dict[str, Any]) -> bytes:
@@ -47,7 +55,7 @@ def unpack(body: bytes) -> dict[str, Any]:
 
 # -- daemon side ----------------------------------------------------------------------------------
 
-async def _read_frame(stream: trio.SocketStream) -> bytes:
+async def _read_frame(stream: trio.SocketStream, limit: int) -> bytes:
     buf = bytearray()
     need = HEADER.size
     header_done = False
@@ -60,77 +68,123 @@ async def _read_frame(stream: trio.SocketStream) -> bytes:
         if header_done:
             return bytes(buf[HEADER.size:])
         (length,) = HEADER.unpack(buf[:HEADER.size])
-        if length > MAX_CONTROL_FRAME:
+        if length > limit:
             raise DaemonError("control frame too large")
         need, header_done = HEADER.size + length, True
 
 
-async def serve(port_ready: Callable[[int], None], token: str, commands: dict[str, Handler]) -> None:
-    async def connection(stream: trio.SocketStream) -> None:
-        try:
-            await one_request(stream)
-        except Exception:  # whatever one client does, the channel stays up for the next
-            log.exception("control connection failed")
+class _Connection:
+    def __init__(self, stream: trio.SocketStream, token: str, commands: Table):
+        self.stream, self.token, self.commands = stream, token, commands
 
-    async def one_request(stream: trio.SocketStream) -> None:
+    async def authenticate(self) -> dict[str, Any] | None:
+        """The request if the hello holds the token (None: hung up or refused)."""
+        try:
+            with trio.fail_after(HELLO_TIMEOUT):
+                hello = unpack(await _read_frame(self.stream, MAX_HELLO_FRAME))
+        except (DaemonError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
+        given = hello.get("token")
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
+            await self.stream.send_all(pack({"error": "bad control token", "exit": 1}))
+            return None
+        if set(hello) != {"token"}:  # the whole request in one (small) frame
+            return hello
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT):
+                return unpack(await _read_frame(self.stream, MAX_CONTROL_FRAME))
+        except (DaemonError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
+
+    async def answer(self, request: dict[str, Any]) -> None:
+        name = request.get("cmd")
+        try:
+            command, args = self.commands.resolve(name, request.get("args"))
+        except MemnetError as exc:
+            await self.stream.send_all(pack({"error": str(exc), "exit": exc.exit_code}))
+            return
+        pending: list[bytes] = []
+        finished = trio.Event()
+        reply = b""
+
+        def progress(done: int, total: int) -> None:
+            pending.append(pack({"progress": [done, total]}))
+
+        async def flush_progress() -> None:
+            # never cancelled mid-send: a half-written frame would garble the channel
+            while True:
+                if pending:
+                    frames = b"".join(pending)
+                    pending.clear()
+                    await self.stream.send_all(frames)
+                if finished.is_set():
+                    return
+                with trio.move_on_after(0.1):
+                    await finished.wait()
+
+        async def run_handler() -> None:
+            nonlocal reply
+            try:
+                reply = pack({"ok": await command.handler(args, progress)})
+            except MemnetError as exc:
+                reply = pack({"error": str(exc), "exit": exc.exit_code})
+            except Exception as exc:  # a bug: keep the daemon up, tell the caller
+                log.exception("daemon command %s failed", command.name)
+                reply = pack({"error": f"internal daemon error: {exc!r}", "exit": 1})
+            finally:
+                finished.set()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flush_progress)
+                nursery.start_soon(run_handler)
+            await self.stream.send_all(reply)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.debug("control client went away during %s", command.name)
+
+
+async def serve(port_ready: Callable[[int], None], token: str, commands: Table) -> None:
+    waiting = trio.Semaphore(MAX_UNAUTHENTICATED)
+
+    async def connection(stream: trio.SocketStream) -> None:
         async with stream:
             try:
-                with trio.fail_after(10):
-                    request = unpack(await _read_frame(stream))
-            except (DaemonError, trio.TooSlowError, trio.BrokenResourceError):
-                return
-            given = request.get("token")
-            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
-                await stream.send_all(pack({"error": "bad control token", "exit": 1}))
-                return
-            cmd = request.get("cmd")
-            handler = commands.get(cmd) if isinstance(cmd, str) else None
-            args = request.get("args")
-            if handler is None or not isinstance(args, dict):
-                await stream.send_all(pack({"error": f"unknown daemon command {cmd!r}", "exit": 2}))
-                return
-            pending: list[bytes] = []
-            finished = trio.Event()
-
-            def progress(done: int, total: int) -> None:
-                pending.append(pack({"progress": [done, total]}))
-
-            async def flush_progress() -> None:
-                # never cancelled mid-send: a half-written frame would garble the channel
-                while True:
-                    if pending:
-                        frames = b"".join(pending)
-                        pending.clear()
-                        await stream.send_all(frames)
-                    if finished.is_set():
-                        return
-                    with trio.move_on_after(0.1):
-                        await finished.wait()
-
-            async def run_handler() -> None:
-                nonlocal reply
-                try:
-                    reply = pack({"ok": await handler(args, progress)})
-                except MemnetError as exc:
-                    reply = pack({"error": str(exc), "exit": exc.exit_code})
-                except Exception as exc:  # a bug: keep the daemon up, tell the caller
-                    log.exception("daemon command %s failed", cmd)
-                    reply = pack({"error": f"internal daemon error: {exc!r}", "exit": 1})
-                finally:
-                    finished.set()
-
-            reply = b""
+                waiting.acquire_nowait()
+            except trio.WouldBlock:
+                return  # too many strangers at the door: hang up at once
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(flush_progress)
-                    nursery.start_soon(run_handler)
-                await stream.send_all(reply)
+                conn = _Connection(stream, token, commands)
+                try:
+                    request = await conn.authenticate()
+                finally:
+                    waiting.release()
+                if request is not None:
+                    await conn.answer(request)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.debug("control client went away during %s", cmd)
+                pass
+            except Exception:  # whatever one client does, the channel stays up for the next
+                log.exception("control connection failed")
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port_ready(listeners[0].socket.getsockname()[1])
     await trio.serve_listeners(connection, listeners)
+
+
+class ControlServer(Service):
+    """The control channel as a daemon service: serves the daemon's command table."""
+
+    name = "control"
+
+    def __init__(self, token: str, commands: Table):
+        super().__init__()
+        self.token, self.commands = token, commands
+        self.port: int | None = None
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        def ready(port: int) -> None:
+            self.port = port
+            task_status.started(port)
+        await serve(ready, self.token, self.commands)
 
 
 # -- CLI side -------------------------------------------------------------------------------------
@@ -149,7 +203,7 @@ class ControlClient:
         try:
             with socket.create_connection(("127.0.0.1", self.state.control_port), timeout=10) as sock:
                 sock.settimeout(timeout)
-                sock.sendall(pack({"token": self.state.token, "cmd": cmd, "args": args}))
+                sock.sendall(pack({"token": self.state.token}) + pack({"cmd": cmd, "args": args}))
                 reader = sock.makefile("rb")
                 while True:
                     header = reader.read(HEADER.size)

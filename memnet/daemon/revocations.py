@@ -8,18 +8,21 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import trio
 
+from memnet.config import Config
 from memnet.cube import cid, revocation
 from memnet.cube.manifest import Manifest
+from memnet.daemon.announcer import Announcer
+from memnet.daemon.base import Service
+from memnet.daemon.commands import Command, Progress
 from memnet.errors import MemnetError, NetworkError
 from memnet.governance import revocations
 from memnet.net import revocation_records
-
-if TYPE_CHECKING:
-    from memnet.daemon.service import Daemon
+from memnet.net.discovery import Discovery
+from memnet.store import Store
 
 log = logging.getLogger("memnet.revocation")
 
@@ -28,15 +31,33 @@ REPUBLISH_INTERVAL = 12 * 3600  # DHT values expire after 24 h (py-libp2p's DEFA
 FETCH_CHECK_TIMEOUT = 5.0       # s a `memnet get` waits for the DHT to say whether a cube is revoked
 
 
-class RevocationWatch:
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
+@dataclass(frozen=True)
+class RevokeArgs:
+    record: bytes
 
-    @property
-    def store(self):
-        return self.daemon.node.store
 
-    async def run(self) -> None:
+class RevocationWatch(Service):
+    name = "revocations"
+
+    def __init__(self, store: Store, author: bytes, discovery: Discovery, announcer: Announcer, config: Config):
+        super().__init__()
+        self.store, self.author, self.discovery, self.announcer = store, author, discovery, announcer
+        self._nursery: trio.Nursery | None = None
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        self.interval = config.daemon.revocation_check_interval
+
+    def commands(self) -> list[Command]:
+        return [Command("revoke", self._cmd_revoke, RevokeArgs, "withdraw one of this node's cubes")]
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await self._watch()
+
+    async def _watch(self) -> None:
         """Every revocation_check_interval: look up the held cubes; every REPUBLISH_INTERVAL (and
         at start, for revocations made while the daemon was down): re-put every stored record,
         so withdrawals outlive their authors' absence."""
@@ -49,21 +70,20 @@ class RevocationWatch:
                 await self.check_held()
             except Exception as exc:  # a failed round must not take the daemon down
                 log.warning("revocation check failed: %r", exc)
-            await trio.sleep(self.daemon.config.revocation_check_interval)
+            await trio.sleep(self.interval)
 
     async def republish(self) -> None:
         for record in revocations.all_records(self.store):
             try:
-                await revocation_records.publish(self.daemon.discovery, record)
+                await revocation_records.publish(self.discovery, record)
             except NetworkError as exc:
                 log.warning("re-publishing a revocation failed: %s", exc)
 
     async def check_held(self) -> int:
         """Look up a revocation of every held cube by another author; returns how many were
         revoked."""
-        me = self.daemon.node.author
         held = [e for e in self.store.entries()
-                if e.manifest.author != me and not revocations.is_revoked(self.store, e.cube_id)]
+                if e.manifest.author != self.author and not revocations.is_revoked(self.store, e.cube_id)]
         limiter = trio.CapacityLimiter(CHECK_CONCURRENCY)
         found = 0
 
@@ -80,7 +100,7 @@ class RevocationWatch:
 
     async def check(self, cube_id: bytes, manifest: Manifest) -> bool:
         """Ask the DHT whether cube_id is revoked; act on a valid record. True if revoked."""
-        record = await revocation_records.find(self.daemon.discovery, manifest.author, cube_id)
+        record = await revocation_records.find(self.discovery, manifest.author, cube_id)
         if record is None:
             return False
         await self.act(record, cube_id, manifest.author)
@@ -89,16 +109,16 @@ class RevocationWatch:
     async def act(self, record: bytes, cube_id: bytes, author: bytes) -> None:
         """Verify (signature, and that author wrote the cube), store, stop providing, unpin."""
         revocations.accept(self.store, record, cube_id, author)
-        await self.daemon.cmd_unannounce({"cubes": [cube_id]}, None)
+        self.announcer.unannounce([cube_id])
         log.info("cube %s revoked by its author: no longer provided or served", cid.to_text(cube_id))
 
-    async def publish_own(self, record: bytes) -> dict:
+    async def _cmd_revoke(self, args: RevokeArgs, progress: Progress) -> dict:
         """`memnet revoke`: the CLI has stored the record; withdraw the cube here and put the
         record into the DHT."""
-        parsed = revocation.decode(record)
+        parsed = revocation.decode(args.record)
         manifest = self.store.manifest(parsed.revokes)
-        await self.act(record, parsed.revokes, manifest.author)
-        await revocation_records.publish(self.daemon.discovery, record)
+        await self.act(args.record, parsed.revokes, manifest.author)
+        await revocation_records.publish(self.discovery, args.record)
         return {"cube": parsed.revokes}
 
     async def vet_fetched(self, cube_id: bytes, manifest: Manifest, wait: bool, delay: float = 0.0) -> None:
@@ -106,7 +126,8 @@ class RevocationWatch:
         (PolicyError if so); in the background when generation is about to use it, after delay
         seconds (its DHT lookup would otherwise compete with that generation for the CPU)."""
         if not wait:
-            self.daemon._nursery.start_soon(self._check_quietly, cube_id, manifest, delay)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._check_quietly, cube_id, manifest, delay)
             return
         with trio.move_on_after(FETCH_CHECK_TIMEOUT):
             await self._check_quietly(cube_id, manifest)

@@ -21,7 +21,7 @@ from typing import Any
 
 from memnet.cube import canonical, cid, keys
 from memnet.errors import UsageError
-from memnet.home import Node
+from memnet.store import Store
 
 TABLE = "audit"
 PREVIEW = 60
@@ -62,7 +62,7 @@ def _cube(entry: dict[str, Any]) -> dict[str, Any]:
     return cube
 
 
-def record_answer(node: Node, *, kind: str, prompt_ids_or_text_digest: str | bytes | Sequence[int],
+def record_answer(store: Store, *, kind: str, prompt_ids_or_text_digest: str | bytes | Sequence[int],
                   cubes: list[dict[str, Any]], answer_digest: str | bytes, extra: dict[str, Any] | None = None,
                   prompt_text: str | None = None) -> None:
     """Append one answer to the log. The prompt is a text, token ids or a ready 32-byte digest;
@@ -81,38 +81,38 @@ def record_answer(node: Node, *, kind: str, prompt_ids_or_text_digest: str | byt
     if len(value) > MAX_RECORD:
         record.pop("extra", None)
         value = canonical.encode(record)
-    node.store.put_records(TABLE, [(struct.pack(">Q", now) + os.urandom(4), value)])
+    store.put_records(TABLE, [(struct.pack(">Q", now) + os.urandom(4), value)])
 
 
-def entries(node: Node, last: int | None = None) -> list[dict[str, Any]]:
+def entries(store: Store, last: int | None = None) -> list[dict[str, Any]]:
     """The log, oldest first; only the newest `last` entries if given."""
-    rows = node.store.records(TABLE)
+    rows = store.records(TABLE)
     if last is not None:
         rows = rows[-last:] if last > 0 else []
     return [canonical.decode(value, MAX_RECORD) for _, value in rows]
 
 
-def prune(node: Node, keep: int) -> int:
+def prune(store: Store, keep: int) -> int:
     """Delete all but the newest `keep` entries; returns how many were deleted."""
-    rows = node.store.records(TABLE)
+    rows = store.records(TABLE)
     old = [key for key, _ in rows[:max(0, len(rows) - keep)]]
-    return node.store.delete_records(TABLE, old) if old else 0
+    return store.delete_records(TABLE, old) if old else 0
 
 
-def record_generation(node: Node, *, ids: Sequence[int], result: Any, prompt_text: str | None = None,
+def record_generation(store: Store, *, ids: Sequence[int], result: Any, prompt_text: str | None = None,
                       adapters: Sequence[tuple[bytes, int]] = (), kind: str = "generate") -> None:
     """Log a memnet.model.generate.Generation: its KV cube (if one was reused) and the LoRA
     cubes applied (adapters: (cube id, weight in thousandths), as lora.activate records them)."""
     cubes = []
     if result.cube_id is not None:
-        m = node.store.manifest(result.cube_id)
+        m = store.manifest(result.cube_id)
         cubes.append({"cid": result.cube_id, "kind": m.kind, "author": m.author, "role": "kv",
                       "source": result.source})
     for cube_id, milli in adapters:
-        m = node.store.manifest(cube_id)
+        m = store.manifest(cube_id)
         cubes.append({"cid": cube_id, "kind": m.kind, "author": m.author, "role": "lora", "source": "local"})
     extra = {"prompt_tokens": result.prompt_tokens, "reused": result.reused, "new_tokens": len(result.new_ids),
              "decision": result.decision[:300] or None,
              "weights": [m for _, m in adapters] or None}
-    record_answer(node, kind=kind, prompt_ids_or_text_digest=list(ids), cubes=cubes, answer_digest=result.text,
+    record_answer(store, kind=kind, prompt_ids_or_text_digest=list(ids), cubes=cubes, answer_digest=result.text,
                   extra=extra, prompt_text=prompt_text)

@@ -7,9 +7,8 @@ from __future__ import annotations
 from memnet.cube import cid
 from memnet.cube.manifest import Manifest
 from memnet.errors import PolicyError
-from memnet.governance import revocations, settings
+from memnet.governance import revocations
 from memnet.governance.trust import TrustPolicy
-from memnet.home import Node
 from memnet.store.lmdb_store import Store
 
 
@@ -17,12 +16,6 @@ class Gate:
     def __init__(self, store: Store, policy: TrustPolicy, self_author: bytes):
         self.store, self.policy, self.self_author = store, policy, self_author
         self.refused: dict[bytes, str] = {}  # cube id -> why, in the order refused
-
-    @classmethod
-    def for_node(cls, node: Node, fresh: bool = False) -> Gate:
-        """The node's gate; fresh re-reads config.json (a long-running daemon)."""
-        policy = settings.load_policy(node.home) if fresh else TrustPolicy.from_config(node.config)
-        return cls(node.store, policy, node.author)
 
     def refusal(self, action: str, cube_id: bytes, author: bytes) -> str | None:
         """Why action on this cube is refused, or None if it is allowed."""
@@ -57,9 +50,3 @@ class Gate:
         reasons = list(self.refused.values())
         more = f" (and {len(reasons) - 2} more)" if len(reasons) > 2 else ""
         return "not used: " + "; ".join(reasons[:2]) + more
-
-
-def check_inject(node: Node, cube_id: bytes, manifest: Manifest) -> None:
-    """PolicyError naming the author unless this node may put this cube into generation (KV,
-    LoRA or a plaintext memory in the prompt)."""
-    Gate.for_node(node).check("inject", cube_id, manifest.author)

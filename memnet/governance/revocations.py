@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
-
 from memnet.cube import cid, revocation
 from memnet.cube.revocation import Revocation
 from memnet.errors import FormatError, PolicyError, UsageError
 from memnet.store.lmdb_store import Store
 
-if TYPE_CHECKING:  # the MIP server imports this module: keep it free of the node home
-    from memnet.home import Node
+if TYPE_CHECKING:
+    from memnet.local import Publisher
 
 TABLE = "revoked"
 
@@ -53,21 +52,22 @@ def accept(store: Store, data: bytes, cube_id: bytes, cube_author: bytes) -> Rev
     return record
 
 
-def revoke(node: Node, cube_id: bytes, reason: str | None = None) -> tuple[bytes, bool]:
+def revoke(publisher: Publisher, cube_id: bytes, reason: str | None = None) -> tuple[bytes, bool]:
     """Withdraw one of this node's own cubes: sign a revocation, store it, unpin the cube.
     Returns (record bytes, whether it is new); revoking again returns the stored record."""
-    manifest = node.store.manifest(cube_id)  # NotFoundError: we cannot tell whose it is
-    if manifest.author != node.author:
+    store = publisher.store
+    manifest = store.manifest(cube_id)  # NotFoundError: we cannot tell whose it is
+    if manifest.author != publisher.author:
         raise UsageError(f"cube {cid.to_text(cube_id)} is not this node's: only its author can revoke it")
-    existing = node.store.get_record(TABLE, cube_id)
+    existing = store.get_record(TABLE, cube_id)
     if existing is not None:
-        node.store.unpin(cube_id)
+        store.unpin(cube_id)
         return existing, False
     if reason is not None:
         reason = reason.strip() or None
     try:
-        data = revocation.sign(node.key, cube_id, int(time.time()), reason)
+        data = revocation.sign(publisher.key, cube_id, int(time.time()), reason)
     except FormatError as exc:  # the reason the user typed: too long
         raise UsageError(f"--reason: {exc}") from None
-    accept(node.store, data, cube_id, manifest.author)
+    accept(store, data, cube_id, manifest.author)
     return data, True

@@ -14,17 +14,16 @@ Defaults, and why:
   and its prefix keys are only the author's word (MIP §9); a stranger's cube must not reach the
   model until the user trusts its author.
 
-Pure: no I/O. memnet.governance.settings reads and writes the config file.
+Pure: no I/O. memnet/config parses the "trust" object into a TrustPolicy (checks.trust) and
+writes it back (`memnet trust add` sets the "trust" setting).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
 from memnet.cube import keys
-from memnet.errors import FormatError, HomeError, UsageError
+from memnet.errors import FormatError, UsageError
 
 ACTIONS = ("fetch", "pin", "inject")
 SELF, ANYONE = "self", "*"
@@ -61,28 +60,6 @@ class TrustPolicy:
     fetch: tuple[str, ...] = DEFAULTS["fetch"]
     pin: tuple[str, ...] = DEFAULTS["pin"]
     inject: tuple[str, ...] = DEFAULTS["inject"]
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> TrustPolicy:
-        """The policy of a node config (its "trust" object; an absent action keeps its default).
-        HomeError for an unknown action or a bad entry."""
-        raw = config.get("trust") if isinstance(config, Mapping) else None
-        if raw is None:
-            return cls()
-        if not isinstance(raw, Mapping):
-            raise HomeError("config.json: trust must be an object of action -> list of entries")
-        unknown = sorted(set(raw) - set(ACTIONS))
-        if unknown:
-            raise HomeError(f"config.json: unknown trust action(s) {unknown}; known: {', '.join(ACTIONS)}")
-        lists = {}
-        for action, entries in raw.items():
-            if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
-                raise HomeError(f"config.json: trust.{action} must be a list of at most {MAX_ENTRIES} entries")
-            try:
-                lists[action] = tuple(dict.fromkeys(check_entry(e) for e in entries))
-            except UsageError as exc:
-                raise HomeError(f"config.json: trust.{action}: {exc}") from None
-        return cls(**lists)
 
     def to_config(self) -> dict[str, list[str]]:
         return {action: list(self.entries(action)) for action in ACTIONS}

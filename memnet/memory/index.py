@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from memnet import local
 from memnet.cube import canonical, cid, payloads
 from memnet.cube.build import Cube
 from memnet.cube.manifest import Manifest
 from memnet.errors import FormatError, MemnetError, NotFoundError, UsageError
-from memnet.home import Node
+from memnet.local import Publisher
+from memnet.store import Store
 from memnet.memory import notes
 from memnet.memory.embedder import Embedder, load_embedder
 
@@ -84,10 +84,10 @@ _items: OrderedDict[tuple[str, bytes], list[dict[str, Any]]] = OrderedDict()
 
 # -- writing memory ------------------------------------------------------------------------------
 
-def remember(node: Node, text: str, *, tags: Sequence[str] = (), meta: dict[str, str] | None = None,
+def remember(publisher: Publisher, text: str, *, tags: Sequence[str] = (), meta: dict[str, str] | None = None,
              name: str | None = None, **publish_options: Any) -> Cube:
     """Publish one text as a plaintext cube with its embedding (a text longer than the embedder
-    reads becomes several items, cut at sentences). publish_options go to local.publish."""
+    reads becomes several items, cut at sentences). publish_options go to Publisher.publish."""
     if not isinstance(text, str) or not text.strip():
         raise UsageError("nothing to remember: the text is empty")
     if meta is not None and (not isinstance(meta, dict) or not all(
@@ -95,18 +95,18 @@ def remember(node: Node, text: str, *, tags: Sequence[str] = (), meta: dict[str,
         raise UsageError("meta must map names to strings")
     items = [{"text": piece, "meta": dict(meta)} if meta else {"text": piece}
              for piece in notes.split_text(text.strip())]
-    return publish_items(node, items, tags=tags, name=name, **publish_options)
+    return publish_items(publisher, items, tags=tags, name=name, **publish_options)
 
 
-def import_notes(node: Node, path: Path, *, tags: Sequence[str] = (), name: str | None = None,
+def import_notes(publisher: Publisher, path: Path, *, tags: Sequence[str] = (), name: str | None = None,
                  **publish_options: Any) -> Cube:
     """Publish a notes file (Markdown, text or JSON lines) as one plaintext cube with embeddings."""
     items = notes.items_from_path(Path(path))
     publish_options.setdefault("description", f"notes from {Path(path).name}"[:256])
-    return publish_items(node, items, tags=tags, name=name, **publish_options)
+    return publish_items(publisher, items, tags=tags, name=name, **publish_options)
 
 
-def publish_items(node: Node, items: list[dict[str, Any]], *, tags: Sequence[str] = (),
+def publish_items(publisher: Publisher, items: list[dict[str, Any]], *, tags: Sequence[str] = (),
                   name: str | None = None, **publish_options: Any) -> Cube:
     """Embed items, publish them as a plaintext cube carrying the vectors and the embedder's
     fingerprint, and index it."""
@@ -118,9 +118,9 @@ def publish_items(node: Node, items: list[dict[str, Any]], *, tags: Sequence[str
     except FormatError as exc:
         raise UsageError(str(exc)) from None
     meta = {"items": len(items), "embedding": embedder.fingerprint}
-    cube = local.publish(node, "plaintext", payload, meta, name=name, tags=tuple(sorted(set(tags))),
-                         **publish_options)
-    _write(node, embedder, {cube.cube_id: vectors}, [])
+    cube = publisher.publish("plaintext", payload, meta, name=name, tags=tuple(sorted(set(tags))),
+                             **publish_options)
+    _write(publisher.store, embedder, {cube.cube_id: vectors}, [])
     return cube
 
 
@@ -138,7 +138,7 @@ def _item_key(cube_id: bytes, index: int) -> bytes:
     return cube_id + struct.pack(">I", index)
 
 
-def _load(node: Node, embedder: Embedder) -> _Matrix:
+def _load(store: Store, embedder: Embedder) -> _Matrix:
     """Read the whole table into a fresh matrix."""
     matrix = _Matrix()
     blocks: list[np.ndarray] = []
@@ -157,7 +157,7 @@ def _load(node: Node, embedder: Embedder) -> _Matrix:
             matrix.order.append(cube_id)
             blocks.append(np.frombuffer(b"".join(vecs), dtype="<f2").reshape(n, embedder.dim))
 
-    for key, value in node.store.records(TABLE):
+    for key, value in store.records(TABLE):
         if key == CHANGE_KEY:
             matrix.token = value
         elif len(key) == cid.CID_LEN:
@@ -216,19 +216,18 @@ def _update(matrix: _Matrix, added: dict[bytes, np.ndarray], removed: list[bytes
     matrix.row_item = np.concatenate(row_item).astype(np.int64)
 
 
-def _current(node: Node, embedder: Embedder) -> _Matrix:
-    key = (node.store.path, embedder.fingerprint)
+def _current(store: Store, embedder: Embedder) -> _Matrix:
+    key = (store.path, embedder.fingerprint)
     cached = _matrices.get(key)
-    token = node.store.get_record(TABLE, CHANGE_KEY)
+    token = store.get_record(TABLE, CHANGE_KEY)
     if cached is None or cached.token is None or cached.token != token:
-        cached = _matrices[key] = _load(node, embedder)
+        cached = _matrices[key] = _load(store, embedder)
     return cached
 
 
-def _write(node: Node, embedder: Embedder, added: dict[bytes, np.ndarray], removed: list[bytes]) -> None:
+def _write(store: Store, embedder: Embedder, added: dict[bytes, np.ndarray], removed: list[bytes]) -> None:
     """Store the vectors of newly indexed cubes and drop removed cubes' records, with a new
     change token; keep this process's matrix in step without reloading it."""
-    store = node.store
     with _lock:
         before = store.get_record(TABLE, CHANGE_KEY)
         token = os.urandom(16)
@@ -248,21 +247,21 @@ def _write(node: Node, embedder: Embedder, added: dict[bytes, np.ndarray], remov
         matrix.token = token
 
 
-def _read_items(node: Node, cube_id: bytes) -> list[dict[str, Any]]:
+def _read_items(publisher: Publisher, cube_id: bytes) -> list[dict[str, Any]]:
     """A stored plaintext cube's items (a sealed one opened with this node's key)."""
-    manifest = node.store.manifest(cube_id)
-    payload = local.read_payload(node, cube_id)
+    manifest = publisher.store.manifest(cube_id)
+    payload = publisher.read_payload(cube_id)
     return payloads.decode_items(payload, manifest.meta["items"], embedded="embedding" in manifest.meta)
 
 
-def _hit_items(node: Node, cube_id: bytes) -> list[dict[str, Any]]:
+def _hit_items(publisher: Publisher, cube_id: bytes) -> list[dict[str, Any]]:
     """_read_items without the vectors, cached: cubes are immutable, and hits cluster."""
-    cache_key = (node.store.path, cube_id)
+    cache_key = (publisher.store.path, cube_id)
     with _lock:
         if cache_key in _items:
             _items.move_to_end(cache_key)
             return _items[cache_key]
-    items = [{k: v for k, v in item.items() if k != "vec"} for item in _read_items(node, cube_id)]
+    items = [{k: v for k, v in item.items() if k != "vec"} for item in _read_items(publisher, cube_id)]
     with _lock:
         _items[cache_key] = items
         while len(_items) > ITEMS_CACHE:
@@ -270,19 +269,19 @@ def _hit_items(node: Node, cube_id: bytes) -> list[dict[str, Any]]:
     return items
 
 
-def _vectors_of(node: Node, embedder: Embedder, cube_id: bytes, report: SyncReport) -> np.ndarray:
+def _vectors_of(publisher: Publisher, embedder: Embedder, cube_id: bytes, report: SyncReport) -> np.ndarray:
     """float16 (items, dim) vectors for a stored cube: its own if they carry our fingerprint and
     pass a spot check, else embedded here. An unreadable cube (sealed to others) has none."""
     try:
-        manifest = node.store.manifest(cube_id)
-        items = _read_items(node, cube_id)
+        manifest = publisher.store.manifest(cube_id)
+        items = _read_items(publisher, cube_id)
     except MemnetError:
         return np.zeros((0, embedder.dim), dtype="<f2")
     texts = [item["text"] for item in items]
     if items and manifest.meta.get("embedding") == embedder.fingerprint \
             and len(items[0]["vec"]) == 2 * embedder.dim:
         shipped = np.frombuffer(b"".join(item["vec"] for item in items), dtype="<f2").reshape(len(items), -1)
-        if manifest.author == node.author or _spot_check(embedder, texts, shipped, report):
+        if manifest.author == publisher.author or _spot_check(embedder, texts, shipped, report):
             report.reused += len(items)
             return shipped
     report.embedded += len(items)
@@ -301,36 +300,38 @@ def _spot_check(embedder: Embedder, texts: list[str], shipped: np.ndarray, repor
     return bool(np.all(np.sum(ours * theirs, axis=1) >= SPOT_MIN_COSINE))
 
 
-def sync(node: Node, embedder: Embedder | None = None) -> SyncReport:
+def sync(publisher: Publisher, embedder: Embedder | None = None) -> SyncReport:
     """Bring the index in line with the store: index plaintext cubes that are not, drop records
     of cubes no longer stored. recall does this itself; a daemon may call it after fetches/GC."""
     embedder = embedder or load_embedder()
     report = SyncReport()
+    store = publisher.store
     with _lock:
-        matrix = _current(node, embedder)
-        stored = set(node.store.find("kind", b"plaintext"))
+        matrix = _current(store, embedder)
+        stored = set(store.find("kind", b"plaintext"))
         stale = [c for c in (set(matrix.cubes) | matrix.others) if c not in stored]
         missing = sorted(c for c in stored if c not in matrix.cubes)
     if stale:
-        _write(node, embedder, {}, stale)
+        _write(store, embedder, {}, stale)
         report.pruned = len(stale)
     for cube_id in missing:  # one transaction per cube: a long first indexing keeps what it did
-        _write(node, embedder, {cube_id: _vectors_of(node, embedder, cube_id, report)}, [])
+        _write(store, embedder, {cube_id: _vectors_of(publisher, embedder, cube_id, report)}, [])
         report.indexed += 1
     return report
 
 
-def recall(node: Node, query: str, k: int = 5, *, accept: Accept | None = None) -> list[Hit]:
-    """The k stored items closest in meaning to the query, best first. Expired cubes and cubes
-    accept(cube_id, manifest) refuses are skipped."""
+def recall(publisher: Publisher, query: str, k: int = 5, *, accept: Accept | None = None) -> list[Hit]:
+    """The k stored items closest in meaning to the query, best first (publisher: this node's
+    store and key, which opens sealed cubes). Expired cubes and cubes accept(cube_id, manifest)
+    refuses are skipped."""
     if not isinstance(query, str) or not query.strip():
         raise UsageError("the query is empty")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UsageError(f"k must be a whole number of at least 1, not {k!r}")
     embedder = load_embedder()
-    sync(node, embedder)
+    sync(publisher, embedder)
     with _lock:
-        matrix = _current(node, embedder)
+        matrix = _current(publisher.store, embedder)
         rows, row_cube, row_item, order = matrix.rows, matrix.row_cube, matrix.row_item, matrix.order
     if not len(rows):
         return []
@@ -341,12 +342,12 @@ def recall(node: Node, query: str, k: int = 5, *, accept: Accept | None = None) 
     for row in _best_first(scores):
         cube_id = order[row_cube[row]]
         if cube_id not in verdicts:
-            verdicts[cube_id] = _usable(node, cube_id, accept, now)
+            verdicts[cube_id] = _usable(publisher.store, cube_id, accept, now)
         manifest = verdicts[cube_id]
         if manifest is None:
             continue
         try:
-            item = _hit_items(node, cube_id)[row_item[row]]
+            item = _hit_items(publisher, cube_id)[row_item[row]]
         except (MemnetError, IndexError):
             verdicts[cube_id] = None
             continue
@@ -369,9 +370,9 @@ def _best_first(scores: np.ndarray, first: int = 64) -> Iterable[int]:
         yield from np.argsort(-scores, kind="stable")
 
 
-def _usable(node: Node, cube_id: bytes, accept: Accept | None, now: int) -> Manifest | None:
+def _usable(store: Store, cube_id: bytes, accept: Accept | None, now: int) -> Manifest | None:
     try:
-        manifest = node.store.manifest(cube_id)
+        manifest = store.manifest(cube_id)
     except NotFoundError:  # removed since the last sync
         return None
     if manifest.expires is not None and manifest.expires <= now:

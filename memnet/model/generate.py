@@ -1,26 +1,29 @@
 """Generation that reuses a cached prefix: the longest one in the local store, else in the swarm,
 fetched only when that is measured to be faster than recomputing it.
 
-    generate(node, loaded, ids, options, swarm=None) -> Generation
+    generate(store, gate, perf, loaded, ids, options, swarm=None) -> Generation
 
-The swarm is anything with find_prefix and get (the CLI passes the daemon's control client
-wrapper): this layer knows cubes, the store and the model, not the network.
+The gate decides which cubes may be used (trust, revocations) and remembers what it refused; the
+perf book holds this node's measured costs. The swarm is anything with find_prefix and get (the
+CLI passes the daemon's control client wrapper): this layer knows cubes, the store and the
+model, not the network.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from memnet.cube import cid, manifest as manifest_mod
 from memnet.cube import prefix
 from memnet.errors import MemnetError, UsageError
 from memnet.governance.gate import Gate
-from memnet.home import Node
+from memnet.local import Publisher
 from memnet.model import kv, perf
 from memnet.model.loader import LoadedModel
 from memnet.model.segments import Segments
+from memnet.store import Store
 
 MIN_REUSE = 16  # fewer cached tokens than this save less than the lookup costs
 
@@ -43,7 +46,6 @@ class Options:
     use_swarm: bool = True
     check: bool = False         # also run the full prefill and compare the first logits
     fetch: str = "auto"         # auto: measured costs decide; always; never (swarm lookup only)
-    gate: Gate | None = None    # trust policy + revocations (None: the node's own); keeps what it refused
     boundaries: tuple[int, ...] = ()  # prompt lengths where a cached prefix likely ends (a memory layout)
 
 
@@ -120,29 +122,27 @@ def _boundary_keys(salt: bytes, ids: list[int], boundaries: tuple[int, ...]) -> 
             for n in sorted(set(boundaries)) if MIN_REUSE <= n < len(ids)]
 
 
-def find_local(node: Node, loaded: LoadedModel, ids: list[int], options: Options) -> list[Candidate]:
+def find_local(store: Store, gate: Gate, loaded: LoadedModel, ids: list[int], options: Options) -> list[Candidate]:
     found: dict[bytes, Candidate] = {}
-    gate = options.gate or Gate.for_node(node)  # never without the trust policy and revocations
     for dtype in options.dtypes:
         binding = kv.binding_for(loaded, options.adapter, dtype)
         for key in probe_keys(binding, ids, options.boundaries):
-            for cube_id in node.store.find("prefix", key):
+            for cube_id in store.find("prefix", key):
                 if cube_id not in found:
-                    c = _candidate(cube_id, node.store.manifest(cube_id), ids, loaded, options.adapter, True,
-                                   gate)
+                    c = _candidate(cube_id, store.manifest(cube_id), ids, loaded, options.adapter, True, gate)
                     if c is not None:
                         found[cube_id] = c
     return list(found.values())
 
 
-def find_swarm(swarm: Swarm, loaded: LoadedModel, ids: list[int], options: Options) -> list[Candidate]:
+def find_swarm(swarm: Swarm, gate: Gate, loaded: LoadedModel, ids: list[int], options: Options) -> list[Candidate]:
     salts = [kv.binding_for(loaded, options.adapter, d).salt() for d in options.dtypes]
     probes = [prefix.prefix_keys(ids, salt, kv.BLOCK_SIZE) + _boundary_keys(salt, ids, options.boundaries)
               for salt in salts]
     found = []
     for cube_id, manifest_bytes in swarm.find_prefix(probes):
         m = manifest_mod.decode(manifest_bytes, cube_id)  # authenticated: hash, then signature
-        c = _candidate(cube_id, m, ids, loaded, options.adapter, False, options.gate)
+        c = _candidate(cube_id, m, ids, loaded, options.adapter, False, gate)
         if c is not None:
             found.append(c)
     return found
@@ -175,17 +175,14 @@ class PrefixChoice:
     steps: dict[str, float] = field(default_factory=dict)
 
 
-def choose_prefix(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
-                  swarm: Swarm | None = None) -> PrefixChoice:
+def choose_prefix(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, ids: list[int],
+                  options: Options, swarm: Swarm | None = None) -> PrefixChoice:
     """The longest usable cached prefix of ids, locally and then in the swarm, and whether to
     fetch a remote one (measured prefill rate against measured bandwidth and load rate)."""
-    if options.gate is None:
-        options = replace(options, gate=Gate.for_node(node))
-    book = perf.PerfBook(node.home)
     samples = book.prefill_samples(loaded.pinned.fingerprint)
     choice = PrefixChoice()
     start = time.perf_counter()
-    best = _best(find_local(node, loaded, ids, options), options) if options.use_local else None
+    best = _best(find_local(store, gate, loaded, ids, options), options) if options.use_local else None
     choice.steps["lookup_local"] = time.perf_counter() - start
     if best is not None:
         choice.best = best
@@ -193,7 +190,7 @@ def choose_prefix(node: Node, loaded: LoadedModel, ids: list[int], options: Opti
         choice.cost_estimate = best.size / book.load_rate()
     if swarm is not None and options.use_swarm and (best is None or best.usable < len(ids) - 1):
         mark = time.perf_counter()
-        remote = find_swarm(swarm, loaded, ids, options)
+        remote = find_swarm(swarm, gate, loaded, ids, options)
         choice.steps["lookup_swarm"] = time.perf_counter() - mark
         better = _best([c for c in remote if best is None or c.usable > best.usable], options)
         if better is not None:
@@ -208,13 +205,13 @@ def choose_prefix(node: Node, loaded: LoadedModel, ids: list[int], options: Opti
                 choice.best, choice.fetch = better, True
                 choice.saved_estimate = perf.estimate_prefill(samples, better.usable)
                 choice.cost_estimate = fetch.fetch_seconds
-    if options.gate.refused:  # say why a cached prefix was not used
-        choice.decision = " · ".join(filter(None, [choice.decision, options.gate.summary()]))
+    if gate.refused:  # say why a cached prefix was not used
+        choice.decision = " · ".join(filter(None, [choice.decision, gate.summary()]))
     return choice
 
 
-def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
-             swarm: Swarm | None = None, choice: PrefixChoice | None = None) -> Generation:
+def generate(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, ids: list[int],
+             options: Options, swarm: Swarm | None = None, choice: PrefixChoice | None = None) -> Generation:
     """Generate from ids, reusing the cached prefix choose_prefix picks (or the given choice,
     made moments before by a planner: TTFT then starts at the fetch or load)."""
     from memnet.model.runtime import torch
@@ -224,11 +221,10 @@ def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
     if len(ids) + options.max_new_tokens > loaded.max_tokens:
         raise UsageError(f"{len(ids)} prompt tokens + {options.max_new_tokens} new exceed the model's "
                          f"{loaded.max_tokens}")
-    book = perf.PerfBook(node.home)
     result = Generation("", [], len(ids))
     start = time.perf_counter()
     if choice is None:
-        choice = choose_prefix(node, loaded, ids, options, swarm)
+        choice = choose_prefix(store, gate, book, loaded, ids, options, swarm)
     result.steps.update(choice.steps)
     result.decision = choice.decision
     best = choice.best
@@ -242,13 +238,13 @@ def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
     cache, n_cached = None, 0
     if best is not None:
         mark = time.perf_counter()
-        cache = node.store.with_payload_views(
+        cache = store.with_payload_views(
             best.cube_id, lambda views: kv.cache_from_payload(Segments(views), best.meta, loaded, best.usable))
         load_seconds = time.perf_counter() - mark
         result.steps["load"] = load_seconds
         book.add_load(best.size, load_seconds)
         n_cached = best.usable
-        node.store.record_access(best.cube_id)
+        store.record_access(best.cube_id)
         result.reused, result.cube_id, result.dtype = n_cached, best.cube_id, best.meta["dtype"]
         result.source = "local" if best.local else "peer"
     mark = time.perf_counter()
@@ -283,21 +279,19 @@ def generate(node: Node, loaded: LoadedModel, ids: list[int], options: Options,
     return result
 
 
-def build(node: Node, loaded: LoadedModel, ids: list[int], dtype: str, adapter: bytes | None = None,
-          **publish_options: Any):
+def build(publisher: Publisher, book: perf.PerfBook, loaded: LoadedModel, ids: list[int], dtype: str,
+          adapter: bytes | None = None, **publish_options: Any):
     """Prefill ids and publish the K/V as an activation cube (pinned): (cube, prefill seconds)."""
     kv.binding_for(loaded, adapter, dtype)  # a bad dtype fails before the prefill
     cache, _logits, seconds = kv.prefill(loaded, ids)
-    perf.PerfBook(node.home).add_prefill(loaded.pinned.fingerprint, len(ids), seconds)
-    return publish_cache(node, loaded, cache, ids, dtype, adapter, **publish_options), seconds
+    book.add_prefill(loaded.pinned.fingerprint, len(ids), seconds)
+    return publish_cache(publisher, loaded, cache, ids, dtype, adapter, **publish_options), seconds
 
 
-def publish_cache(node: Node, loaded: LoadedModel, cache: Any, ids: list[int], dtype: str,
+def publish_cache(publisher: Publisher, loaded: LoadedModel, cache: Any, ids: list[int], dtype: str,
                   adapter: bytes | None = None, **publish_options: Any):
     """Publish the first len(ids) positions of a cache computed from position 0 over ids (and
     possibly more tokens after them: a causal cache's first positions depend on those ids alone)."""
-    from memnet import local
-
     binding = kv.binding_for(loaded, adapter, dtype)
     payload = kv.payload_from_cache(cache, len(ids), dtype)
-    return local.publish(node, "activation", payload, kv.meta_for(binding, loaded, ids), **publish_options)
+    return publisher.publish("activation", payload, kv.meta_for(binding, loaded, ids), **publish_options)

@@ -26,15 +26,16 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from memnet import ingest, local
+from memnet import ingest
 from memnet.cube import canonical, cid, payloads
 from memnet.cube.build import Cube
 from memnet.cube.safetensors_header import parse_header
 from memnet.errors import FormatError, MemnetError, NotFoundError, PolicyError, UsageError
-from memnet.governance import gate
-from memnet.home import Node
+from memnet.governance.gate import Gate
+from memnet.local import Publisher
 from memnet.model.loader import LoadedModel
 from memnet.model.pinned import PinnedModel
+from memnet.store import Store
 
 FINGERPRINT_DOMAIN = b"memnet/adapter/v1\x00"
 MAX_WEIGHT = 100
@@ -171,29 +172,29 @@ def _fitted_modules(payload: bytes, pinned: PinnedModel, error: type[MemnetError
 
 # -- import ------------------------------------------------------------------------------------
 
-def import_adapter(node: Node, folder: Path, pinned: PinnedModel, *, name: str | None = None,
+def import_adapter(publisher: Publisher, folder: Path, pinned: PinnedModel, *, name: str | None = None,
                    pin: bool = True) -> Cube:
     """A PEFT adapter folder (safetensors only) -> a parameter cube bound to the pinned model,
     refused unless every patched module exists in that model with matching shapes."""
     payload, meta = ingest.adapter_from_dir(folder, pinned.fingerprint)
     _check_config(payloads.peft_config_of(payload), UsageError, str(folder))
     _fitted_modules(payload, pinned, UsageError, str(folder))
-    return local.publish(node, "parameter", payload, meta, name=name, pin=pin,
-                         description=f"LoRA for {pinned.name} ({pinned.short}), imported from {folder.absolute().name}")
+    return publisher.publish("parameter", payload, meta, name=name, pin=pin,
+                             description=f"LoRA for {pinned.name} ({pinned.short}), imported from {folder.absolute().name}")
 
 
 # -- applying ----------------------------------------------------------------------------------
 
-def _read_adapter(node: Node, loaded: LoadedModel, cube_id: bytes) -> tuple[bytes, list[str], dict[str, Any]]:
+def _read_adapter(store: Store, gate: Gate, loaded: LoadedModel, cube_id: bytes) -> tuple[bytes, list[str], dict[str, Any]]:
     """A stored parameter cube's payload, checked against the running model:
     (payload, patched module paths, PEFT config)."""
     text = cid.to_text(cube_id)
     try:
-        manifest = node.store.manifest(cube_id)
-        payload = node.store.read_payload(cube_id)
+        manifest = store.manifest(cube_id)
+        payload = store.read_payload(cube_id)
     except NotFoundError:
         raise NotFoundError(f"no cube {text} in the store; fetch it with `memnet get {text}`") from None
-    gate.check_inject(node, cube_id, manifest)  # PolicyError: revoked, or an author not trusted to inject
+    gate.check("inject", cube_id, manifest.author)  # PolicyError: revoked, or an author not trusted to inject
     pinned = loaded.pinned
     if manifest.kind != "parameter":
         raise PolicyError(f"cube {text} is a {manifest.kind} cube, not a parameter (LoRA) cube")
@@ -249,7 +250,7 @@ def _wrap(loaded: LoadedModel, config, adapter_name: str):
     return wrapper
 
 
-def activate(node: Node, loaded: LoadedModel, specs: Sequence[Spec]) -> bytes | None:
+def activate(store: Store, gate: Gate, loaded: LoadedModel, specs: Sequence[Spec]) -> bytes | None:
     """Apply exactly these adapters (weighted sum, see the module doc) to loaded.model, replacing
     whatever was applied before; [] gives back the plain base model. Returns the adapter
     fingerprint (None for no adapters). Every cube is read and checked before the model is
@@ -264,7 +265,7 @@ def activate(node: Node, loaded: LoadedModel, specs: Sequence[Spec]) -> bytes | 
     fingerprint = adapter_fingerprint(specs)
     if loaded.adapters.get("fingerprint") == fingerprint and ("peft" in loaded.adapters) == bool(pairs):
         return fingerprint
-    adapters = [_read_adapter(node, loaded, cube_id) for cube_id, _ in pairs]
+    adapters = [_read_adapter(store, gate, loaded, cube_id) for cube_id, _ in pairs]
     _deactivate(loaded)
     if not pairs:
         return None
@@ -325,7 +326,7 @@ def _chunks(ids: list[int], seq_len: int) -> list[list[int]]:
     return [ids[s:s + seq_len] for s in starts]
 
 
-def train(node: Node, loaded: LoadedModel, text_path: Path, *, steps: int, rank: int = 8, alpha: int = 16,
+def train(publisher: Publisher, gate: Gate, loaded: LoadedModel, text_path: Path, *, steps: int, rank: int = 8, alpha: int = 16,
           targets: Sequence[str] = ("q_proj", "v_proj"), lr: float = 2e-3, seq_len: int = 128,
           batch: int = 2, seed: int = 0, progress: Callable[[int, int, float], None] | None = None,
           name: str | None = None, stats: dict[str, float] | None = None) -> Cube:
@@ -356,7 +357,7 @@ def train(node: Node, loaded: LoadedModel, text_path: Path, *, steps: int, rank:
     chunks = _chunks(ids, seq_len)
     set_threads()
     previous = [(c, m / 1000) for c, m in loaded.adapters.get("specs", [])]
-    activate(node, loaded, [])  # train against the plain base model
+    activate(publisher.store, gate, loaded, [])  # train against the plain base model
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=sorted(set(targets)), lora_dropout=0.0,
                         bias="none", task_type="CAUSAL_LM")
     evaluation = chunks[:EVAL_CHUNKS]
@@ -398,7 +399,7 @@ def train(node: Node, loaded: LoadedModel, text_path: Path, *, steps: int, rank:
         state = {k: v.detach().contiguous() for k, v in trained.items()}
     finally:
         _deactivate(loaded)
-        activate(node, loaded, previous)
+        activate(publisher.store, gate, loaded, previous)
     seconds = time.perf_counter() - start
     peft_config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
     peft_config.update(peft_type="LORA", task_type="CAUSAL_LM", base_model_name_or_path=loaded.pinned.name)
@@ -412,4 +413,4 @@ def train(node: Node, loaded: LoadedModel, text_path: Path, *, steps: int, rank:
     description = (f"rank-{rank} LoRA ({', '.join(sorted(set(targets)))}) for {loaded.pinned.name} "
                    f"({loaded.pinned.short}) trained on {text_path.name}: {steps} steps, "
                    f"loss {loss_before:.3f} -> {loss_after:.3f}")
-    return local.publish(node, "parameter", payload, meta, name=name, description=description)
+    return publisher.publish("parameter", payload, meta, name=name, description=description)

@@ -5,15 +5,15 @@ tokenizer files and memnet-model.json (name, fingerprints, layout, and a stamp o
 mtimes). Loading checks the stamp, and re-hashes when it changed: a folder edited after pinning
 is refused rather than silently giving another model's results under the old fingerprint.
 
-Folders live in the models folder: $MEMNET_MODELS, else config "models_dir", else HOME/models;
-several nodes on one machine can share one. The node's own list is HOME/models.json.
+Folders live in the models folder: $MEMNET_MODELS, else config "models_dir", else HOME/models
+(memnet.home.models_dir decides); several nodes on one machine can share one. The node's own
+list is HOME/models.json (a Registry).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +25,6 @@ from typing import Any
 
 from memnet.errors import FormatError, UsageError
 from memnet.files import write_atomic
-from memnet.home import Node
 from memnet.model import fingerprint as fp
 
 DESCRIPTOR = "memnet-model.json"
@@ -52,13 +51,6 @@ class PinnedModel:
 
     def kv_bytes_per_token(self, element_bytes: int) -> int:
         return 2 * self.layout["layers"] * self.layout["kv_heads"] * self.layout["head_dim"] * element_bytes
-
-
-def models_dir(node: Node) -> Path:
-    chosen = os.environ.get("MEMNET_MODELS") or node.config.get("models_dir") or node.home / "models"
-    path = Path(chosen).expanduser().absolute()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # -- folder descriptors ------------------------------------------------------------------------
@@ -200,40 +192,67 @@ def convert_folder(path: Path, dest_root: Path, name: str | None) -> PinnedModel
 
 # -- the node's list ---------------------------------------------------------------------------
 
-def _registry(node: Node) -> dict[str, Any]:
-    path = node.home / REGISTRY
-    if not path.exists():
-        return {"models": []}
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError:
-        raise FormatError(f"{path}: invalid JSON") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
-        raise FormatError(f"{path}: malformed")
-    return doc
+@dataclass(frozen=True)
+class Registry:
+    """A node's pinned models: the list file (HOME/models.json) and the models folder they are
+    converted into."""
 
+    path: Path
+    root: Path
 
-def _register(node: Node, pinned: PinnedModel) -> bool:
-    doc = _registry(node)
-    folders = [f for f in doc["models"] if f != str(pinned.folder)]
-    new = len(folders) == len(doc["models"])
-    doc["models"] = folders + [str(pinned.folder)]  # the last pinned is the default
-    write_atomic(node.home / REGISTRY, json.dumps(doc, indent=2).encode() + b"\n")
-    return new
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"models": []}
+        try:
+            doc = json.loads(self.path.read_text())
+        except ValueError:
+            raise FormatError(f"{self.path}: invalid JSON") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
+            raise FormatError(f"{self.path}: malformed")
+        return doc
 
+    def _register(self, pinned: PinnedModel) -> bool:
+        doc = self._read()
+        folders = [f for f in doc["models"] if f != str(pinned.folder)]
+        new = len(folders) == len(doc["models"])
+        doc["models"] = folders + [str(pinned.folder)]  # the last pinned is the default
+        write_atomic(self.path, json.dumps(doc, indent=2).encode() + b"\n")
+        return new
 
-def pin(node: Node, what: str, say: Callable[[str], None] = lambda _: None) -> tuple[PinnedModel, bool]:
-    """`smollm2` or a model folder -> (pinned model, newly pinned on this node)."""
-    root = models_dir(node)
-    if what == SMOLLM2:
-        existing = [p for p in _folders(root) if p.source.startswith(SMOLLM2_PACKAGE)]
-        pinned = existing[0] if existing else convert_smollm2(root, say)
-    else:
-        path = Path(what).expanduser().absolute()
-        if not path.is_dir():
-            raise UsageError(f"{what}: neither `{SMOLLM2}` nor a model folder")
-        pinned = read_folder(path) if (path / DESCRIPTOR).exists() else convert_folder(path, root, None)
-    return pinned, _register(node, pinned)
+    def pin(self, what: str, say: Callable[[str], None] = lambda _: None) -> tuple[PinnedModel, bool]:
+        """`smollm2` or a model folder -> (pinned model, newly pinned on this node)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if what == SMOLLM2:
+            existing = [p for p in _folders(self.root) if p.source.startswith(SMOLLM2_PACKAGE)]
+            pinned = existing[0] if existing else convert_smollm2(self.root, say)
+        else:
+            path = Path(what).expanduser().absolute()
+            if not path.is_dir():
+                raise UsageError(f"{what}: neither `{SMOLLM2}` nor a model folder")
+            pinned = read_folder(path) if (path / DESCRIPTOR).exists() else convert_folder(path, self.root, None)
+        return pinned, self._register(pinned)
+
+    def pinned_models(self) -> list[PinnedModel]:
+        """This node's pinned models, the default (last pinned) last."""
+        return [read_folder(Path(folder)) for folder in self._read()["models"]]
+
+    def resolve(self, spec: str | None = None) -> PinnedModel:
+        """A pinned model by name or fingerprint prefix; the default when spec is None."""
+        models = self.pinned_models()
+        if not models:
+            raise UsageError("no model is pinned on this node; run `memnet model pin smollm2` first")
+        if spec is None:
+            return models[-1]
+        matches = [m for m in models
+                   if m.name == spec or (len(spec) >= 6 and m.fingerprint.hex().startswith(spec.lower()))]
+        if not matches:
+            raise UsageError(f"no pinned model {spec!r} (see `memnet model ls`)")
+        if len({m.fingerprint for m in matches}) > 1:
+            raise UsageError(f"{spec!r} names more than one pinned model; give more of the fingerprint")
+        return matches[-1]
+
+    def by_fingerprint(self, fingerprint: bytes) -> PinnedModel | None:
+        return next((m for m in self.pinned_models() if m.fingerprint == fingerprint), None)
 
 
 def _folders(root: Path) -> list[PinnedModel]:
@@ -245,27 +264,3 @@ def _folders(root: Path) -> list[PinnedModel]:
             except (UsageError, FormatError):
                 continue
     return found
-
-
-def pinned_models(node: Node) -> list[PinnedModel]:
-    """This node's pinned models, the default (last pinned) last."""
-    return [read_folder(Path(folder)) for folder in _registry(node)["models"]]
-
-
-def resolve(node: Node, spec: str | None = None) -> PinnedModel:
-    """A pinned model by name or fingerprint prefix; the default when spec is None."""
-    models = pinned_models(node)
-    if not models:
-        raise UsageError("no model is pinned on this node; run `memnet model pin smollm2` first")
-    if spec is None:
-        return models[-1]
-    matches = [m for m in models if m.name == spec or (len(spec) >= 6 and m.fingerprint.hex().startswith(spec.lower()))]
-    if not matches:
-        raise UsageError(f"no pinned model {spec!r} (see `memnet model ls`)")
-    if len({m.fingerprint for m in matches}) > 1:
-        raise UsageError(f"{spec!r} names more than one pinned model; give more of the fingerprint")
-    return matches[-1]
-
-
-def by_fingerprint(node: Node, fingerprint: bytes) -> PinnedModel | None:
-    return next((m for m in pinned_models(node) if m.fingerprint == fingerprint), None)

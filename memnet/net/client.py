@@ -1,15 +1,15 @@
-"""The requester side of MIP: one session is one stream to one peer, request then response.
-Parallelism comes from several sessions per peer (yamux streams are cheap)."""
+"""The requester side of MIP over one libp2p stream: drives a ClientSession (the session rules
+live there, memnet/net/session.py). Parallelism comes from several sessions per peer (yamux
+streams are cheap)."""
 
 from __future__ import annotations
 
-import itertools
-
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 
 from memnet.errors import PeerError
 from memnet.net import wire
+from memnet.net.session import ClientSession
 from memnet.net.streams import FramedStream
 
 REQUEST_TIMEOUT = 30.0
@@ -17,9 +17,10 @@ FRAME_TIMEOUT = 10.0
 
 
 class MipSession:
-    def __init__(self, framed: FramedStream):
-        self.framed = framed
-        self._ids = itertools.count(1)
+    def __init__(self, stream: INetStream):
+        self.framed = FramedStream(stream)
+        self.session = ClientSession(self.framed.peer)
+        self.framed.receiver = self.session
 
     @classmethod
     async def open(cls, host: IHost, peer: ID) -> MipSession:
@@ -27,29 +28,27 @@ class MipSession:
             stream = await host.new_stream(peer, [wire.PROTOCOL_ID])
         except Exception as exc:
             raise PeerError(f"peer {peer} does not speak {wire.PROTOCOL_ID}: {exc}") from None
-        return cls(FramedStream(stream))
+        return cls(stream)
 
     @property
     def peer(self) -> str:
         return self.framed.peer
 
-    async def _reply(self, rid: int, expected: str) -> dict:
+    async def _reply(self) -> wire.Message:
+        """The next reply (the session checked that it answers the oldest request); an error
+        reply is raised as PeerError."""
         message = await self.framed.receive(REQUEST_TIMEOUT, FRAME_TIMEOUT)
         if message is None:
             raise PeerError(f"peer {self.peer} closed the stream")
-        if message["id"] != rid and not (message["t"] == "error" and message["id"] == 0):
-            raise PeerError(f"peer {self.peer} answered request {message['id']}, expected {rid}")
-        if message["t"] == "error":
-            raise PeerError(f"peer {self.peer}: {message['code']}: {message['message']}")
-        if message["t"] != expected:
-            raise PeerError(f"peer {self.peer} sent {message['t']}, expected {expected}")
+        if type(message) is wire.Error:
+            raise PeerError(f"peer {self.peer}: {message.code}: {message.message}")
         return message
 
     async def manifest(self, cube_id: bytes) -> bytes:
         """The manifest bytes as the peer sent them: the caller authenticates them."""
-        rid = next(self._ids)
-        await self.framed.send(wire.get_manifest(rid, cube_id))
-        return (await self._reply(rid, "manifest"))["data"]
+        _, frame = self.session.get_manifest(cube_id)
+        await self.framed.send_bytes(frame)
+        return (await self._reply()).data
 
     async def prefix(self, key: bytes) -> list[bytes]:
         """Ids of the activation cubes the peer holds under a prefix-chain key (unverified: the
@@ -58,36 +57,30 @@ class MipSession:
 
     async def prefixes(self, keys: list[bytes]) -> list[list[bytes]]:
         """prefix() for several keys: the requests go out in one write (one round trip)."""
-        rids = [next(self._ids) for _ in keys]
-        await self.framed.send(*(wire.get_prefix(rid, key) for rid, key in zip(rids, keys)))
-        return [(await self._reply(rid, "cubes"))["cubes"] for rid in rids]
+        frames = [self.session.get_prefix(key)[1] for key in keys]
+        await self.framed.send_bytes(b"".join(frames))
+        return [(await self._reply()).cubes for _ in keys]
 
     async def have(self, cube_id: bytes, n_chunks: int) -> list[bool]:
-        rid = next(self._ids)
-        await self.framed.send(wire.get_have(rid, cube_id))
-        return wire.flags_from_bits((await self._reply(rid, "have"))["bits"], n_chunks)
+        _, frame = self.session.get_have(cube_id)
+        await self.framed.send_bytes(frame)
+        return wire.flags_from_bits((await self._reply()).bits, n_chunks)
 
     async def request_chunks(self, cube_id: bytes, chunk_ids: list[bytes]) -> int:
         """Send a get_chunks without waiting for its answer (requests on a stream pipeline: the
         responder answers them in order); returns its id for receive_chunks."""
-        rid = next(self._ids)
-        await self.framed.send(wire.get_chunks(rid, cube_id, chunk_ids))
+        rid, frame = self.session.get_chunks(cube_id, chunk_ids)
+        await self.framed.send_bytes(frame)
         return rid
 
     async def receive_chunks(self, rid: int, chunk_ids: list[bytes]):
         """Yield (chunk_id, data or None if the peer lacks it) in request order. Data is as
         received: the caller verifies it against chunk_id."""
         for chunk_id in chunk_ids:
-            message = await self.framed.receive(REQUEST_TIMEOUT, FRAME_TIMEOUT)
-            if message is None:
-                raise PeerError(f"peer {self.peer} closed the stream mid-batch")
-            if message["t"] == "error":
-                raise PeerError(f"peer {self.peer}: {message['code']}: {message['message']}")
-            if message["t"] not in ("chunk", "missing") or message["id"] != rid:
-                raise PeerError(f"peer {self.peer} sent {message['t']} #{message['id']} mid-batch")
-            if message["cid"] != chunk_id:
-                raise PeerError(f"peer {self.peer} answered out of order")
-            yield chunk_id, message.get("data")
+            message = await self._reply()
+            if message.id != rid:  # the caller read another request's answers out of turn
+                raise PeerError(f"answers of request {message.id} read as those of {rid}")
+            yield chunk_id, message.data if type(message) is wire.Chunk else None
 
     async def chunks(self, cube_id: bytes, chunk_ids: list[bytes]):
         rid = await self.request_chunks(cube_id, chunk_ids)

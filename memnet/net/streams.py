@@ -1,6 +1,9 @@
-"""MIP frames over a libp2p stream: the only place that turns stream bytes into messages."""
+"""MIP over a libp2p stream: the only place that moves stream bytes into a sans-IO receiver (a
+session of memnet/net/session.py, or a bare wire.FrameDecoder) and frames out, with timeouts."""
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 import trio
 from libp2p.abc import INetStream
@@ -12,20 +15,31 @@ from memnet.net import wire
 READ_SIZE = 1 << 20
 
 
+class Receiver(Protocol):
+    pending: int
+
+    def receive_data(self, data: bytes) -> None: ...
+    def next_event(self) -> Any: ...
+    def eof(self) -> None: ...
+
+
 class FramedStream:
-    def __init__(self, stream: INetStream, max_frame: int = wire.MAX_FRAME):
+    def __init__(self, stream: INetStream, receiver: Receiver | None = None):
         self.stream = stream
-        self._decoder = wire.FrameDecoder(max_frame)
+        self.receiver = receiver if receiver is not None else wire.FrameDecoder()
 
     @property
     def peer(self) -> str:
         return str(self.stream.muxed_conn.peer_id)
 
-    async def send(self, *messages: dict) -> None:
+    async def send_bytes(self, data: bytes) -> None:
+        await self.stream.write(data)
+
+    async def send(self, *messages: wire.Message) -> None:
         await self.stream.write(b"".join(wire.encode_frame(m) for m in messages))
 
-    async def receive(self, idle_timeout: float, frame_timeout: float) -> dict | None:
-        """The next message, or None when the peer closed its side at a frame boundary.
+    async def receive(self, idle_timeout: float, frame_timeout: float) -> Any:
+        """The receiver's next event, or None when the peer closed its side at a frame boundary.
 
         idle_timeout bounds the wait for a frame to start; frame_timeout bounds how long one
         frame may take once started, so a peer trickling bytes (slowloris) cannot hold a slot.
@@ -33,10 +47,10 @@ class FramedStream:
         deadline = trio.current_time() + idle_timeout
         started = False
         while True:
-            message = self._decoder.next()
-            if message is not None:
-                return message
-            if self._decoder.pending and not started:
+            event = self.receiver.next_event()
+            if event is not None:
+                return event
+            if self.receiver.pending and not started:
                 started = True
                 deadline = trio.current_time() + frame_timeout
             with trio.move_on_at(deadline) as scope:
@@ -47,9 +61,9 @@ class FramedStream:
             if scope.cancelled_caught:
                 raise PeerError(f"peer {self.peer} timed out {'mid-frame' if started else 'idle'}")
             if not data:
-                self._decoder.eof()  # raises if the peer stopped inside a frame
+                self.receiver.eof()  # raises if the peer stopped inside a frame (or mid-answer)
                 return None
-            self._decoder.feed(data)
+            self.receiver.receive_data(data)
 
     async def close(self) -> None:
         try:

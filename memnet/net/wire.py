@@ -1,18 +1,22 @@
 """The MIP exchange protocol on the wire (docs/MIP.md §14): frames and messages, sans I/O.
 
-A frame is varint(len(body)) ‖ body, the body one canonical msgpack map (§2). Messages are plain
-dicts; every one that leaves or enters this module has been validated, so the daemon never looks
-at an unchecked field (a decoded chunk's data is a read-only memoryview of its frame, not a copy).
-v1 is strict: unknown or missing fields are errors, and any change is a new protocol id. Only
-memnet.errors exceptions escape for bad input.
+A frame is varint(len(body)) ‖ body, the body one canonical msgpack map (§2). Messages are typed
+(GetManifest, Chunk, Error, ...: frozen dataclasses, one per message type); every one that leaves
+or enters this module has been validated, so the daemon never looks at an unchecked field (a
+decoded chunk's data is a read-only memoryview of its frame, not a copy). validate() checks the
+map form. v1 is strict: unknown or missing fields are errors, and any change is a new protocol
+id. Only memnet.errors exceptions escape for bad input. Which message may follow which on a
+stream is the sessions' business (memnet/net/session.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 from memnet.cube import canonical, cid, limits
 from memnet.errors import CIDError, FormatError, LimitError
+from memnet.net import chunk_frames
 
 PROTOCOL_ID = "/memnet/mip/1.0.0"
 SUPPORTED = (PROTOCOL_ID,)  # newest first, as offered in multistream-select
@@ -128,49 +132,136 @@ def validate(obj: Any) -> dict:
     return obj
 
 
+# -- typed messages ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    t: ClassVar[str] = ""
+
+    def to_map(self) -> dict:
+        """The map form that goes on the wire (canonical msgpack encodes it)."""
+        return {"t": self.t, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+
+@dataclass(frozen=True, slots=True)
+class GetManifest(Message):
+    cube: bytes
+    t: ClassVar[str] = "get_manifest"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestReply(Message):
+    data: bytes
+    t: ClassVar[str] = "manifest"
+
+
+@dataclass(frozen=True, slots=True)
+class GetChunks(Message):
+    cube: bytes
+    chunks: list
+    t: ClassVar[str] = "get_chunks"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk(Message):
+    cid: bytes
+    data: bytes | memoryview
+    t: ClassVar[str] = "chunk"
+
+
+@dataclass(frozen=True, slots=True)
+class Missing(Message):
+    cid: bytes
+    t: ClassVar[str] = "missing"
+
+
+@dataclass(frozen=True, slots=True)
+class GetHave(Message):
+    cube: bytes
+    t: ClassVar[str] = "get_have"
+
+
+@dataclass(frozen=True, slots=True)
+class Have(Message):
+    bits: bytes
+    t: ClassVar[str] = "have"
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    code: str
+    message: str
+    t: ClassVar[str] = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class GetPrefix(Message):
+    key: bytes
+    t: ClassVar[str] = "get_prefix"
+
+
+@dataclass(frozen=True, slots=True)
+class Cubes(Message):
+    cubes: list
+    t: ClassVar[str] = "cubes"
+
+
+TYPES: dict[str, type[Message]] = {cls.t: cls for cls in (
+    GetManifest, ManifestReply, GetChunks, Chunk, Missing, GetHave, Have, Error, GetPrefix, Cubes)}
+Request = GetManifest | GetChunks | GetHave | GetPrefix
+
+
+def from_map(obj: Any) -> Message:
+    """The typed message of a map, validated (FormatError naming the field otherwise)."""
+    validate(obj)
+    kind = TYPES[obj["t"]]
+    return kind(**{k: v for k, v in obj.items() if k != "t"})
+
+
 # -- constructors ------------------------------------------------------------------------------
 
-def get_manifest(id: int, cube: bytes) -> dict:
-    return validate({"t": "get_manifest", "id": id, "cube": cube})
+def get_manifest(id: int, cube: bytes) -> GetManifest:
+    return from_map({"t": "get_manifest", "id": id, "cube": cube})
 
 
-def manifest(id: int, data: bytes) -> dict:
-    return validate({"t": "manifest", "id": id, "data": data})
+def manifest(id: int, data: bytes) -> ManifestReply:
+    return from_map({"t": "manifest", "id": id, "data": data})
 
 
-def get_chunks(id: int, cube: bytes, chunks: list[bytes]) -> dict:
-    return validate({"t": "get_chunks", "id": id, "cube": cube, "chunks": list(chunks)})
+def get_chunks(id: int, cube: bytes, chunks: list[bytes]) -> GetChunks:
+    return from_map({"t": "get_chunks", "id": id, "cube": cube, "chunks": list(chunks)})
 
 
-def chunk(id: int, cid: bytes, data: bytes) -> dict:
-    return validate({"t": "chunk", "id": id, "cid": cid, "data": data})
+def chunk(id: int, cid: bytes, data: bytes) -> Chunk:
+    return from_map({"t": "chunk", "id": id, "cid": cid, "data": data})
 
 
-def missing(id: int, cid: bytes) -> dict:
-    return validate({"t": "missing", "id": id, "cid": cid})
+def missing(id: int, cid: bytes) -> Missing:
+    return from_map({"t": "missing", "id": id, "cid": cid})
 
 
-def get_have(id: int, cube: bytes) -> dict:
-    return validate({"t": "get_have", "id": id, "cube": cube})
+def get_have(id: int, cube: bytes) -> GetHave:
+    return from_map({"t": "get_have", "id": id, "cube": cube})
 
 
-def have(id: int, bits: bytes) -> dict:
-    return validate({"t": "have", "id": id, "bits": bits})
+def have(id: int, bits: bytes) -> Have:
+    return from_map({"t": "have", "id": id, "bits": bits})
 
 
-def get_prefix(id: int, key: bytes) -> dict:
-    return validate({"t": "get_prefix", "id": id, "key": key})
+def get_prefix(id: int, key: bytes) -> GetPrefix:
+    return from_map({"t": "get_prefix", "id": id, "key": key})
 
 
-def cubes(id: int, cube_ids: list[bytes]) -> dict:
-    return validate({"t": "cubes", "id": id, "cubes": list(cube_ids)})
+def cubes(id: int, cube_ids: list[bytes]) -> Cubes:
+    return from_map({"t": "cubes", "id": id, "cubes": list(cube_ids)})
 
 
-def error(id: int, code: str, message: str) -> dict:
+def error(id: int, code: str, message: str) -> Error:
     """An error frame. The message is ours (often an exception's text), so it is cut to size and
     stripped of lone surrogates rather than refused: reporting an error must not fail."""
     text = str(message)[:MAX_MESSAGE_TEXT].encode("utf-8", "replace").decode("utf-8")
-    return validate({"t": "error", "id": id, "code": code, "message": text})
+    return from_map({"t": "error", "id": id, "code": code, "message": text})
 
 
 # -- bitfields (have) --------------------------------------------------------------------------
@@ -196,98 +287,19 @@ def flags_from_bits(bits: bytes, n: int) -> list[bool]:
 
 # -- frames ------------------------------------------------------------------------------------
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+_varint = chunk_frames.varint
 
 
-# A chunk frame's body, canonical msgpack (§2) of its four fields in key order, is
-#   _CHUNK_HEAD ‖ cid (36) ‖ _DATA_KEY ‖ bin8/16/32 header ‖ data ‖ _ID_KEY ‖ uint ‖ _CHUNK_TAIL
-# Chunk frames carry nearly every byte of a fetch, so they are encoded and decoded by hand here:
-# no msgpack copy of the data and no re-encode to check canonicity. The decoder accepts only this
-# exact layout with minimal lengths and integers, i.e. exactly canonical.encode's output (the
-# tests check both against the general codec); anything else goes to the general decoder.
-_CHUNK_HEAD = b"\x84\xa3cid\xc4\x24"  # fixmap of 4, "cid", bin8 of 36 bytes
-_DATA_KEY = b"\xa4data"
-_ID_KEY = b"\xa2id"
-_CHUNK_TAIL = b"\xa1t\xa5chunk"
-_DATA_AT = len(_CHUNK_HEAD) + cid.CID_LEN + len(_DATA_KEY)  # offset of data's bin header
-
-
-def _sized(n: int, tags: bytes) -> bytes:
-    """A msgpack tag (one of three, for 1-, 2- and 4-byte widths) and n in the smallest width."""
-    width = 1 if n < 0x100 else 2 if n < 0x10000 else 4
-    return bytes((tags[(1, 2, 4).index(width)],)) + n.to_bytes(width, "big")
-
-
-def _uint(value: int) -> bytes:
-    """msgpack's shortest encoding of 0 <= value <= MAX_ID."""
-    return bytes((value,)) if value < 0x80 else _sized(value, b"\xcc\xcd\xce")
-
-
-def _bin_header(n: int) -> bytes:
-    return _sized(n, b"\xc4\xc5\xc6")
-
-
-def _chunk_frame(msg: dict) -> bytes:
-    """encode_frame of a valid chunk message, with one copy of its data."""
-    data = msg["data"]
-    head = _CHUNK_HEAD + msg["cid"] + _DATA_KEY + _bin_header(len(data))
-    tail = _ID_KEY + _uint(msg["id"]) + _CHUNK_TAIL
-    size = len(head) + len(data) + len(tail)
-    if size > MAX_FRAME:
-        raise LimitError(f"chunk frame is {size} bytes, the limit is {MAX_FRAME}")
-    return b"".join((_varint(size), head, data, tail))
-
-
-_BIN = {0xC4: (1, 1), 0xC5: (2, 0x100), 0xC6: (4, 0x10000)}  # length bytes, least length (no chunk is empty)
-_UINT = {0xCC: (1, 0x80), 0xCD: (2, 0x100), 0xCE: (4, 0x10000)}  # value bytes, least value
-
-
-def _decode_chunk(body: memoryview) -> dict | None:
-    """The valid chunk message whose canonical encoding body is, else None: then the general
-    decoder decides (and names the error). The data is a view of body, not a copy."""
-    head = bytes(body[:_DATA_AT + 5])
-    if not head.startswith(_CHUNK_HEAD) or head[_DATA_AT - len(_DATA_KEY):_DATA_AT] != _DATA_KEY \
-            or len(head) <= _DATA_AT or head[_DATA_AT] not in _BIN:
-        return None
-    width, least = _BIN[head[_DATA_AT]]
-    start = _DATA_AT + 1 + width
-    n = int.from_bytes(head[_DATA_AT + 1:start], "big")
-    if len(head) < start or not least <= n <= limits.MAX_CHUNK_SIZE:
-        return None
-    rest = bytes(body[start + n:start + n + 16])  # "id", its value, "t", "chunk": at most 16 bytes
-    at = len(_ID_KEY) + 1
-    if len(rest) < at or not rest.startswith(_ID_KEY):
-        return None
-    kind = rest[at - 1]
-    if kind < 0x80:  # positive fixint
-        width, least = 0, 0
-    elif kind in _UINT:
-        width, least = _UINT[kind]
-    else:  # negative, uint64 or not an integer: not a valid id
-        return None
-    rid = int.from_bytes(rest[at:at + width], "big") if width else kind
-    end = start + n + at + width + len(_CHUNK_TAIL)
-    if rid < least or rest[at + width:] != _CHUNK_TAIL or len(body) != end:
-        return None
-    chunk_id = head[len(_CHUNK_HEAD):len(_CHUNK_HEAD) + cid.CID_LEN]
-    if not chunk_id.startswith(cid.PREFIX):
-        return None
-    return {"t": "chunk", "id": rid, "cid": chunk_id, "data": body[start:start + n]}
-
-
-def encode_frame(msg: dict) -> bytes:
-    """varint(len(body)) ‖ body for a valid message."""
-    if validate(msg)["t"] == "chunk":
-        return _chunk_frame(msg)
-    body = canonical.encode(msg)
+def encode_frame(msg: Message | dict) -> bytes:
+    """varint(len(body)) ‖ body for a valid message (a map is checked and typed first)."""
+    if not isinstance(msg, Message):
+        msg = from_map(msg)  # FormatError naming what is wrong with it
+    if type(msg) is Chunk:
+        validate(msg.to_map())
+        return chunk_frames.encode(msg.id, msg.cid, msg.data, MAX_FRAME)
+    body = canonical.encode(validate(msg.to_map()))
     if len(body) > MAX_FRAME:
-        raise LimitError(f"{msg['t']} frame is {len(body)} bytes, the limit is {MAX_FRAME}")
+        raise LimitError(f"{msg.t} frame is {len(body)} bytes, the limit is {MAX_FRAME}")
     return _varint(len(body)) + body
 
 
@@ -326,7 +338,7 @@ class FrameDecoder:
                 break
         return out
 
-    def next(self) -> dict | None:
+    def next(self) -> Message | None:
         """The next complete message, or None if more bytes are needed."""
         head = self._head(MAX_VARINT_BYTES)
         length = 0
@@ -354,7 +366,17 @@ class FrameDecoder:
         self._pieces = [rest] if len(rest) else []
         self._size = len(rest)
         body = view[size:total]
-        return _decode_chunk(body) or validate(canonical.decode(body, self._max_frame))
+        fast = chunk_frames.decode(body)
+        if fast is not None:
+            return Chunk(id=fast[0], cid=fast[1], data=fast[2])
+        return from_map(canonical.decode(body, self._max_frame))
+
+    # the receiver protocol that memnet/net/streams.py drives (the sessions speak it too)
+    def receive_data(self, data: bytes) -> None:
+        self.feed(data)
+
+    def next_event(self) -> Message | None:
+        return self.next()
 
     def eof(self) -> None:
         """The stream ended: FormatError if it ended inside a frame. Call after next() is None."""

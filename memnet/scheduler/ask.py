@@ -13,17 +13,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from memnet.config import AskSettings
 from memnet.cube.build import Cube
 from memnet.errors import UsageError
 from memnet.governance import audit
 from memnet.governance.gate import Gate
-from memnet.home import Node
+from memnet.local import Publisher
 from memnet.memory import index
 from memnet.model import generate, kv, perf
 from memnet.model.loader import LoadedModel
 from memnet.scheduler import lifecycle, policy
 from memnet.scheduler import plan as plan_mod
-from memnet.scheduler.plan import KvFacts, Plan, Recalled, Settings
+from memnet.scheduler.plan import KvFacts, Plan, Recalled
+from memnet.store import Store
 
 @dataclass
 class Answer:
@@ -38,30 +40,10 @@ class Answer:
         return self.generation.text if self.generation else ""
 
 
-def settings_for(node: Node) -> Settings:
-    """Settings from config.json: promote_after (shared with the upkeep policy) and the optional
-    "ask" map {k, min_score, max_memory_chars, min_promote_tokens}."""
-    config = node.config
-    promote_after = policy.Config.from_node_config(config).promote_after
-    values: dict[str, Any] = dict(config.get("ask") or {})
-    unknown = set(values) - {"k", "min_score", "max_memory_chars", "min_promote_tokens"}
-    if unknown:
-        raise UsageError(f"config.json: unknown ask setting(s) {', '.join(sorted(unknown))}")
-    for name in ("k", "max_memory_chars", "min_promote_tokens"):
-        if name in values and (isinstance(values[name], bool) or not isinstance(values[name], int)
-                               or values[name] < 1):
-            raise UsageError(f"config.json: ask.{name} must be a whole number, at least 1")
-    if "min_score" in values and (isinstance(values["min_score"], bool)
-                                  or not isinstance(values["min_score"], (int, float))
-                                  or not -1 <= values["min_score"] <= 1):
-        raise UsageError("config.json: ask.min_score must be a number from -1 to 1")
-    return Settings(promote_after=promote_after, **values)
-
-
-def memory_filter(node: Node, gate: Gate):
+def memory_filter(store: Store, gate: Gate):
     """Memories that may go into a prompt: not expired or superseded here, and by an author the
     trust policy lets this node inject (revoked cubes are refused by the gate)."""
-    states = lifecycle.state_names(node.store)
+    states = lifecycle.state_names(store)
 
     def accept(cube_id: bytes, manifest: Any) -> bool:
         if states.get(cube_id) in policy.FINAL:
@@ -71,20 +53,22 @@ def memory_filter(node: Node, gate: Gate):
     return accept
 
 
-def ask(node: Node, loaded: LoadedModel, question: str, *, adapter: bytes | None = None,
-        loras: list[tuple[bytes, float]] | None = None, swarm: generate.Swarm | None = None,
-        settings: Settings | None = None, max_new_tokens: int = 96, use_kv: bool = True,
+def ask(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, question: str, *,
+        settings: AskSettings, adapter: bytes | None = None, loras: list[tuple[bytes, float]] | None = None,
+        swarm: generate.Swarm | None = None, max_new_tokens: int = 96, use_kv: bool = True,
         promote: bool = True, promote_dtype: str = "float32", dry_run: bool = False) -> Answer:
+    """Answer a question from recalled memories. publisher: this node's store and key (memories
+    are read, promoted cubes published with it); gate: what may be injected; book: measured
+    costs."""
     if not isinstance(question, str) or not question.strip():
         raise UsageError("the question is empty")
     if promote_dtype not in kv.DTYPE_NAMES:
         raise UsageError(f"the promotion dtype must be one of {', '.join(kv.DTYPE_NAMES)}")
-    settings = settings or settings_for(node)
+    store = publisher.store
     steps: dict[str, float] = {}
-    gate = Gate.for_node(node)
 
     mark = time.perf_counter()
-    hits = index.recall(node, question, settings.k, accept=memory_filter(node, gate))
+    hits = index.recall(publisher, question, settings.k, accept=memory_filter(store, gate))
     steps["recall"] = time.perf_counter() - mark
     recalled = [Recalled(h.cube_id, h.item, h.text, h.score, h.author) for h in hits]
     chosen, skipped = plan_mod.choose_memories(recalled, settings)
@@ -95,19 +79,20 @@ def ask(node: Node, loaded: LoadedModel, question: str, *, adapter: bytes | None
     if len(ids) + max_new_tokens > loaded.max_tokens:
         raise UsageError(f"the prompt with its memories is {len(ids)} tokens; with {max_new_tokens} new ones "
                          f"it exceeds the model's {loaded.max_tokens} (lower ask.max_memory_chars or -k)")
-    options = generate.Options(max_new_tokens=max_new_tokens, adapter=adapter, gate=gate, use_local=use_kv,
+    options = generate.Options(max_new_tokens=max_new_tokens, adapter=adapter, use_local=use_kv,
                                use_swarm=use_kv and swarm is not None,
                                boundaries=(len(prefix_ids),) if prefix_ids else ())
-    choice = generate.choose_prefix(node, loaded, ids, options, swarm) if use_kv else generate.PrefixChoice()
+    choice = generate.choose_prefix(store, gate, book, loaded, ids, options, swarm) if use_kv \
+        else generate.PrefixChoice()
     facts = _facts(choice)
-    uses = lifecycle.record_set_use(node.store, key).count if key is not None and not dry_run else 0
+    uses = lifecycle.record_set_use(store, key).count if key is not None and not dry_run else 0
     if key is not None and dry_run:
-        uses = lifecycle.set_uses(node.store, key) + 1
+        uses = lifecycle.set_uses(store, key) + 1
     if promote:
         promote_now, why = plan_mod.promotion(uses, settings, len(prefix_ids), facts)
     else:
         promote_now, why = False, "promotion is off for this request"
-    samples = perf.PerfBook(node.home).prefill_samples(loaded.pinned.fingerprint)
+    samples = book.prefill_samples(loaded.pinned.fingerprint)
     plan = Plan(question.strip(), plan_mod.in_layout_order(chosen), skipped, key, len(prefix_ids), len(ids), facts,
                 list(loras or []), uses, promote_now, why, perf.estimate_prefill(samples, len(ids)))
     steps["plan"] = time.perf_counter() - mark
@@ -115,15 +100,15 @@ def ask(node: Node, loaded: LoadedModel, question: str, *, adapter: bytes | None
     if dry_run:
         return answer
 
-    answer.generation = generate.generate(node, loaded, ids, options, swarm, choice)
+    answer.generation = generate.generate(store, gate, book, loaded, ids, options, swarm, choice)
     for cube_id in dict.fromkeys(m.cube_id for m in chosen):
-        node.store.record_access(cube_id)
+        store.record_access(cube_id)
     if promote_now:
         mark = time.perf_counter()
-        answer.promoted = _promote(node, loaded, answer.generation, prefix_ids, promote_dtype, adapter)
-        lifecycle.mark_promoted(node.store, key, answer.promoted.cube_id)
+        answer.promoted = _promote(publisher, book, loaded, answer.generation, prefix_ids, promote_dtype, adapter)
+        lifecycle.mark_promoted(store, key, answer.promoted.cube_id)
         answer.promote_seconds = time.perf_counter() - mark
-    _audit(node, question, ids, plan, answer)
+    _audit(store, question, ids, plan, answer)
     return answer
 
 
@@ -154,31 +139,31 @@ def _facts(choice: generate.PrefixChoice) -> KvFacts:
                    choice.fetch, choice.saved_estimate, choice.cost_estimate, choice.decision)
 
 
-def _promote(node: Node, loaded: LoadedModel, result: generate.Generation, prefix_ids: list[int], dtype: str,
+def _promote(publisher: Publisher, book: perf.PerfBook, loaded: LoadedModel, result: generate.Generation, prefix_ids: list[int], dtype: str,
              adapter: bytes | None) -> Cube:
     """The memory prefix as an activation cube, unpinned (derived and recomputable: eviction may
     take it when it goes cold). The answer's own cache is exact when nothing was reused, and its
     first positions are the prefix's K/V: no second prefill then."""
     publish = {"pin": False, "tags": ("memory-set",), "description": "memory set prefix (promoted by memnet ask)"}
     if result.reused == 0 and result.cache is not None:
-        return generate.publish_cache(node, loaded, result.cache, prefix_ids, dtype, adapter, **publish)
-    cube, _ = generate.build(node, loaded, prefix_ids, dtype, adapter, **publish)
+        return generate.publish_cache(publisher, loaded, result.cache, prefix_ids, dtype, adapter, **publish)
+    cube, _ = generate.build(publisher, book, loaded, prefix_ids, dtype, adapter, **publish)
     return cube
 
 
-def _audit(node: Node, question: str, ids: list[int], plan: Plan, answer: Answer) -> None:
+def _audit(store: Store, question: str, ids: list[int], plan: Plan, answer: Answer) -> None:
     cubes = [{"cid": m.cube_id, "kind": "plaintext", "author": m.author, "role": "plaintext", "source": "local"}
              for m in plan.memories]
     result = answer.generation
     if result.cube_id is not None:
-        cubes.append({"cid": result.cube_id, "kind": "activation", "author": node.store.manifest(result.cube_id).author,
+        cubes.append({"cid": result.cube_id, "kind": "activation", "author": store.manifest(result.cube_id).author,
                       "role": "kv", "source": result.source})
     for cube_id, _weight in plan.loras:
-        cubes.append({"cid": cube_id, "kind": "parameter", "author": node.store.manifest(cube_id).author,
+        cubes.append({"cid": cube_id, "kind": "parameter", "author": store.manifest(cube_id).author,
                       "role": "lora", "source": "local"})
     extra = {"prompt_tokens": result.prompt_tokens, "reused": result.reused, "new_tokens": len(result.new_ids),
              "memory_set": plan.set_key, "decision": result.decision[:300] or None,
              "promoted": answer.promoted.cube_id if answer.promoted else None}
-    audit.record_answer(node, kind="ask", prompt_ids_or_text_digest=ids, cubes=cubes, answer_digest=result.text,
+    audit.record_answer(store, kind="ask", prompt_ids_or_text_digest=ids, cubes=cubes, answer_digest=result.text,
                         extra=extra, prompt_text=question)
 

@@ -18,7 +18,8 @@ from typing import Any
 from memnet.cube import canonical, cid
 from memnet.errors import FormatError, NotFoundError, PolicyError, StoreError
 from memnet.scheduler import policy
-from memnet.scheduler.policy import Config, CubeView, EvictionPlan, Transition, UsageCount
+from memnet.config import Lifecycle
+from memnet.scheduler.policy import CubeView, EvictionPlan, Transition, UsageCount
 from memnet.store import Store
 
 TABLE = "lifecycle"
@@ -37,7 +38,7 @@ class Pass:
     """One upkeep pass: what was decided, and (after execute) what was done."""
 
     now: int
-    config: Config
+    config: Lifecycle
     views: list[CubeView]
     transitions: list[Transition]
     plan: EvictionPlan
@@ -102,15 +103,6 @@ def state_names(store: Store) -> dict[bytes, str]:
     return {key: record["state"] for key, record in states(store)[0].items()}
 
 
-def state_of(store: Store, cube_id: bytes) -> str:
-    """The recorded state of one cube (active when none or unreadable)."""
-    raw = store.get_record(TABLE, cube_id)
-    try:
-        return decode_record(raw)["state"] if raw is not None else policy.ACTIVE
-    except StoreError:
-        return policy.ACTIVE
-
-
 def views(store: Store) -> tuple[list[CubeView], list[bytes]]:
     """Every stored cube as the policy sees it, and the stale lifecycle record keys."""
     records, bad = states(store)
@@ -128,7 +120,7 @@ def views(store: Store) -> tuple[list[CubeView], list[bytes]]:
 
 # -- one pass -----------------------------------------------------------------------------------
 
-def plan(store: Store, config: Config, now: int | None = None) -> Pass:
+def plan(store: Store, config: Lifecycle, now: int | None = None) -> Pass:
     """Decide a pass without writing anything (what --dry-run shows)."""
     now = int(time.time()) if now is None else now
     cubes, stale = views(store)
@@ -157,7 +149,7 @@ def execute(store: Store, p: Pass) -> Pass:
     return p
 
 
-def apply(store: Store, config: Config, now: int | None = None, dry_run: bool = False) -> Pass:
+def apply(store: Store, config: Lifecycle, now: int | None = None, dry_run: bool = False) -> Pass:
     """One upkeep pass: transitions, then eviction under the budget."""
     p = plan(store, config, now)
     return p if dry_run else execute(store, p)
@@ -191,13 +183,6 @@ def _usage(raw: bytes) -> UsageCount:
     except FormatError:
         pass
     return UsageCount(0, 0)  # unreadable: count again from zero
-
-
-def due_promotions(store: Store, config: Config) -> list[bytes]:
-    """Memory set keys used at least config.promote_after times and not promoted yet."""
-    usage = {key: _usage(raw) for key, raw in store.records(USAGE_TABLE)}
-    done = {key for key, _ in store.records(PROMOTED_TABLE)}
-    return policy.promotions(usage, config.promote_after, done)
 
 
 def mark_promoted(store: Store, set_key: bytes, cube_id: bytes, now: int | None = None) -> None:

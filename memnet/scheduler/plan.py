@@ -5,7 +5,7 @@ lays them out in a stable order (so the same memory set always gives the same to
 a KV cube of that prefix is reused by the next request with the same set), and takes the KV
 cube and LoRA cubes the I/O side found. Nothing here reads the store, the network or the model:
 ask.py gathers the facts, these functions decide, and a simulator can call them with made-up
-facts (simulations/ask_sim.py).
+facts (tests/test_ask.py does).
 """
 
 from __future__ import annotations
@@ -15,21 +15,13 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from memnet.config import AskSettings
 from memnet.cube import cid
 from memnet.render import human_size
 
 LAYOUT_VERSION = 1
 HEADER = ("You are a helpful assistant. Answer the user's question in a few sentences. "
           "These notes from your memory may help; ignore the ones that do not apply.\n\nNotes:")
-
-
-@dataclass(frozen=True)
-class Settings:
-    k: int = 4                    # memories recalled per request
-    min_score: float = 0.3        # cosine below this is noise for MiniLM on short notes
-    max_memory_chars: int = 6000  # ~1500 tokens: room for the question and the answer in 2048
-    promote_after: int = 3        # uses of one memory set before its prefix becomes a KV cube
-    min_promote_tokens: int = 64  # a shorter prefix costs less to recompute than to look up
 
 
 @dataclass(frozen=True)
@@ -108,7 +100,7 @@ class Plan:
                 f"{_secs(kv.saved_estimate)}" + (f"; {kv.decision}" if kv.decision else ""))
 
 
-def choose_memories(hits: Sequence[Recalled], settings: Settings) -> tuple[list[Recalled], list[tuple[Recalled, str]]]:
+def choose_memories(hits: Sequence[Recalled], settings: AskSettings) -> tuple[list[Recalled], list[tuple[Recalled, str]]]:
     """The recalled items worth their prompt space: best first, at least min_score, within the
     character budget. Returns (chosen, skipped with the reason)."""
     chosen: list[Recalled] = []
@@ -146,7 +138,7 @@ def set_key(model: bytes, adapter: bytes | None, memories: Sequence[Recalled]) -
     return h.digest()
 
 
-def promotion(uses: int, settings: Settings, prefix_tokens: int, kv: KvFacts) -> tuple[bool, str]:
+def promotion(uses: int, settings: AskSettings, prefix_tokens: int, kv: KvFacts) -> tuple[bool, str]:
     """Whether to build a KV cube of this memory set's prefix after answering, and why. A set
     whose cube was evicted is promoted again on its next use: it is still hot."""
     if prefix_tokens == 0:

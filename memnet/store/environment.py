@@ -36,6 +36,7 @@ def open_environment(path: str) -> lmdb.Environment:
             # back, and with MADV_RANDOM a cold read faults them in one 4 KiB page at a time
             max_readers=256,
             max_spare_txns=0,  # a cached read transaction would keep a reader slot across fork()
+            mode=0o600,        # data.mdb and lock.mdb: private to the node's user, like the rest of the home
         )
     except lmdb.Error as exc:
         raise StoreError(f"cannot open the store at {key}: {exc}") from None

@@ -91,8 +91,11 @@ def _name_key(author: bytes, name: str, version: int) -> bytes:
 
 
 class Store:
-    def __init__(self, path: str):
+    def __init__(self, path: str, clock: Callable[[], float] = time.time):
+        """clock: the wall clock for pins, use statistics and the staging grace (tests and
+        simulations pass their own)."""
         self.path = path
+        self.clock = clock
         self._pid = os.getpid()
         self.env = open_environment(path)
         # one transaction for all of them: on a new store each open_db would otherwise commit
@@ -185,7 +188,7 @@ class Store:
     def put_many(self, cubes: list[Cube], pin_reason: str | None = None) -> list[bool]:
         """Store several cubes in one transaction: all of them or none."""
         need = sum(len(c.manifest_bytes) + sum(len(d) for d in c.chunks.values()) for c in cubes)
-        now = int(time.time())
+        now = int(self.clock())
         return self._write(lambda txn: [self._put(txn, c, pin_reason, now) for c in cubes], need)
 
     def _put(self, txn: lmdb.Transaction, cube: Cube, pin_reason: str | None, now: int) -> bool:
@@ -226,7 +229,7 @@ class Store:
         transfer and an interrupted fetch resumes. They belong to no cube until put() commits
         one; GC leaves them alone for STAGING_GRACE seconds."""
         need = sum(len(data) for _, data in chunks)
-        stamp = struct.pack(">Q", int(time.time()))
+        stamp = struct.pack(">Q", int(self.clock()))
 
         def fn(txn: lmdb.Transaction) -> None:
             for chunk_id, data in chunks:
@@ -239,7 +242,7 @@ class Store:
         def fn(txn: lmdb.Transaction) -> None:
             if txn.get(cube_id, db=self._db["manifests"]) is None:
                 raise NotFoundError(f"no cube {cid.to_text(cube_id)} in the store")
-            txn.put(cube_id, canonical.encode({"reason": reason, "at": int(time.time())}), db=self._db["pins"])
+            txn.put(cube_id, canonical.encode({"reason": reason, "at": int(self.clock())}), db=self._db["pins"])
 
         self._write(fn)
 
@@ -252,7 +255,7 @@ class Store:
             if raw is None:
                 return
             stats = canonical.decode(raw, 1024)
-            stats.update(hits=stats["hits"] + 1, last=int(time.time()))
+            stats.update(hits=stats["hits"] + 1, last=int(self.clock()))
             txn.put(cube_id, canonical.encode(stats), db=self._db["stats"])
 
         self._write(fn)
@@ -523,7 +526,7 @@ class Store:
             txn.put(b"\x00gc", b"", db=self._db["stats"])
             txn.delete(b"\x00gc", db=self._db["stats"])
         cursor = txn.cursor(db=self._db["chunks"])
-        fresh = int(time.time()) - STAGING_GRACE
+        fresh = int(self.clock()) - STAGING_GRACE
         staged = {key: struct.unpack(">Q", value)[0]
                   for key, value in txn.cursor(db=self._db["staged"]).iternext()}
         # keys only: reading every value would copy the whole store into memory on each GC

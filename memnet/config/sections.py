@@ -1,0 +1,123 @@
+"""Every setting of a node, with its default, its check and whether a running daemon applies a
+change live: one frozen dataclass per config.json section. Defaults live here and nowhere else;
+memnet/config/parse.py turns config.json into these, and the layers import the section they use.
+
+A setting is declared with setting(default, check, live=..., doc=...); a nested section with
+section(cls). Sections marked flat=True keep their keys at the top level of config.json (the
+memory manager's keys predate sections).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from memnet.config import checks as c
+from memnet.cube import limits
+from memnet.governance.trust import TrustPolicy
+
+PROVIDER_RECORD_EXPIRY = 48 * 3600  # py-libp2p's provider record lifetime
+MAX_PREFIX_NEIGHBOURS = 64
+PROMOTE_AFTER = 3                   # uses of a memory set before its prefix becomes a KV cube
+CONFIG_VERSION = 1
+
+
+def setting(default: Any, check: c.Check, *, live: bool = True, doc: str = "") -> Any:
+    return field(default=default, metadata={"check": check, "live": live, "doc": doc})
+
+
+def section(cls: type, *, flat: bool = False, doc: str = "") -> Any:
+    return field(default_factory=cls, metadata={"section": cls, "flat": flat, "doc": doc})
+
+
+# -- the MIP responder and the fetcher (daemon.limits, daemon.fetch) -----------------------------
+
+@dataclass(frozen=True)
+class ServeLimits:
+    streams_per_peer: int = setting(16, c.count, doc="MIP streams one peer may hold open")
+    requests_per_s: float = setting(200.0, c.rate, doc="requests per second per peer (a batch is one)")
+    request_burst: float = setting(400.0, c.rate, doc="requests a peer may save up")
+    peer_bytes_per_s: float = setting(0.0, c.rate, doc="upload cap per peer, bytes/s; 0 = none")
+    upload_bytes_per_s: float = setting(0.0, c.rate, doc="upload cap for the whole node, bytes/s; 0 = none")
+    idle_timeout: float = setting(60.0, c.seconds, doc="a stream with no request for this long is closed")
+    frame_timeout: float = setting(10.0, c.seconds, doc="a started frame must arrive within this")
+    quota_bytes_per_hour: float = setting(4.0 * 2**30, c.rate,
+                                          doc="chunk bytes one peer may take per rolling hour; 0 = none")
+
+
+@dataclass(frozen=True)
+class FetchTuning:
+    """1 x 4 x 4 keeps 16 chunks (4 MiB at the default size) in flight per provider. Measured on
+    loopback (64 MiB from one provider, CPU-bound), a second stream per provider costs both sides
+    CPU (about twice the yamux window updates: fetcher +0.02-0.08 s, provider +0.03-0.09 s) for no
+    speed-up; with four rate-capped providers one and two streams tie (the end game's duplicates
+    are reset when the cube completes, so a deeper pipeline does not hold up the finish)."""
+
+    streams_per_peer: int = setting(1, c.count, doc="MIP streams per provider")
+    chunks_per_request: int = setting(4, c.whole(1, 64), doc="chunks per get_chunks")
+    requests_per_stream: int = setting(4, c.count, doc="get_chunks pipelined on one stream")
+
+
+# -- the daemon ("daemon") ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    listen: tuple[str, ...] = setting(("/ip4/0.0.0.0/tcp/4737",), c.listen_addrs, live=False,
+                                      doc="multiaddrs to listen on")
+    bootstrap: tuple[str, ...] = setting((), c.peer_addrs, live=False, doc="peers to join at start")
+    mdns: bool = setting(False, c.flag, live=False, doc="find LAN peers with mDNS")
+    reprovide_interval: int = setting(
+        22 * 3600, c.below(PROVIDER_RECORD_EXPIRY, "the 48 h record expiry", c.whole(1, what=" of seconds")),
+        doc="seconds between announcements of pinned cubes (below the 48 h record expiry, as IPFS does)")
+    provide_fetched: bool = setting(True, c.flag, doc="announce fetched cubes")
+    revocation_check_interval: int = setting(600, c.whole(1, what=" of seconds"),
+                                             doc="seconds between DHT lookups for revocations of held cubes")
+    prefix_neighbours: int = setting(8, c.whole(0, MAX_PREFIX_NEIGHBOURS),
+                                     doc="connected peers asked for a KV prefix before the DHT (0: DHT only)")
+    limits: ServeLimits = section(ServeLimits, doc="per-peer limits of the MIP responder")
+    fetch: FetchTuning = section(FetchTuning, doc="how many chunks are in flight per provider")
+
+
+# -- the memory manager (top-level keys) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Lifecycle:
+    store_budget_bytes: int | None = setting(None, c.optional(c.size),
+                                             doc="payload bytes the store may hold; null = unlimited")
+    eviction: str = setting("lru", c.choice("lru", "lfu"), doc="which unpinned cubes go first")
+    archive_after: int | None = setting(30 * 86400, c.optional(c.duration),
+                                        doc="seconds unused before a cube is archived; null = never")
+    promote_after: int = setting(PROMOTE_AFTER, c.count, doc="uses of a memory set before it becomes a KV cube")
+    upkeep_interval: float = setting(60.0, c.interval, doc="seconds between the daemon's upkeep passes")
+    audit_keep: int | None = setting(100_000, c.optional(c.count),
+                                     doc="newest audit-log entries an upkeep pass keeps; null = all")
+
+
+# -- `memnet ask` ("ask") ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AskSettings:
+    k: int = setting(4, c.count, doc="memories recalled per request")
+    min_score: float = setting(0.3, c.number(-1.0, 1.0),
+                               doc="cosine below this is noise for MiniLM on short notes")
+    max_memory_chars: int = setting(6000, c.count, doc="~1500 tokens: room for the question and answer")
+    min_promote_tokens: int = setting(64, c.count, doc="a shorter prefix costs less to recompute than to look up")
+    # not an "ask" key: the top-level promote_after, copied in by the parser
+    promote_after: int = field(default=PROMOTE_AFTER, metadata={"derived": True})
+
+
+# -- the whole file ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Config:
+    config_version: int = setting(CONFIG_VERSION, c.version(CONFIG_VERSION), live=False,
+                                  doc="the format of this file")
+    chunk_size: int = setting(limits.DEFAULT_CHUNK_SIZE, c.whole(limits.MIN_CHUNK_SIZE, limits.MAX_CHUNK_SIZE),
+                              doc="bytes per chunk of cubes published here")
+    models_dir: str | None = setting(None, c.optional(c.text()),
+                                     doc="where pinned models live ($MEMNET_MODELS wins; default HOME/models)")
+    publish_promoted: bool = setting(True, c.flag, doc="announce KV cubes that `ask` promotes")
+    trust: TrustPolicy = setting(TrustPolicy(), c.trust, doc="whose cubes are fetched, pinned, injected")
+    lifecycle: Lifecycle = section(Lifecycle, flat=True, doc="lifecycle and eviction")
+    ask: AskSettings = section(AskSettings, doc="recall and promotion in `memnet ask`")
+    daemon: DaemonSettings = section(DaemonSettings, doc="the swarm daemon")

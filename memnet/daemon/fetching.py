@@ -1,0 +1,135 @@
+"""The fetch service: find providers of a cube or a KV prefix, and fetch cubes (verified,
+multi-peer: memnet/net/fetch.py), then pin and announce them as the trust policy allows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from memnet.config import Config
+from memnet.cube import cid
+from memnet.daemon.announcer import ANNOUNCE_DELAY, Announcer
+from memnet.daemon.base import Service
+from memnet.daemon.commands import Command, Progress
+from memnet.daemon.peers import peer_dict
+from memnet.daemon.revocations import RevocationWatch
+from memnet.errors import UsageError
+from memnet.governance import revocations
+from memnet.governance.gate import Gate
+from memnet.net import prefix_lookup
+from memnet.net.discovery import Discovery, cube_key, prefix_key
+from memnet.net.fetch import PeerScores, fetch_cube
+from memnet.net.host import parse_multiaddr
+from memnet.store import Store
+
+log = logging.getLogger("memnet.daemon")
+
+
+@dataclass(frozen=True)
+class FindArgs:
+    cube: bytes | None = None
+    prefix: bytes | None = None
+
+
+@dataclass(frozen=True)
+class FindPrefixArgs:
+    probes: list[list[bytes]]
+
+
+@dataclass(frozen=True)
+class GetArgs:
+    cube: bytes
+    pin: bool = True
+    # auto: a fetch no user asked for by CID (generation): the trust policy decides whether to
+    # fetch and pin; a revoked cube is refused either way
+    auto: bool = False
+    wait_announce: bool = True                  # False: announce after the caller used the cube
+    providers: list[dict[str, Any]] | None = None  # from a prefix lookup: asked before the DHT
+    manifest: bytes | None = None               # from a prefix lookup: authenticated again here
+
+
+def peer_infos(peers: list[dict[str, Any]]) -> list[PeerInfo]:
+    """Peer dicts (as peer_dict writes them) from a control request -> PeerInfo."""
+    try:
+        return [PeerInfo(ID.from_base58(p["peer_id"]), [parse_multiaddr(a) for a in p["addrs"]]) for p in peers]
+    except (KeyError, TypeError, ValueError):
+        raise UsageError("providers must be peer records with peer_id and addrs") from None
+
+
+class Fetching(Service):
+    name = "fetching"
+
+    def __init__(self, host: IHost, store: Store, discovery: Discovery, gate: Callable[[], Gate],
+                 announcer: Announcer, revocation_watch: RevocationWatch, config: Config):
+        super().__init__()
+        self.host, self.store, self.discovery = host, store, discovery
+        self.gate, self.announcer, self.revocation_watch = gate, announcer, revocation_watch
+        self.scores = PeerScores()
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        self.tuning = config.daemon.fetch
+        self.prefix_neighbours = config.daemon.prefix_neighbours
+        self.provide_fetched = config.daemon.provide_fetched
+
+    def commands(self) -> list[Command]:
+        return [Command("find", self._cmd_find, FindArgs, "providers of a cube or a KV prefix key"),
+                Command("find_prefix", self._cmd_find_prefix, FindPrefixArgs, "cubes under prompt prefix keys"),
+                Command("get", self._cmd_get, GetArgs, "fetch a cube from the swarm")]
+
+    async def _cmd_find(self, args: FindArgs, progress: Progress) -> list:
+        if (args.cube is None) == (args.prefix is None):
+            raise UsageError("find: give a cube or a prefix key")
+        key = cube_key(cid.check_binary(args.cube)) if args.cube is not None else prefix_key(args.prefix)
+        return [peer_dict(p) for p in await self.discovery.find_providers(key)]
+
+    async def _cmd_find_prefix(self, args: FindPrefixArgs, progress: Progress) -> list:
+        probes = prefix_lookup.check_probes(args.probes)
+        found = await prefix_lookup.find_prefix_cubes(self.host, self.discovery, probes, self.scores,
+                                                      self.prefix_neighbours)
+        return [{"cube": cube_id, "manifest": data, "providers": [peer_dict(p) for p in providers]}
+                for cube_id, data, providers in found]
+
+    async def _cmd_get(self, args: GetArgs, progress: Progress) -> dict:
+        cube_id = cid.check_binary(args.cube)
+        pin, auto, gate = args.pin, args.auto, self.gate()
+        revocations.refuse_revoked(self.store, cube_id)
+        if self.store.has(cube_id):
+            if pin and (not auto or gate.allows("pin", cube_id, self.store.manifest(cube_id).author)):
+                self.store.pin(cube_id, "fetched")
+            return {"cube": cube_id, "already": True}
+        hints = peer_infos(args.providers or [])
+
+        async def providers():
+            # providers the caller already found (a prefix lookup) first; the DHT for the rest
+            if hints:
+                found, hints[:] = list(hints), []
+                return found
+            return await self.discovery.find_providers(cube_key(cube_id))
+
+        report = await fetch_cube(self.host, self.store, cube_id, providers, scores=self.scores,
+                                  tuning=self.tuning, progress=progress,
+                                  pin_reason="fetched" if pin and not auto else None,
+                                  vet=(lambda m: gate.check("fetch", cube_id, m.author)) if auto else None,
+                                  manifest_bytes=args.manifest)
+        manifest = report.cube.manifest
+        if auto and pin:
+            pin = gate.allows("pin", cube_id, manifest.author)
+            if pin:
+                self.store.pin(cube_id, "fetched")
+        log.info("fetched %s (%d bytes) in %.2f s from %d peer(s)%s", cid.to_text(cube_id), manifest.size,
+                 report.seconds, len(report.bytes_from), f", dropped {len(report.dropped)}" if report.dropped else "")
+        await self.revocation_watch.vet_fetched(cube_id, manifest, wait=args.wait_announce, delay=ANNOUNCE_DELAY)
+        if self.provide_fetched and pin:
+            if args.wait_announce:
+                await self.announcer.announce(cube_id, manifest)
+            else:  # the caller is about to use the cube (a prefix for generation): share it after that
+                self.announcer.announce_later(cube_id, manifest, ANNOUNCE_DELAY)
+        return {"cube": cube_id, "already": False, "size": manifest.size, "seconds": report.seconds,
+                "from": report.bytes_from, "dropped": report.dropped}
