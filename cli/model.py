@@ -72,11 +72,7 @@ def _messages(path: Path) -> list[dict[str, str]]:
         doc = json.loads(ingest.read_text(path, MAX_INPUT))
     except ValueError:
         raise UsageError(f"{path}: invalid JSON") from None
-    if not isinstance(doc, list) or not doc or not all(
-            isinstance(m, dict) and set(m) == {"role", "content"} and all(isinstance(v, str) for v in m.values())
-            for m in doc):
-        raise UsageError(f"{path}: expected a JSON list of {{\"role\": ..., \"content\": ...}} messages")
-    return doc
+    return ingest.chat_messages(doc, str(path))
 
 
 def _input(text: Optional[str], file: Optional[Path], chat: Optional[Path]) -> str | list[dict[str, str]]:
@@ -137,6 +133,8 @@ def generate_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Full prefill; reuse nothing."),
     check: bool = typer.Option(False, "--check", help="Also run the full prefill and report the logit difference."),
     fetch: str = typer.Option("auto", "--fetch", help="Fetch a peer's prefix: auto (measured costs decide), always, never."),
+    distributed: bool = typer.Option(False, "--distributed", help="Run the layers on span servers (hivemind "
+                                     "bridge: `memnet daemon --hivemind`); a cached prefix seeds their caches."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generate, reusing the longest cached prefix (local store, then the swarm)."""
@@ -153,14 +151,38 @@ def generate_cmd(
     given = _input(prompt, file, chat)
     node = _node()
     result = api.generate(given, home=node, model=model, lora=lora, max_new_tokens=max_tokens, kv_dtypes=wanted,
-                          local=not no_cache, swarm=not local_only, fetch=fetch, check=check)
+                          local=not no_cache, swarm=not local_only, fetch=fetch, check=check, distributed=distributed)
     if as_json:
         _print_json({"text": result.text, "tokens": len(result.new_ids), "prompt_tokens": result.prompt_tokens,
                      "reused": result.reused, "source": result.source, "dtype": result.dtype,
                      "cube": cid.to_text(result.cube_id) if result.cube_id else None,
                      "ttft": result.ttft, "seconds": result.seconds, "steps": result.steps,
                      "decision": result.decision, "max_logit_diff": result.max_logit_diff,
-                     "same_top1": result.same_top1, "model_load_seconds": result.model_load_seconds})
+                     "same_top1": result.same_top1, "model_load_seconds": result.model_load_seconds,
+                     "route": result.route, "failovers": result.failovers})
         return
     sys.stdout.write(result.text.strip() + "\n")
     _say(result.timing_line())
+
+
+@app.command("spans")
+def spans_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Span servers of the pinned model seen in hivemind's DHT (needs `memnet daemon --hivemind`)."""
+    from memnet.span.local_client import BridgeClient
+
+    client = BridgeClient.for_home(_node().home)
+    try:
+        found = client.servers()
+    finally:
+        client.close()
+    if as_json:
+        _print_json(found)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("PEER", "LAYERS", "MS/TOKEN/LAYER", "CACHE LEFT", "MAX LENGTH", "CUBES"):
+        table.add_column(column)
+    for record in sorted(found, key=lambda r: (r["start"], r["peer"])):
+        table.add_row(record["peer"], f"[{record['start']}, {record['end']})", f"{record['layer_seconds'] * 1e3:.3f}",
+                      str(record["cache_tokens_left"]), str(record["max_length"]), str(len(record["prefixes"])))
+    out.print(table)
+    _say(f"{len(found)} span server(s)")

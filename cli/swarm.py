@@ -26,6 +26,12 @@ def daemon(
     mdns: Optional[bool] = typer.Option(None, "--mdns/--no-mdns", help="Find peers on the LAN."),
     reprovide_interval: Optional[int] = typer.Option(None, "--reprovide-interval", help="Seconds between re-announcements."),
     upload_rate: Optional[float] = typer.Option(None, "--upload-rate", help="Upload cap for the node, bytes/s."),
+    hivemind: Optional[bool] = typer.Option(None, "--hivemind/--no-hivemind", help="Run the hivemind bridge "
+                                            "(distributed inference)."),
+    serve_blocks: Optional[str] = typer.Option(None, "--serve-blocks", help="Serve layers A..B-1 of the pinned "
+                                               "model as \"A:B\" (implies --hivemind)."),
+    hivemind_listen: list[str] = typer.Option([], "--hivemind-listen", help="hivemind multiaddr to listen on."),
+    hivemind_peer: list[str] = typer.Option([], "--hivemind-peer", help="hivemind peer to join (/p2p/ID)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Also log libp2p's own messages."),
 ) -> None:
     """Run the node: join the swarm, serve and announce pinned cubes, accept CLI requests."""
@@ -40,7 +46,9 @@ def daemon(
         raise DaemonError(f"a daemon (pid {running.pid}) already runs for {node.home}")
     overrides = {"daemon.listen": list(listen) or None, "daemon.bootstrap": list(bootstrap) or None,
                  "daemon.mdns": mdns, "daemon.reprovide_interval": reprovide_interval,
-                 "daemon.limits.upload_bytes_per_s": upload_rate}
+                 "daemon.limits.upload_bytes_per_s": upload_rate,
+                 "hivemind.enabled": True if serve_blocks else hivemind, "hivemind.serve_blocks": serve_blocks,
+                 "hivemind.listen": list(hivemind_listen) or None, "hivemind.initial_peers": list(hivemind_peer) or None}
     daemon_ = Daemon(node, overrides={k: v for k, v in overrides.items() if v is not None})
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -82,6 +90,14 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     out.print(f"peers:         {info['connected']} connected, {info['routing_table']} in the routing table")
     out.print(f"cubes:         {info['cubes']} stored, {info['providing']} announced")
     out.print(f"served:        {render.human_size(info['served_bytes'])}")
+    bridge = info.get("bridge") or {}
+    if bridge.get("state") not in (None, "off"):
+        span = bridge.get("serve")
+        out.print(f"hivemind:      bridge {bridge['state']}" + (f", {bridge['maddrs'][0]}" if bridge.get("maddrs") else "")
+                  + (f", serving layers [{span[0]}, {span[1]})" if span else ""))
+    for name, state in (info.get("services") or {}).items():
+        if state != "ok":
+            out.print(f"service:       {name} {state} (see the daemon's log)")
 
 
 @app.command()

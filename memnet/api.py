@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from memnet import home as home_mod
+from memnet import ingest
 from memnet.cube.build import Cube
 from memnet.errors import UsageError
 from memnet.governance import audit
@@ -63,7 +64,7 @@ def load(node: home_mod.Node, model: str | None = None, lora: str | None = None)
 
 def token_ids(loaded: Any, prompt: Prompt, add_generation_prompt: bool) -> list[int]:
     if isinstance(prompt, list):
-        return loaded.encode_chat(prompt, add_generation_prompt)
+        return loaded.encode_chat(ingest.chat_messages(prompt, "the chat"), add_generation_prompt)
     return loaded.encode(prompt)
 
 
@@ -77,8 +78,11 @@ def swarm_of(home: home_mod.Node) -> DaemonSwarm | None:
 def generate(prompt: Prompt, *, home: str | os.PathLike | home_mod.Node | None = None, model: str | None = None,
              lora: str | None = None, max_new_tokens: int = 64,
              kv_dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16", "int8"),
-             local: bool = True, swarm: bool = True, fetch: str = "auto", check: bool = False):
-    """Answer a prompt, reusing the longest cached prefix; returns memnet.model.generate.Generation."""
+             local: bool = True, swarm: bool = True, fetch: str = "auto", check: bool = False,
+             distributed: bool = False):
+    """Answer a prompt, reusing the longest cached prefix; returns memnet.model.generate.Generation.
+    distributed: run the layers on span servers through the node's hivemind bridge (the cached
+    prefix then seeds their caches)."""
     from memnet.model import generate as gen, kv
 
     if any(d not in kv.DTYPE_NAMES for d in kv_dtypes) or not kv_dtypes:
@@ -93,7 +97,17 @@ def generate(prompt: Prompt, *, home: str | os.PathLike | home_mod.Node | None =
     peers = swarm_of(node) if (swarm and local) else None
     options = gen.Options(max_new_tokens=max_new_tokens, dtypes=tuple(kv_dtypes), adapter=adapter,
                           use_local=local, use_swarm=peers is not None, check=check, fetch=fetch)
-    result = gen.generate(node.store, node.gate(), node.perf, loaded, ids, options, peers)
+    if distributed:
+        from memnet.model.distributed import generate_distributed
+        from memnet.span.local_client import BridgeClient
+
+        chain = BridgeClient.for_home(node.home)
+        try:
+            result = generate_distributed(node.store, node.gate(), loaded, ids, options, chain, peers)
+        finally:
+            chain.close()
+    else:
+        result = gen.generate(node.store, node.gate(), node.perf, loaded, ids, options, peers)
     result.model_load_seconds = loaded.load_seconds
     audit.record_generation(node.store, ids=ids, result=result, adapters=loaded.adapters.get("specs", ()),
                             prompt_text=prompt if isinstance(prompt, str) else prompt[-1]["content"] if prompt else None)

@@ -82,6 +82,10 @@ class PeerError(NetworkError):
     """A peer broke the protocol or answered with an error; the peer, not us, is at fault."""
 
 
+class PeerTimeout(PeerError):
+    """A peer sent nothing within the time allowed (idle, or a frame trickling in): a stall."""
+
+
 class FetchError(NetworkError):
     """A cube could not be fetched complete and verified from any provider."""
 

@@ -16,12 +16,36 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
+CHAT_ROLES = ("system", "user", "assistant")
+
+
 def _read(path: Path, limit: int = MAX_INPUT_FILE) -> bytes:
-    if not path.is_file():
+    """A regular file's bytes, at most limit (a device such as /dev/zero, a FIFO or a folder is
+    refused before anything is read; a file that grows while read is cut at the limit)."""
+    if not path.exists():
         raise UsageError(f"{path}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a regular file (a folder, device or pipe)")
     if path.stat().st_size > limit:
         raise UsageError(f"{path}: larger than {limit // 2**20} MiB")
-    return path.read_bytes()
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"{path}: larger than {limit // 2**20} MiB")
+    return data
+
+
+def chat_messages(doc: Any, where: str) -> list[dict[str, str]]:
+    """Chat messages as given: a non-empty list of {"role", "content"} with a known role."""
+    if not isinstance(doc, list) or not doc or not all(
+            isinstance(m, dict) and set(m) == {"role", "content"} and all(isinstance(v, str) for v in m.values())
+            for m in doc):
+        raise UsageError(f"{where}: expected a JSON list of {{\"role\": ..., \"content\": ...}} messages")
+    for index, message in enumerate(doc):
+        if message["role"] not in CHAT_ROLES:
+            raise UsageError(f"{where}: message {index} has role {message['role'][:40]!r}; "
+                             f"roles are {', '.join(CHAT_ROLES)}")
+    return doc
 
 
 def read_text(path: Path, limit: int = MAX_INPUT_FILE) -> str:

@@ -148,6 +148,47 @@ step memnet --home "$alice" revoke "$secret" --reason "the date changed again"
 printf '\nafter the revocation, a node that has not fetched it yet is refused:\n'
 memnet --home "$carol" unpin "$secret" >/dev/null; memnet --home "$carol" gc >/dev/null
 memnet --home "$carol" get "$secret" || echo "(exit code $?)"
-for home in "$alice" "$bob" "$carol"; do memnet --home "$home" shutdown >/dev/null; done
+
+printf '\n\033[1mdistributed inference: span servers on hivemind, their caches seeded from a cube\033[0m\n'
+# carol restarts with her hivemind bridge (the client of the chain); s1 serves layers 0-14 of
+# SmolLM2, s2 and s3 both serve 15-29 (so one of them can go)
+memnet --home "$carol" shutdown >/dev/null
+for _ in $(seq 100); do [ -f "$carol/daemon.json" ] || break; sleep 0.1; done
+start "$carol" --bootstrap "$(addr "$bob")" --hivemind --hivemind-listen /ip4/127.0.0.1/tcp/0
+bridge_addr() {  # the hivemind multiaddr of a node's bridge, once it is ready
+  for _ in $(seq 600); do
+    a=$(memnet --home "$1" status --json | .venv/bin/python -c 'import json,sys; b=json.load(sys.stdin)["bridge"]; print(b["maddrs"][0] if b.get("state") == "ready" else "")')
+    [ -n "$a" ] && { echo "$a"; return; }; sleep 0.3
+  done
+  echo "the bridge of $1 did not start" >&2; exit 1
+}
+hm=$(bridge_addr "$carol")
+declare -A span=([s1]=0:15 [s2]=15:30 [s3]=15:30)
+for n in s1 s2 s3; do
+  memnet --home "$work/$n" init >/dev/null; memnet --home "$work/$n" model pin smollm2 >/dev/null
+  start "$work/$n" --bootstrap "$(addr "$alice")" --serve-blocks "${span[$n]}" --hivemind-listen /ip4/127.0.0.1/tcp/0 --hivemind-peer "$hm"
+done
+for n in s1 s2 s3; do bridge_addr "$work/$n" >/dev/null; done
+for _ in $(seq 100); do [ "$(memnet --home "$carol" spans --json | .venv/bin/python -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 3 ] && break; sleep 0.5; done
+step memnet --home "$carol" spans
+printf '\ncarol generates through the chain; alice'"'"'s prefix cube seeds every server (each fetches only its layers):\n'
+memnet --home "$carol" generate --chat "$work/question.json" -n 24 --distributed --json > "$work/dist.json"
+.venv/bin/python - "$work/dist.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(r["text"].strip())
+print(f"TTFT {r['ttft'] * 1000:.0f} ms, {r['reused']}/{r['prompt_tokens']} prompt tokens seeded from cube {r['cube']}")
+for hop in r["route"]:
+    print(f"  layers [{hop['start']:>2}, {hop['end']:>2}) on {hop['peer']} ({hop['source']}, fetched {hop['fetched']:,} bytes)")
+PY
+gone=$(.venv/bin/python -c 'import json,sys; print([h["peer"] for h in json.load(open(sys.argv[1]))["route"] if h["start"] == 15][0])' "$work/dist.json")
+for n in s2 s3; do
+  if [ "$(memnet --home "$work/$n" id --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["peer_id"])')" = "$gone" ]; then
+    printf '\nstopping %s (layers 15-29 of that route):\n' "$n"; memnet --home "$work/$n" shutdown
+  fi
+done
+printf '\nthe next generation routes around it, with the same answer:\n'
+memnet --home "$carol" generate --chat "$work/question.json" -n 24 --distributed
+for home in "$alice" "$bob" "$carol" "$work/s1" "$work/s2" "$work/s3"; do memnet --home "$home" shutdown >/dev/null 2>&1 || true; done
 wait
 echo; echo "demo finished; node homes and daemon logs are in $work"

@@ -1126,6 +1126,74 @@ def activation_manifest(specs: dict[str, dict]) -> bytes:
 
 # -- driver ------------------------------------------------------------------------------------
 
+def span_vectors(cubes: dict[str, build.Cube]) -> dict:
+    """Span protocol frames (docs/MIP.md §21) and DHT span records (§21.3)."""
+    from memnet.net.frames import frame
+    from memnet.span import protocol as sp
+    from memnet.span import records as sr
+
+    fingerprint = hashlib.sha256(b"memnet golden model").digest()
+    seed_cube = cubes["activation_int8"].cube_id
+    hidden = struct.pack("<8f", *[0.5 * i for i in range(8)])
+    valid = [
+        ("open: layers 0-15, 2048 tokens, no seed", sp.Open(0, 15, 2048, fingerprint)),
+        ("open: layers 15-30, seeded with the golden activation cube's first 7 tokens",
+         sp.Open(15, 30, 64, fingerprint, sp.Seed(seed_cube, 7))),
+        ("opened: seeded, 7 tokens, fetched 4096 bytes", sp.Opened(7, "fetched", 4096)),
+        ("step: 2 tokens of a 4-wide hidden state at position 7", sp.Step(0, 7, 2, hidden)),
+        ("output", sp.Output(0, hidden)),
+        ("close", sp.Close()),
+        ("error: admission", sp.Error("admission", "no room in the cache budget")),
+    ]
+
+    def body(t: str, **fields: Any) -> bytes:
+        return canonical.encode({"t": t, **fields})
+
+    invalid = [
+        ("unknown type", frame(body("hello")), "FormatError"),
+        ("open without model", frame(body("open", start=0, end=1, max_length=8)), "FormatError"),
+        ("open with end == start", frame(body("open", start=4, end=4, max_length=8, model=fingerprint)), "FormatError"),
+        ("open beyond 1024 layers", frame(body("open", start=0, end=1025, max_length=8, model=fingerprint)),
+         "LimitError"),
+        ("seed cube not a CID", frame(body("open", start=0, end=1, max_length=8, model=fingerprint,
+                                           seed={"cube": b"xx", "tokens": 1})), "CIDError"),
+        ("step of 0 tokens", frame(body("step", step=0, position=0, tokens=0, hidden=b"")), "FormatError"),
+        ("error code not in the set", frame(body("error", code="teapot", message="")), "FormatError"),
+        ("frame length above the limit", frames_varint(sp.MAX_FRAME + 1), "LimitError"),
+    ]
+    record = sr.SpanRecord("12D3KooWGolden", 0, 15, fingerprint, 0.0005, 16384, 8192,
+                           frozenset({cubes["activation_int8"].manifest.meta["prefix_keys"][-1]}),
+                           ("/ip4/127.0.0.1/tcp/4001",))
+    good = record.to_value()
+    bad_records = [
+        ("another version", {**good, "v": 2}), ("start above end", {**good, "start": 20}),
+        ("not a layer it serves (asked for 15)", good), ("offline", {**good, "state": "offline"}),
+        ("layer_seconds 0", {**good, "layer_seconds": 0}), ("another model", {**good, "model": "00" * 32}),
+        ("65 prefixes", {**good, "prefixes": ["00" * 32] * 65}),
+    ]
+    return {
+        "description": "Span protocol (docs/MIP.md section 21): frames as in wire.json (varint length + canonical "
+                       "msgpack map). 'valid': encoding message must give frame, decoding frame must give message. "
+                       "'invalid': decoding must raise the named memnet.errors class. 'records': the value a span "
+                       "server stores under each layer key, and values a reader must ignore (parse gives None) "
+                       "for the layer named.",
+        "protocol_id": sp.PROTOCOL_ID,
+        "limits": {"max_frame": sp.MAX_FRAME, "max_layers": sp.MAX_LAYERS, "max_tokens": sp.MAX_TOKENS},
+        "error_codes": sorted(sp.ERROR_CODES),
+        "valid": [{"name": n, "message": render(m.to_map()), "frame": sp.encode(m).hex()} for n, m in valid],
+        "invalid": [{"name": n, "frame": d.hex(), "error": e} for n, d, e in invalid],
+        "records": {"model": fingerprint.hex(), "key_of_layer_3": sr.block_key(fingerprint, 3),
+                    "valid": {"peer": record.peer, "layer": 3, "value": good},
+                    "ignored": [{"name": n, "peer": record.peer, "layer": 15 if "asked for 15" in n else 3,
+                                 "value": v} for n, v in bad_records]},
+    }
+
+
+def frames_varint(n: int) -> bytes:
+    from memnet.net.frames import varint
+    return varint(n)
+
+
 def dumps(doc: dict) -> str:
     return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
 
@@ -1147,6 +1215,7 @@ def generate() -> dict[str, str]:
         "names.json": name_vectors(cubes),
         "wire.json": wire_vectors(cubes),
         "sealed.json": sealed_vectors(by_name),
+        "span.json": span_vectors(cubes),
     }
     header = {"mip": limits.MIP_VERSION, "generator": "scripts/make_vectors.py"}
     return {name: dumps({**header, **doc}) for name, doc in docs.items()}

@@ -566,3 +566,57 @@ def test_make_vectors_check_passes():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_vectors.py"), "--check"],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+# -- the span protocol (MIP section 21) -------------------------------------------------------------
+
+def unrender_span(rendered: dict) -> dict:
+    out = {k: bytes.fromhex(v) if k in ("model", "hidden") else v for k, v in rendered.items()}
+    if "seed" in out:
+        out["seed"] = {"cube": bytes.fromhex(out["seed"]["cube"]), "tokens": out["seed"]["tokens"]}
+    return out
+
+
+def test_span_constants():
+    from memnet.span import protocol as sp
+
+    doc = load("span.json")
+    assert doc["protocol_id"] == sp.PROTOCOL_ID == "/memnet/span/1.0.0"
+    assert doc["limits"] == {"max_frame": sp.MAX_FRAME, "max_layers": sp.MAX_LAYERS, "max_tokens": sp.MAX_TOKENS}
+    assert set(doc["error_codes"]) == sp.ERROR_CODES
+    assert {case["message"]["t"] for case in doc["valid"]} == set(sp.FIELDS)
+
+
+@pytest.mark.parametrize("case", cases("span.json", "valid"))
+def test_span_valid(case):
+    from memnet.span import protocol as sp
+
+    message = sp.from_map(unrender_span(case["message"]))
+    assert sp.encode(message).hex() == case["frame"]
+    decoder = sp.Decoder()
+    decoder.feed(bytes.fromhex(case["frame"]))
+    assert decoder.next() == message and decoder.next() is None
+
+
+@pytest.mark.parametrize("case", cases("span.json", "invalid"))
+def test_span_invalid(case):
+    from memnet.span import protocol as sp
+
+    def decode():
+        decoder = sp.Decoder()
+        decoder.feed(bytes.fromhex(case["frame"]))
+        decoder.next()
+    raises_exactly(case["error"], decode)
+
+
+def test_span_records():
+    from memnet.span import records as sr
+
+    doc = load("span.json")["records"]
+    model = bytes.fromhex(doc["model"])
+    assert sr.block_key(model, 3) == doc["key_of_layer_3"]
+    valid = doc["valid"]
+    record = sr.parse(valid["peer"], valid["value"], model, valid["layer"])
+    assert record is not None and record.to_value() == valid["value"]
+    for case in doc["ignored"]:
+        assert sr.parse(case["peer"], case["value"], model, case["layer"]) is None, case["name"]

@@ -246,7 +246,7 @@ def test_accept_checks_before_storing(tmp_path):
             revocations.accept(store, resign(revocation.sign(ALICE, cube.cube_id, NOW), BOB), cube.cube_id, A)
         assert not revocations.is_revoked(store, cube.cube_id) and store.entry(cube.cube_id).pin
         revocations.accept(store, revocation.sign(ALICE, cube.cube_id, NOW), cube.cube_id, A)
-        assert revocations.is_revoked(store, cube.cube_id) and store.entry(cube.cube_id).pin is None
+        assert revocations.is_revoked(store, cube.cube_id) and not store.has(cube.cube_id)  # dropped
         with pytest.raises(PolicyError, match="revoked by its author"):
             revocations.refuse_revoked(store, cube.cube_id)
     finally:
@@ -268,7 +268,7 @@ def test_revoke_cli_only_for_the_author(tmp_path, capsys):
     assert code == 0 and "revoked" in out and "start the daemon" in out
     record = revocations.stored(node.store, cid.from_text(own))
     assert record.author == node.author and record.reason == "wrong numbers"
-    assert node.store.entry(cid.from_text(own)).pin is None
+    assert not node.store.has(cid.from_text(own))  # dropped: only the record stays
     again, new = revocations.revoke(node.publisher, cid.from_text(own), "other words")
     assert not new and again == record.encode()  # one record per cube
 
@@ -282,7 +282,7 @@ def test_a_revoked_cube_is_not_pinned_or_imported_again(tmp_path, capsys):
     assert cli(capsys, node.home, "export", kept, withdrawn, "-o", str(archive))[0] == 0
     assert cli(capsys, node.home, "revoke", withdrawn)[0] == 0
     one_line_error(cli(capsys, node.home, "pin", withdrawn), "revoked by its author")
-    assert node.store.entry(cid.from_text(withdrawn)).pin is None
+    assert not node.store.has(cid.from_text(withdrawn))
     # another node that knows the revocation: the archive is refused whole, nothing is stored
     other = home.init(tmp_path / "other")
     record = node.store.get_record(revocations.TABLE, cid.from_text(withdrawn))
@@ -328,12 +328,12 @@ def test_untrusted_or_revoked_kv_cube_is_never_injected(tmp_path, models, tiny_m
     record, new = revocations.revoke(author.publisher, cube.cube_id, "stale")
     assert new
     after = generate.generate(author.store, author.gate(), author.perf, loaded, prompt, options)
-    assert after.reused == 0 and "revoked by its author (stale)" in after.decision
+    assert after.reused == 0 and not author.store.has(cube.cube_id)  # revoked: dropped, only the record stays
     # a revocation reaching the user's store (checked against the manifest's author) stops it there too
     revocations.accept(user.store, record, cube.cube_id, cube.manifest.author)
     gone = generate.generate(user.store, user.gate(fresh=True), user.perf, loaded, prompt,
                              generate.Options(max_new_tokens=3))
-    assert gone.reused == 0 and "revoked" in gone.decision
+    assert gone.reused == 0 and not user.store.has(cube.cube_id) and revocations.is_revoked(user.store, cube.cube_id)
 
 
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
@@ -540,6 +540,14 @@ def test_server_never_serves_a_revoked_cube(tmp_path):
         async with pair(store) as (a, b, _):
             session = await MipSession.open(b, a.get_id())
             assert await session.prefix(key) == [kv_cube.cube_id]
+            # a chunk is served only as part of the cube the request names (finding 4: naming a
+            # servable cube must not get another cube's chunks, a revoked one's included)
+            plain_chunks = list(plain.manifest.chunks)
+            got = [d async for _, d in session.chunks(kv_cube.cube_id, plain_chunks)]
+            assert got == [None] * len(plain_chunks)
+            with pytest.raises(PeerError, match="not_found"):
+                [d async for _, d in session.chunks(cid.cid_of(b"a cube nobody holds"), plain_chunks)]
+            session = await MipSession.open(b, a.get_id())
             for cube in (plain, kv_cube):
                 revocations.accept(store, revocation.sign(ALICE, cube.cube_id, NOW), cube.cube_id, A)
             with pytest.raises(PeerError, match="revoked"):
@@ -549,6 +557,9 @@ def test_server_never_serves_a_revoked_cube(tmp_path):
             with pytest.raises(PeerError, match="revoked"):
                 [d async for _, d in session.chunks(plain.cube_id, list(plain.manifest.chunks))]
             assert await session.prefix(key) == []
+        # a revocation drops the cube's data too; only the record stays
+        assert not store.has(plain.cube_id) and not store.has(kv_cube.cube_id)
+        assert store.usage()["chunks"] == 0 and revocations.is_revoked(store, plain.cube_id)
     try:
         run(scenario)
     finally:
@@ -590,7 +601,7 @@ def test_a_revocation_reaches_a_peer_that_then_stops_serving(tmp_path):
             time.sleep(0.3)
         record = revocation.decode(stored(b.home, "records")[key])
         assert record.author == keys.author_from_peer_id(a.peer_id) and record.reason == "retracted"
-        assert json.loads(b.cli("show", text, "--json").out)["pin"] is None
+        assert b.cli("show", text, check=False).code != 0  # dropped: only the record stays
         refused = b.cli("get", text, check=False)
         assert refused.code != 0 and "revoked by its author" in refused.err
 

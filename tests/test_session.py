@@ -146,7 +146,7 @@ def test_request_frames_are_small():
     s = ServerSession()
     assert MAX_REQUEST_FRAME == 16 * 1024
     with pytest.raises(LimitError):
-        events(s, wire.chunk_frames.varint(MAX_REQUEST_FRAME + 1))  # refused before any body arrives
+        events(s, wire.frames.varint(MAX_REQUEST_FRAME + 1))  # refused before any body arrives
     assert s.violated
 
 

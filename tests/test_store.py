@@ -799,8 +799,8 @@ def test_entry_of_one_cube_and_of_a_missing_one(tmp_path):
 
 # -- staging (chunks of a fetch in progress) -------------------------------------------------------
 
-def test_staged_chunks_survive_gc_within_the_grace_then_go(store, monkeypatch):
-    from memnet.store import lmdb_store
+def test_staged_chunks_survive_gc_within_the_grace_then_go(store):
+    from memnet.store import gc
 
     cube = factories.plaintext_cube(texts=["staged " * 400, "chunks " * 400], chunk_size=1024)
     staged = [(c, bytes(cube.chunks[c])) for c in list(cube.chunks)[:3]]
@@ -808,20 +808,20 @@ def test_staged_chunks_survive_gc_within_the_grace_then_go(store, monkeypatch):
     assert store.has_chunks([c for c, _ in staged]) == [True] * 3
     assert store.gc().chunks == 0  # a fetch still running must not lose its chunks
     assert store.has_chunks([c for c, _ in staged]) == [True] * 3
-    monkeypatch.setattr(lmdb_store, "STAGING_GRACE", -1)  # as if the fetch died long ago
+    store.clock = lambda: time.time() + gc.STAGING_GRACE + 1  # as if the fetch died long ago
     report = store.gc()
     assert report.chunks == 3 and report.bytes == sum(len(d) for _, d in staged)
     assert store.has_chunks([c for c, _ in staged]) == [False] * 3
 
 
-def test_put_after_staging_keeps_the_staged_copy_and_clears_the_marker(store, monkeypatch):
-    from memnet.store import lmdb_store
+def test_put_after_staging_keeps_the_staged_copy_and_clears_the_marker(store):
+    from memnet.store import gc
 
     cube = factories.plaintext_cube(texts=["resumable " * 400, "fetch " * 400], chunk_size=1024)
     store.stage_chunks([(c, bytes(d)) for c, d in cube.chunks.items()])
     assert store.put(cube, "fetched")
     assert store.verify(cube.cube_id).manifest == cube.manifest
-    monkeypatch.setattr(lmdb_store, "STAGING_GRACE", -1)
+    store.clock = lambda: time.time() + gc.STAGING_GRACE + 1
     store.unpin(cube.cube_id)
     report = store.gc()  # refcounts are right: the cube and all its chunks go, nothing stays
     assert report.cubes == 1 and report.chunks == len(set(cube.manifest.chunks))

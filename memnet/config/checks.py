@@ -194,6 +194,20 @@ def peer_addrs(value: Any, key: str) -> tuple[str, ...]:
     return addrs
 
 
+def layer_range(value: Any, key: str) -> str:
+    """"A:B" with 0 <= A < B: layers [A, B) of a model."""
+    if isinstance(value, str):
+        start, sep, end = value.partition(":")
+        if sep and start.strip().isdigit() and end.strip().isdigit() and int(start) < int(end):
+            return f"{int(start)}:{int(end)}"
+    raise fail(key, f"must be \"A:B\" with whole numbers 0 <= A < B (layers A to B-1), not {shown(value)}")
+
+
+def hivemind_addrs(value: Any, key: str) -> tuple[str, ...]:
+    """hivemind multiaddrs (p2pd's own; /p2p/PEERID allowed)."""
+    return listen_addrs(value, key)
+
+
 # -- trust -------------------------------------------------------------------------------------
 
 def trust(value: Any, key: str):

@@ -106,6 +106,29 @@ class AskSettings:
     promote_after: int = field(default=PROMOTE_AFTER, metadata={"derived": True})
 
 
+# -- the hivemind bridge ("hivemind"): distributed inference -------------------------------------
+
+@dataclass(frozen=True)
+class HivemindSettings:
+    enabled: bool = setting(False, c.flag, live=False, doc="run the hivemind bridge (distributed inference)")
+    listen: tuple[str, ...] = setting(("/ip4/0.0.0.0/tcp/0",), c.hivemind_addrs, live=False,
+                                      doc="hivemind multiaddrs the bridge listens on")
+    announce: tuple[str, ...] = setting((), c.hivemind_addrs, live=False,
+                                        doc="multiaddrs to announce instead (explicit ports; behind NAT)")
+    initial_peers: tuple[str, ...] = setting((), c.hivemind_addrs, live=False,
+                                             doc="hivemind peers to join (/ip4/.../tcp/N/p2p/PEERID)")
+    serve_blocks: str | None = setting(None, c.optional(c.layer_range), live=False,
+                                       doc="\"A:B\": serve layers A..B-1 of the pinned model (null: serve none)")
+    model: str | None = setting(None, c.optional(c.text(200)), live=False,
+                                doc="pinned model to serve and route for (name or fingerprint; null: the default)")
+    cache_tokens: int = setting(16384, c.count, live=False, doc="session cache tokens a span server holds at most")
+    max_length: int = setting(8192, c.count, live=False, doc="longest session a span server accepts, in tokens")
+    announce_interval: float = setting(30.0, c.seconds, live=False,
+                                       doc="seconds between span announcements (records live 3x this)")
+    step_timeout: float = setting(60.0, c.seconds, live=False,
+                                  doc="seconds a span session waits for the next step (client and server)")
+
+
 # -- the whole file ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -121,3 +144,4 @@ class Config:
     lifecycle: Lifecycle = section(Lifecycle, flat=True, doc="lifecycle and eviction")
     ask: AskSettings = section(AskSettings, doc="recall and promotion in `memnet ask`")
     daemon: DaemonSettings = section(DaemonSettings, doc="the swarm daemon")
+    hivemind: HivemindSettings = section(HivemindSettings, doc="the hivemind bridge: span servers and distributed generation")

@@ -44,7 +44,7 @@ class Announcer(Service):
     def __init__(self, store: Store, discovery: Discovery, config: Config):
         super().__init__()
         self.store, self.discovery = store, discovery
-        self.providing: set[bytes] = set()
+        self.providing: dict[bytes, list[bytes]] = {}  # cube id -> the DHT keys announced for it
         self._nursery: trio.Nursery | None = None
         self.configure(config)
 
@@ -75,7 +75,7 @@ class Announcer(Service):
             async with trio.open_nursery() as nursery:
                 for key in keys[1:]:
                     nursery.start_soon(self.discovery.provide, key)
-        self.providing.add(cube_id)
+        self.providing[cube_id] = keys
         return reached
 
     def announce_later(self, cube_id: bytes, manifest: Manifest, delay: float = ANNOUNCE_DELAY) -> None:
@@ -93,11 +93,12 @@ class Announcer(Service):
 
     def unannounce(self, cube_ids: list[bytes]) -> None:
         for cube_id in cube_ids:
-            self.providing.discard(cube_id)
-            try:
-                keys = announce_keys(cube_id, self.store.manifest(cube_id))
-            except NotFoundError:
-                keys = [cube_key(cube_id)]
+            keys = self.providing.pop(cube_id, None)
+            if keys is None:  # not announced by this run: the keys the cube would have
+                try:
+                    keys = announce_keys(cube_id, self.store.manifest(cube_id))
+                except NotFoundError:
+                    keys = [cube_key(cube_id)]
             for key in keys:
                 self.discovery.stop_providing(key)
 

@@ -29,7 +29,7 @@ class Service:
 
     def __init__(self) -> None:
         self._scope: trio.CancelScope | None = None
-        self.running = False
+        self.failed: str | None = None  # why it ended after starting (the daemon went on without it)
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Start in nursery; returns once the service is ready (its run() called started())."""
@@ -39,15 +39,13 @@ class Service:
         status = _Status(task_status)
         with trio.CancelScope() as scope:
             self._scope = scope
-            self.running = True
             try:
                 await self.run(status)
-            except Exception:
+            except Exception as exc:
                 if not status.done:
                     raise  # failing to start fails the daemon's start
+                self.failed = repr(exc)[:200]
                 log.exception("service %s failed; the daemon goes on without it", self.name)
-            finally:
-                self.running = False
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Override: set up, call task_status.started(), then serve until cancelled (or return

@@ -128,6 +128,16 @@ class _Connection:
                 reply = pack({"ok": await command.handler(args, progress)})
             except MemnetError as exc:
                 reply = pack({"error": str(exc), "exit": exc.exit_code})
+            except BaseExceptionGroup as group:  # a nursery's: a memnet error inside is the answer
+                found = group.subgroup(MemnetError)
+                if found is None:
+                    if group.subgroup(trio.Cancelled) is not None:
+                        raise
+                    log.exception("daemon command %s failed", command.name)
+                    reply = pack({"error": f"internal daemon error: {_first_leaf(group)!r}", "exit": 1})
+                else:
+                    first = _first_leaf(found)
+                    reply = pack({"error": str(first), "exit": first.exit_code})
             except Exception as exc:  # a bug: keep the daemon up, tell the caller
                 log.exception("daemon command %s failed", command.name)
                 reply = pack({"error": f"internal daemon error: {exc!r}", "exit": 1})
@@ -175,16 +185,22 @@ class ControlServer(Service):
 
     name = "control"
 
-    def __init__(self, token: str, commands: Table):
+    def __init__(self, token: str, table: Table):
         super().__init__()
-        self.token, self.commands = token, commands
+        self.token, self.table = token, table
         self.port: int | None = None
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         def ready(port: int) -> None:
             self.port = port
             task_status.started(port)
-        await serve(ready, self.token, self.commands)
+        await serve(ready, self.token, self.table)
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
 
 
 # -- CLI side -------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from memnet.governance import revocations
 from memnet.governance.gate import Gate
 from memnet.net import prefix_lookup
 from memnet.net.discovery import Discovery, cube_key, prefix_key
-from memnet.net.fetch import PeerScores, fetch_cube
+from memnet.net.fetch import PeerScores, fetch_cube, fetch_parts
 from memnet.net.host import parse_multiaddr
 from memnet.store import Store
 
@@ -40,6 +40,12 @@ class FindArgs:
 @dataclass(frozen=True)
 class FindPrefixArgs:
     probes: list[list[bytes]]
+
+
+@dataclass(frozen=True)
+class FetchChunksArgs:
+    cube: bytes
+    indices: list[int]
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class Fetching(Service):
         self.host, self.store, self.discovery = host, store, discovery
         self.gate, self.announcer, self.revocation_watch = gate, announcer, revocation_watch
         self.scores = PeerScores()
+        self._manifests: dict[bytes, bytes] = {}  # authenticated manifests of recent partial fetches
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -81,7 +88,9 @@ class Fetching(Service):
     def commands(self) -> list[Command]:
         return [Command("find", self._cmd_find, FindArgs, "providers of a cube or a KV prefix key"),
                 Command("find_prefix", self._cmd_find_prefix, FindPrefixArgs, "cubes under prompt prefix keys"),
-                Command("get", self._cmd_get, GetArgs, "fetch a cube from the swarm")]
+                Command("get", self._cmd_get, GetArgs, "fetch a cube from the swarm"),
+                Command("fetch_chunks", self._cmd_fetch_chunks, FetchChunksArgs,
+                        "fetch some chunks of a cube into staging (a span server's share of a KV cube)")]
 
     async def _cmd_find(self, args: FindArgs, progress: Progress) -> list:
         if (args.cube is None) == (args.prefix is None):
@@ -95,6 +104,28 @@ class Fetching(Service):
                                                       self.prefix_neighbours)
         return [{"cube": cube_id, "manifest": data, "providers": [peer_dict(p) for p in providers]}
                 for cube_id, data, providers in found]
+
+    async def _cmd_fetch_chunks(self, args: FetchChunksArgs, progress: Progress) -> dict:
+        cube_id = cid.check_binary(args.cube)
+        revocations.refuse_revoked(self.store, cube_id)
+        if self.store.has(cube_id):
+            return {"manifest": self.store.manifest_bytes(cube_id), "fetched": 0}
+        if len(args.indices) > 65536:
+            raise UsageError("fetch_chunks: at most 65536 indices")
+        gate = self.gate()
+
+        async def providers():
+            return await self.discovery.find_providers(cube_key(cube_id))
+
+        manifest, moved = await fetch_parts(self.host, self.store, cube_id, providers, args.indices,
+                                            scores=self.scores, tuning=self.tuning,
+                                            vet=lambda m: gate.check("fetch", cube_id, m.author),
+                                            manifest_bytes=self._manifests.get(cube_id))
+        if len(self._manifests) >= 16:
+            self._manifests.pop(next(iter(self._manifests)))
+        self._manifests[cube_id] = manifest
+        log.info("fetched %d chunk(s) of %s (%d bytes) for a span", len(set(args.indices)), cid.to_text(cube_id), moved)
+        return {"manifest": manifest, "fetched": moved}
 
     async def _cmd_get(self, args: GetArgs, progress: Progress) -> dict:
         cube_id = cid.check_binary(args.cube)

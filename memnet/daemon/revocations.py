@@ -18,7 +18,7 @@ from memnet.cube.manifest import Manifest
 from memnet.daemon.announcer import Announcer
 from memnet.daemon.base import Service
 from memnet.daemon.commands import Command, Progress
-from memnet.errors import MemnetError, NetworkError
+from memnet.errors import MemnetError, NetworkError, UsageError
 from memnet.governance import revocations
 from memnet.net import revocation_records
 from memnet.net.discovery import Discovery
@@ -107,17 +107,20 @@ class RevocationWatch(Service):
         return True
 
     async def act(self, record: bytes, cube_id: bytes, author: bytes) -> None:
-        """Verify (signature, and that author wrote the cube), store, stop providing, unpin."""
-        revocations.accept(self.store, record, cube_id, author)
+        """Verify (signature, and that author wrote the cube), stop providing, store the record
+        and drop the cube."""
+        revocations.verify(record, cube_id, author)
         self.announcer.unannounce([cube_id])
-        log.info("cube %s revoked by its author: no longer provided or served", cid.to_text(cube_id))
+        revocations.accept(self.store, record, cube_id, author)
+        log.info("cube %s revoked by its author: no longer provided, served or kept", cid.to_text(cube_id))
 
     async def _cmd_revoke(self, args: RevokeArgs, progress: Progress) -> dict:
-        """`memnet revoke`: the CLI has stored the record; withdraw the cube here and put the
-        record into the DHT."""
+        """`memnet revoke`: the CLI has stored the record (and dropped the cube); stop providing
+        it here and put the record into the DHT. Only this node's own revocations."""
         parsed = revocation.decode(args.record)
-        manifest = self.store.manifest(parsed.revokes)
-        await self.act(args.record, parsed.revokes, manifest.author)
+        if parsed.author != self.author:
+            raise UsageError("revoke: the record is not signed by this node")
+        await self.act(args.record, parsed.revokes, parsed.author)
         await revocation_records.publish(self.discovery, args.record)
         return {"cube": parsed.revokes}
 

@@ -9,8 +9,9 @@ Each concern is a service in its own module (memnet/daemon/base.py says what a s
     names        signed name records                                  daemon/names.py
     revocations  publish ours, act on others'                         daemon/revocations.py
     upkeep       lifecycle and eviction                               daemon/upkeep.py
-    fetching     find and get cubes, prefix lookups                   daemon/fetching.py
+    fetching     find and get cubes, prefix lookups, partial fetches daemon/fetching.py
     control      the CLI's channel, serving every service's commands  daemon/control.py
+    bridge       the hivemind bridge process (distributed inference)  daemon/bridge.py
 
 A new service is one module and one line in Daemon._services. The daemon itself answers
 status, stop and reload_config.
@@ -36,6 +37,7 @@ from memnet.config import Config
 from memnet.daemon import allocator, state
 from memnet.daemon.announcer import Announcer
 from memnet.daemon.base import Service
+from memnet.daemon.bridge import Bridge
 from memnet.daemon.commands import Command, NoArgs, Progress, Table
 from memnet.daemon.control import ControlServer
 from memnet.daemon.fetching import Fetching
@@ -45,7 +47,7 @@ from memnet.daemon.peers import Peers
 from memnet.daemon.revocations import RevocationWatch
 from memnet.daemon.upkeep import Upkeep
 from memnet.home import Node
-from memnet.net import names
+from memnet.net import names, provider_hygiene
 from memnet.net.discovery import Discovery
 from memnet.net.host import build_host, parse_multiaddr, use_memnet_kad_protocol
 
@@ -64,8 +66,8 @@ class Daemon:
         self._cancel: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
 
-    def _services(self) -> list[Service]:
-        """The services, in start order (stopped in reverse); control comes last."""
+    def _services(self, token: str) -> list[Service]:
+        """The services, in start order (stopped in reverse)."""
         store, config, node = self.node.store, self.config, self.node
         self.mip = Mip(self.host, store, config)
         self.peers = Peers(self.host, self.dht, config)
@@ -75,7 +77,10 @@ class Daemon:
         self.upkeep = Upkeep(store, self.announcer, config)
         self.fetching = Fetching(self.host, store, self.discovery, lambda: node.gate(fresh=True),
                                  self.announcer, self.revocations, config)
-        return [self.mip, self.peers, self.announcer, self.names, self.revocations, self.upkeep, self.fetching]
+        self.control = ControlServer(token, self.commands)
+        self.bridge = Bridge(node.home, config, self.control)
+        return [self.mip, self.peers, self.announcer, self.names, self.revocations, self.upkeep, self.fetching,
+                self.control, self.bridge]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -92,6 +97,7 @@ class Daemon:
                     self.dht = KadDHT(self.host, DHTMode.SERVER, validator=names.validator(),
                                       validator_changed=True, strict_validation=True,
                                       protocol_prefix=TProtocol("/memnet"))
+                    provider_hygiene.install(self.dht.provider_store)
                     self.discovery = Discovery(self.dht)
                     for protocol, handler in (extra_handlers or {}).items():
                         self.host.set_stream_handler(TProtocol(protocol), handler)
@@ -107,15 +113,14 @@ class Daemon:
                 log.info("memnet daemon stopped")
 
     async def _start(self, nursery: trio.Nursery) -> None:
-        self.services = self._services()
         token = secrets.token_hex(32)
-        self.commands = Table(self._commands() + [c for s in self.services for c in s.commands()])
-        control = ControlServer(token, self.commands)
-        self.services.append(control)
+        self.services = self._services(token)
+        for command in self._commands() + [c for s in self.services for c in s.commands()]:
+            self.commands.add(command)
         for service in self.services:
             await service.start(nursery)
         addrs = [str(a) for a in self.host.get_addrs()]
-        state.write(self.node.home, state.DaemonState(os.getpid(), self.node.peer_id, addrs, control.port,
+        state.write(self.node.home, state.DaemonState(os.getpid(), self.node.peer_id, addrs, self.control.port,
                                                       token, self.started))
         log.info("memnet daemon %s listening on %s", self.node.peer_id, " ".join(addrs))
 
@@ -150,7 +155,8 @@ class Daemon:
             "connected": len(self.host.get_connected_peers()),
             "routing_table": self.dht.get_routing_table_size(),
             "providing": len(self.announcer.providing), "served_bytes": self.mip.server.served_bytes,
-            "services": {s.name: s.running for s in self.services},
+            "services": {s.name: f"failed: {s.failed}" if s.failed else "ok" for s in self.services},
+            "bridge": self.bridge.state,
             **usage,
         }
 

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING
 from memnet.cube import cid, revocation
 from memnet.cube.revocation import Revocation
-from memnet.errors import FormatError, PolicyError, UsageError
+from memnet.errors import FormatError, NotFoundError, PolicyError, UsageError
 from memnet.store.lmdb_store import Store
 
 if TYPE_CHECKING:
@@ -41,28 +41,38 @@ def refuse_revoked(store: Store, cube_id: bytes) -> None:
         raise PolicyError(f"cube {cid.to_text(cube_id)} was revoked by its author{why}")
 
 
-def accept(store: Store, data: bytes, cube_id: bytes, cube_author: bytes) -> Revocation:
-    """Verify a revocation of cube_id (signature, then that it is the cube's author's), store
-    it and unpin the cube. Returns the record; FormatError/PolicyError if it does not hold."""
+def verify(data: bytes, cube_id: bytes, cube_author: bytes) -> Revocation:
+    """The revocation in data if it is signed and by cube_id's author; FormatError/PolicyError."""
     record = revocation.decode(data)
     revocation.check_author(record, cube_id, cube_author)
+    return record
+
+
+def accept(store: Store, data: bytes, cube_id: bytes, cube_author: bytes) -> Revocation:
+    """Verify a revocation of cube_id (signature, then that it is the cube's author's), store
+    it, and drop the cube from the store (its chunks that another stored cube lists stay).
+    Returns the record; FormatError/PolicyError if it does not hold."""
+    record = verify(data, cube_id, cube_author)
     if not is_revoked(store, cube_id):
         store.put_records(TABLE, [(cube_id, record.encode())])
     store.unpin(cube_id)
+    try:
+        store.delete(cube_id)  # the record stays: the cube is refused wherever it comes from
+    except NotFoundError:
+        pass
     return record
 
 
 def revoke(publisher: Publisher, cube_id: bytes, reason: str | None = None) -> tuple[bytes, bool]:
-    """Withdraw one of this node's own cubes: sign a revocation, store it, unpin the cube.
+    """Withdraw one of this node's own cubes: sign a revocation, store it, drop the cube.
     Returns (record bytes, whether it is new); revoking again returns the stored record."""
     store = publisher.store
+    existing = store.get_record(TABLE, cube_id)
+    if existing is not None and revocation.decode(existing).author == publisher.author:
+        return existing, False  # revoked before (and dropped then): the same record
     manifest = store.manifest(cube_id)  # NotFoundError: we cannot tell whose it is
     if manifest.author != publisher.author:
         raise UsageError(f"cube {cid.to_text(cube_id)} is not this node's: only its author can revoke it")
-    existing = store.get_record(TABLE, cube_id)
-    if existing is not None:
-        store.unpin(cube_id)
-        return existing, False
     if reason is not None:
         reason = reason.strip() or None
     try:

@@ -76,15 +76,24 @@ class Generation:
     same_top1: bool | None = None
     model_load_seconds: float = 0.0   # not part of TTFT: the model is loaded once per process
     cache: Any = field(default=None, repr=False)  # the final KV cache (prompt + answer), for promotion
+    route: list[dict[str, Any]] = field(default_factory=list)  # distributed: the span servers, in order
+    failovers: int = 0                # distributed: span servers replaced mid-generation
 
     def timing_line(self) -> str:
-        if self.reused:
+        if self.reused and self.route:
+            reuse = f"{self.reused}/{self.prompt_tokens} prompt tokens seeded on the span servers from cube " \
+                    f"{cid.to_text(self.cube_id)[:16]}… ({self.dtype})"
+        elif self.reused:
             where = "from the local store" if self.source == "local" else f"from peer {self.peer}"
             where += f" (cube {cid.to_text(self.cube_id)[:16]}…, {self.dtype})"
             reuse = f"{self.reused}/{self.prompt_tokens} prompt tokens reused {where}"
         else:
             reuse = f"0/{self.prompt_tokens} prompt tokens reused (full prefill)"
         line = f"TTFT {self.ttft * 1000:.0f} ms · {reuse} · {len(self.new_ids)} tokens in {self.seconds:.2f} s"
+        if self.route:
+            hops = " → ".join(f"{h['peer'][-6:]}[{h['start']},{h['end']})"
+                              + (f" {h['source']}" if h.get("source") not in (None, "none") else "") for h in self.route)
+            line += f" · route {hops}" + (f" · {self.failovers} failover(s)" if self.failovers else "")
         if self.decision:
             line += f" · {self.decision}"
         if self.max_logit_diff is not None:
@@ -148,13 +157,13 @@ def find_swarm(swarm: Swarm, gate: Gate, loaded: LoadedModel, ids: list[int], op
     return found
 
 
-def _best(candidates: list[Candidate], options: Options) -> Candidate | None:
+def best_candidate(candidates: list[Candidate], options: Options) -> Candidate | None:
     order = {d: i for i, d in enumerate(options.dtypes)}
     return max(candidates, default=None,
                key=lambda c: (c.usable, c.local, -order.get(c.meta["dtype"], 99), -c.size))
 
 
-def _stop_ids(loaded: LoadedModel) -> set[int]:
+def stop_ids(loaded: LoadedModel) -> set[int]:
     ids = {loaded.tokenizer.eos_token_id}
     for token in ("<|im_end|>", "<|endoftext|>"):
         value = loaded.tokenizer.convert_tokens_to_ids(token)
@@ -182,7 +191,7 @@ def choose_prefix(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedM
     samples = book.prefill_samples(loaded.pinned.fingerprint)
     choice = PrefixChoice()
     start = time.perf_counter()
-    best = _best(find_local(store, gate, loaded, ids, options), options) if options.use_local else None
+    best = best_candidate(find_local(store, gate, loaded, ids, options), options) if options.use_local else None
     choice.steps["lookup_local"] = time.perf_counter() - start
     if best is not None:
         choice.best = best
@@ -192,7 +201,7 @@ def choose_prefix(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedM
         mark = time.perf_counter()
         remote = find_swarm(swarm, gate, loaded, ids, options)
         choice.steps["lookup_swarm"] = time.perf_counter() - mark
-        better = _best([c for c in remote if best is None or c.usable > best.usable], options)
+        better = best_candidate([c for c in remote if best is None or c.usable > best.usable], options)
         if better is not None:
             saved = better.usable - (best.usable if best else 0)
             estimate = perf.estimate_prefill(samples, saved)
@@ -264,7 +273,7 @@ def generate(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel,
             full = loaded.model(input_ids=torch.tensor([ids]), use_cache=False, logits_to_keep=1).logits[0, -1]
             result.max_logit_diff = float((full - logits).abs().max())
             result.same_top1 = int(full.argmax()) == next_id
-        stops, cache, position = _stop_ids(loaded), out.past_key_values, len(ids)
+        stops, cache, position = stop_ids(loaded), out.past_key_values, len(ids)
         while len(result.new_ids) < options.max_new_tokens and next_id not in stops:
             result.new_ids.append(next_id)
             if len(result.new_ids) == options.max_new_tokens:

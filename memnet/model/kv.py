@@ -157,12 +157,21 @@ def cache_from_payload(payload: bytes | memoryview | Segments, meta: dict[str, A
     tokens the load is most of the time to first token after the suffix itself)."""
     from memnet.model.runtime import transformers
 
+    cache = transformers.DynamicCache(config=loaded.model.config)
+    fill_layers(cache, payload, meta, loaded, n_use, range(len(cache.layers)))
+    return cache
+
+
+def fill_layers(cache: Any, payload: bytes | memoryview | Segments, meta: dict[str, Any], loaded: LoadedModel,
+                n_use: int, layers: range) -> None:
+    """Set the given layers of cache to the cube's first n_use positions (a span server seeds only
+    its own layers, from a payload that may hold only their tensors: a sparse Segments)."""
     source = payload if isinstance(payload, Segments) else Segments([payload])
     header = payloads.validate_activation(source, meta)  # header, names, dtypes and shapes first
     if not 0 < n_use <= meta["n_tokens"]:
         raise PolicyError(f"cannot use {n_use} of the cube's {meta['n_tokens']} tokens")
-    cache = transformers.DynamicCache(config=loaded.model.config)
-    for index, layer in enumerate(cache.layers):
+    for index in layers:
+        layer = cache.layers[index]
         pair = []
         for name in ("k", "v"):
             t = _tensor(source, header, f"{name}.{index}", n_use)
@@ -174,4 +183,3 @@ def cache_from_payload(payload: bytes | memoryview | Segments, meta: dict[str, A
         # round-trip tests catch a change).
         layer.lazy_initialization(*pair)
         layer.keys, layer.values = pair
-    return cache

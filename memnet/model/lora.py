@@ -31,6 +31,7 @@ from memnet.cube import canonical, cid, payloads
 from memnet.cube.build import Cube
 from memnet.cube.safetensors_header import parse_header
 from memnet.errors import FormatError, MemnetError, NotFoundError, PolicyError, UsageError
+from memnet.governance import revocations
 from memnet.governance.gate import Gate
 from memnet.local import Publisher
 from memnet.model.loader import LoadedModel
@@ -189,6 +190,7 @@ def _read_adapter(store: Store, gate: Gate, loaded: LoadedModel, cube_id: bytes)
     """A stored parameter cube's payload, checked against the running model:
     (payload, patched module paths, PEFT config)."""
     text = cid.to_text(cube_id)
+    revocations.refuse_revoked(store, cube_id)  # PolicyError naming why, though the cube is gone
     try:
         manifest = store.manifest(cube_id)
         payload = store.read_payload(cube_id)

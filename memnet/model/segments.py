@@ -11,16 +11,33 @@ import bisect
 import itertools
 from typing import Any
 
+from memnet.errors import PolicyError
+
 
 class Segments:
-    """Read-only bytes made of pieces; supports len() and slicing (copies only the slice)."""
+    """Read-only bytes made of pieces; supports len() and slicing (copies only the slice).
+
+    Sparse: Segments.at([(offset, piece), ...], total) holds only some ranges of a payload of
+    total bytes (a span server's share of a KV cube); reading a range it lacks is a PolicyError."""
 
     def __init__(self, pieces: list[memoryview | bytes]):
         self.pieces = [memoryview(p).cast("B") for p in pieces if len(p)]
         self.starts = list(itertools.accumulate((len(p) for p in self.pieces), initial=0))
+        self.total = self.starts[-1]
+
+    @classmethod
+    def at(cls, parts: list[tuple[int, memoryview | bytes]], total: int) -> Segments:
+        out = cls([])
+        placed = sorted((offset, memoryview(p).cast("B")) for offset, p in parts if len(p))
+        out.pieces = [p for _, p in placed]
+        out.starts = [offset for offset, _ in placed] + [total]
+        out.total = total
+        if any(a + len(p) > b for a, p, b in zip(out.starts, out.pieces, out.starts[1:])):
+            raise ValueError("overlapping or oversized parts")
+        return out
 
     def __len__(self) -> int:
-        return self.starts[-1]
+        return self.total
 
     def __getitem__(self, key: slice) -> bytes:
         if not isinstance(key, slice) or key.step not in (None, 1):
@@ -32,7 +49,9 @@ class Segments:
         """Zero-copy views covering bytes [start, stop), in order."""
         out = []
         i = bisect.bisect_right(self.starts, start) - 1
-        while start < stop and i < len(self.pieces):
+        while start < stop:
+            if i < 0 or i >= len(self.pieces) or not self.starts[i] <= start < self.starts[i] + len(self.pieces[i]):
+                raise PolicyError(f"bytes {start}-{stop} of the payload are not at hand")
             base = self.starts[i]
             end = min(stop, base + len(self.pieces[i]))
             out.append(self.pieces[i][start - base:end - base])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from memnet.cube import cid, limits
 from memnet.errors import LimitError
+from memnet.net.frames import varint
 
 HEAD = b"\x84\xa3cid\xc4\x24"  # fixmap of 4, "cid", bin8 of 36 bytes
 DATA_KEY = b"\xa4data"
@@ -20,15 +21,6 @@ TAIL = b"\xa1t\xa5chunk"
 DATA_AT = len(HEAD) + cid.CID_LEN + len(DATA_KEY)  # offset of data's bin header
 _BIN = {0xC4: (1, 1), 0xC5: (2, 0x100), 0xC6: (4, 0x10000)}  # length bytes, least length (no chunk is empty)
 _UINT = {0xCC: (1, 0x80), 0xCD: (2, 0x100), 0xCE: (4, 0x10000)}  # value bytes, least value
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _sized(n: int, tags: bytes) -> bytes:

@@ -34,10 +34,10 @@ class MipSession:
     def peer(self) -> str:
         return self.framed.peer
 
-    async def _reply(self) -> wire.Message:
+    async def _reply(self, idle_timeout: float = REQUEST_TIMEOUT) -> wire.Message:
         """The next reply (the session checked that it answers the oldest request); an error
-        reply is raised as PeerError."""
-        message = await self.framed.receive(REQUEST_TIMEOUT, FRAME_TIMEOUT)
+        reply is raised as PeerError, and so is no frame starting within idle_timeout."""
+        message = await self.framed.receive(idle_timeout, FRAME_TIMEOUT)
         if message is None:
             raise PeerError(f"peer {self.peer} closed the stream")
         if type(message) is wire.Error:
@@ -73,14 +73,20 @@ class MipSession:
         await self.framed.send_bytes(frame)
         return rid
 
+    async def next_chunk(self, rid: int, idle_timeout: float = REQUEST_TIMEOUT) -> bytes | None:
+        """The next answer of get_chunks request rid: the chunk's data as received (the caller
+        verifies it), or None if the peer lacks it. PeerTimeout when no frame starts within
+        idle_timeout (the session stays usable: the caller may wait again)."""
+        message = await self._reply(idle_timeout)
+        if message.id != rid:  # the caller read another request's answers out of turn
+            raise PeerError(f"answers of request {message.id} read as those of {rid}")
+        return message.data if type(message) is wire.Chunk else None
+
     async def receive_chunks(self, rid: int, chunk_ids: list[bytes]):
         """Yield (chunk_id, data or None if the peer lacks it) in request order. Data is as
         received: the caller verifies it against chunk_id."""
         for chunk_id in chunk_ids:
-            message = await self._reply()
-            if message.id != rid:  # the caller read another request's answers out of turn
-                raise PeerError(f"answers of request {message.id} read as those of {rid}")
-            yield chunk_id, message.data if type(message) is wire.Chunk else None
+            yield chunk_id, await self.next_chunk(rid)
 
     async def chunks(self, cube_id: bytes, chunk_ids: list[bytes]):
         rid = await self.request_chunks(cube_id, chunk_ids)

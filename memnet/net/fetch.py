@@ -1,6 +1,16 @@
 """Fetch a cube from the swarm: the manifest first (authenticated before any chunk is asked
 for), then chunks from every provider at once, each verified against its CID. Nothing reaches
-the store until the whole cube verifies."""
+the store until the whole cube verifies.
+
+Stalling providers (they announce the cube, then answer nothing) cost a fetch little:
+- the manifest is asked of MANIFEST_FANOUT providers at once and of one more every
+  MANIFEST_STAGGER s while none has answered; the first authentic answer wins;
+- a provider that has not delivered anything in this fetch gets one request at a time (slow
+  start), so a staller holds at most one batch, which the end game asks of another provider;
+- a request whose answer does not start within the provider's stall deadline (STALL_TIMEOUT for
+  an unmeasured provider, else a few batches' time at its measured rate) drops that provider from
+  the fetch while others are left, and is scored: stalls add up to a ban like lies do.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +28,9 @@ from libp2p.peer.peerinfo import PeerInfo
 from memnet.cube import build, cid, manifest as manifest_mod
 from memnet.cube.build import Cube
 from memnet.cube.manifest import Manifest
-from memnet.errors import CIDError, FetchError, FormatError, MemnetError
-from memnet.net.client import MipSession
+from memnet.config import FetchTuning
+from memnet.errors import CIDError, FetchError, FormatError, MemnetError, PeerTimeout, StoreFullError
+from memnet.net.client import REQUEST_TIMEOUT, MipSession
 from memnet.net.fetch_plan import FetchPlan
 from memnet.store.lmdb_store import Store
 
@@ -28,20 +39,46 @@ log = logging.getLogger("memnet.fetch")
 STAGE_BATCH = 16  # chunks (4 MiB at the default size) written to the store per staging commit
 CLOSE_TIMEOUT = 5.0  # seconds to hang up a stream
 BAN_SCORE = -100  # one bad chunk or forged manifest: not asked again by this daemon
+STALL_SCORE = -25  # four stalls (answering nothing in time) also add up to a ban
+MANIFEST_FANOUT = 2  # providers asked for the manifest at once at first
+MANIFEST_STAGGER = 0.25  # s before one more provider is asked, while none has answered
+STALL_TIMEOUT = 2.0  # s for an answer to start from a provider not yet measured
+STALL_FLOOR, STALL_CEILING = 0.5, REQUEST_TIMEOUT  # bounds of a measured provider's deadline
+STALL_BATCHES = 4  # a measured provider's deadline: this many batches' time at its rate
+RATE_WEIGHT = 0.3  # of a new rate sample in a provider's moving average
 Progress = Callable[[int, int], None]
 
 
 class PeerScores:
-    """What this node has seen of each peer: bytes delivered up, lies down."""
+    """What this node has seen of each peer: bytes delivered up, lies and stalls down, and how
+    fast it delivers (a moving average of bytes/s), which sets its stall deadline."""
 
     def __init__(self) -> None:
         self.score: Counter[str] = Counter()
+        self.rate: dict[str, float] = {}
 
     def lied(self, peer: str) -> None:
         self.score[peer] += BAN_SCORE
 
+    def stalled(self, peer: str) -> None:
+        self.score[peer] += STALL_SCORE
+
     def delivered(self, peer: str, n_bytes: int) -> None:
         self.score[peer] += max(1, n_bytes >> 20)
+
+    def observe_rate(self, peer: str, n_bytes: int, seconds: float) -> None:
+        """A fetch took n_bytes from peer in seconds (its whole part, pipelining included)."""
+        if seconds > 0 and n_bytes > 0:
+            sample = n_bytes / seconds
+            old = self.rate.get(peer)
+            self.rate[peer] = sample if old is None else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * sample
+
+    def stall_timeout(self, peer: str, batch_bytes: int) -> float:
+        """How long an answer from peer may take to start before it counts as a stall."""
+        rate = self.rate.get(peer)
+        if rate is None:
+            return STALL_TIMEOUT
+        return min(STALL_CEILING, max(STALL_FLOOR, STALL_BATCHES * batch_bytes / rate))
 
     def banned(self, peer: str) -> bool:
         return self.score[peer] <= BAN_SCORE
@@ -59,19 +96,6 @@ class FetchReport:
     dropped: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class FetchTuning:
-    """1 x 4 x 4 keeps 16 chunks (4 MiB at the default size) in flight per provider. Measured on
-    loopback (64 MiB from one provider, CPU-bound), a second stream per provider costs both sides
-    CPU (about twice the yamux window updates: fetcher +0.02-0.08 s, provider +0.03-0.09 s) for no
-    speed-up; with four rate-capped providers one and two streams tie (the end game's duplicates
-    are reset when the cube completes, so a deeper pipeline does not hold up the finish)."""
-
-    streams_per_peer: int = 1
-    chunks_per_request: int = 4
-    requests_per_stream: int = 4  # get_chunks pipelined on one stream before reading answers
-
-
 class _Fetch:
     def __init__(self, host: IHost, store: Store, cube_id: bytes, scores: PeerScores,
                  tuning: FetchTuning, progress: Progress | None):
@@ -84,6 +108,7 @@ class _Fetch:
         self._fetching = True
         self._complete = False
         self.dropped: dict[str, str] = {}
+        self._delivered: set[str] = set()  # providers past slow start (a batch came in whole)
         self._changed = trio.Event()
         self._round = trio.CancelScope()
 
@@ -105,27 +130,62 @@ class _Fetch:
             return False
 
     async def manifest(self, providers: list[PeerInfo]) -> tuple[bytes, Manifest]:
-        for info in providers:
-            peer = str(info.peer_id)
-            if peer in self.dropped or not await self._connect(info):
-                continue
-            try:
-                session = await MipSession.open(self.host, info.peer_id)
-                try:
-                    data = await session.manifest(self.cube_id)
-                finally:
-                    await session.close()
-                manifest = manifest_mod.decode(data, self.cube_id)  # hash, then signature
-                build.check_fresh(manifest)
-                return data, manifest
-            except MemnetError as exc:
-                if isinstance(exc, FormatError):
-                    self.scores.lied(peer)  # bytes that do not authenticate are a lie
-                self._drop(peer, str(exc))
-            except Exception as exc:
-                self._drop(peer, f"failed: {exc!r}")
+        """The first authentic manifest among the providers. MANIFEST_FANOUT are asked at once,
+        and one more every MANIFEST_STAGGER s while none has answered (at once when one fails):
+        providers that answer nothing cost a fraction of a second each, not a request timeout."""
+        found: list[tuple[bytes, Manifest]] = []
+        queue = [p for p in providers if str(p.peer_id) not in self.dropped]
+
+        async with trio.open_nursery() as nursery:
+            failed = trio.Semaphore(0)  # released by each ask that ends without a manifest
+
+            async def ask(info: PeerInfo) -> None:
+                result = await self._manifest_from(info)
+                if result is not None and not found:
+                    found.append(result)
+                    nursery.cancel_scope.cancel()
+                else:
+                    failed.release()
+
+            for index, info in enumerate(queue):
+                if index >= MANIFEST_FANOUT:
+                    with trio.move_on_after(MANIFEST_STAGGER):
+                        await failed.acquire()
+                nursery.start_soon(ask, info)
+        if found:
+            return found[0]
         raise FetchError(f"no provider delivered an authentic manifest for {cid.to_text(self.cube_id)}"
                          + _reasons(self.dropped))
+
+    async def _manifest_from(self, info: PeerInfo) -> tuple[bytes, Manifest] | None:
+        peer = str(info.peer_id)
+        if not await self._connect(info):
+            return None
+        try:
+            session = await MipSession.open(self.host, info.peer_id)
+            answered, asked = False, trio.current_time()
+            try:
+                data = await session.manifest(self.cube_id)
+                answered = True
+            except trio.Cancelled:  # another provider answered first
+                if trio.current_time() - asked > STALL_TIMEOUT:
+                    self.scores.stalled(peer)
+                raise
+            finally:  # a provider still silent when another answered is cut off
+                with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                    await (session.close() if answered else session.reset())
+            manifest = manifest_mod.decode(data, self.cube_id)  # hash, then signature
+            build.check_fresh(manifest)
+            return data, manifest
+        except MemnetError as exc:
+            if isinstance(exc, FormatError):
+                self.scores.lied(peer)  # bytes that do not authenticate are a lie
+            elif isinstance(exc, PeerTimeout):
+                self.scores.stalled(peer)
+            self._drop(peer, str(exc))
+        except Exception as exc:
+            self._drop(peer, f"failed: {exc!r}")
+        return None
 
     async def chunks(self, plan: FetchPlan, providers: list[PeerInfo]) -> None:
         peers = {str(p.peer_id) for p in providers}
@@ -149,9 +209,12 @@ class _Fetch:
         session: MipSession | None = None
         pipeline: deque[tuple[int, list[bytes]]] = deque()  # requests sent, answers not yet read
         finished = False
+        started, received = trio.current_time(), 0
         try:
             while peer not in plan.dropped:
-                while len(pipeline) < self.tuning.requests_per_stream:
+                # slow start: one request in flight until this provider has delivered a batch
+                depth = self.tuning.requests_per_stream if peer in self._delivered else 1
+                while len(pipeline) < depth:
                     batch = plan.next_batch(peer)
                     if not batch:
                         break
@@ -159,7 +222,7 @@ class _Fetch:
                         session = await MipSession.open(self.host, peer_id)
                     pipeline.append((await session.request_chunks(self.cube_id, batch), batch))
                 if pipeline:
-                    await self._receive(plan, session, peer, *pipeline.popleft())
+                    received += await self._receive(plan, session, peer, peers, *pipeline.popleft())
                 elif plan.complete or plan.stuck(peers):
                     finished = True
                     return
@@ -175,6 +238,8 @@ class _Fetch:
             for _, batch in pipeline:
                 plan.failed(peer, batch)
             self._notify()
+            if received:  # its rate over this fetch sets its stall deadline next time
+                self.scores.observe_rate(peer, received, trio.current_time() - started)
             if session is not None:
                 # A stream left with answers due (an error, or end-game duplicates cancelled when
                 # the cube completed) is reset so the provider stops sending them; shielded so
@@ -182,12 +247,33 @@ class _Fetch:
                 with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                     await (session.close() if finished else session.reset())
 
-    async def _receive(self, plan: FetchPlan, session: MipSession, peer: str, rid: int,
-                       batch: list[bytes]) -> None:
+    async def _next_chunk(self, plan: FetchPlan, session: MipSession, peer: str, peers: set[str], rid: int,
+                          timeout: float) -> bytes | None:
+        """The next answer of request rid, waiting at most the peer's stall deadline while other
+        providers are left (then it is a stall: scored, and the peer is dropped), else the
+        request timeout."""
+        waited_from = trio.current_time()
+        try:
+            return await session.next_chunk(rid, timeout)
+        except PeerTimeout:
+            if plan.others_live(peer, peers):
+                self.scores.stalled(peer)
+                raise
+            return await session.next_chunk(rid, REQUEST_TIMEOUT)  # the last provider: wait on
+        except trio.Cancelled:  # the cube completed elsewhere while this peer said nothing
+            if trio.current_time() - waited_from > timeout:
+                self.scores.stalled(peer)
+            raise
+
+    async def _receive(self, plan: FetchPlan, session: MipSession, peer: str, peers: set[str], rid: int,
+                       batch: list[bytes]) -> int:
+        """Read one batch's answers, verify them, hand the new ones on; returns bytes received."""
         outstanding = list(batch)
         received: list[tuple[bytes, bytes]] = []
+        timeout = self.scores.stall_timeout(peer, sum(plan.size(c) for c in batch))
         try:
-            async for chunk_id, data in session.receive_chunks(rid, batch):
+            for chunk_id in batch:
+                data = await self._next_chunk(plan, session, peer, peers, rid, timeout)
                 if data is None:
                     outstanding.remove(chunk_id)
                     plan.lacks(peer, chunk_id)
@@ -198,6 +284,7 @@ class _Fetch:
             if received and not await trio.to_thread.run_sync(_authentic, received):
                 self.scores.lied(peer)
                 raise CIDError(f"peer {peer} sent a chunk that does not match its CID")
+            self._delivered.add(peer)
             for chunk_id, data in received:
                 outstanding.remove(chunk_id)
                 if plan.received(peer, chunk_id):
@@ -211,6 +298,7 @@ class _Fetch:
                         self.progress(plan.done_bytes, plan.total_bytes)
             if plan.complete:  # answers still due elsewhere are duplicates: stop waiting for them
                 self._round.cancel()
+            return sum(len(d) for _, d in received)
         finally:
             if outstanding:
                 plan.failed(peer, outstanding)
@@ -298,22 +386,27 @@ async def fetch_cube(
     plan = FetchPlan(wanted, {c: manifest.chunk_length(first_index[c]) for c in wanted},
                      tuning.chunks_per_request)
     mark = time.monotonic()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(fetch.stage)
-        try:
-            for _ in range(rounds):
-                tried |= {str(p.peer_id) for p in providers}
-                if providers:
-                    await fetch.chunks(plan, providers)
-                if plan.complete:
-                    break
-                providers = await fresh_providers()
-                if not providers:
-                    break
-        finally:
-            phases["chunks"] = time.monotonic() - mark
-            mark = time.monotonic()
-            fetch.finish_staging(plan.complete)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch.stage)
+            try:
+                for _ in range(rounds):
+                    tried |= {str(p.peer_id) for p in providers}
+                    if providers:
+                        await fetch.chunks(plan, providers)
+                    if plan.complete:
+                        break
+                    providers = await fresh_providers()
+                    if not providers:
+                        break
+            finally:
+                phases["chunks"] = time.monotonic() - mark
+                mark = time.monotonic()
+                fetch.finish_staging(plan.complete)
+    except* StoreFullError:
+        raise StoreFullError(f"the disk holding the store is full: {len(plan.done)} of {len(wanted)} chunks of "
+                             f"{cid.to_text(cube_id)} fetched; those already staged are kept, and a later "
+                             "get resumes from them") from None
     phases["staging tail"] = time.monotonic() - mark
     if not plan.complete:
         raise FetchError(f"{cid.to_text(cube_id)}: {len(plan.done)} of {len(wanted)} chunks fetched,"
@@ -331,3 +424,42 @@ async def fetch_cube(
     log.debug("fetch %s phases: %s", cid.to_text(cube_id),
               ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in phases.items()))
     return FetchReport(cube, time.monotonic() - started, dict(fetch.bytes_from), dict(fetch.dropped))
+
+
+async def fetch_parts(host: IHost, store: Store, cube_id: bytes, find_providers: Callable[[], Awaitable[list[PeerInfo]]],
+                      indices: list[int], *, scores: PeerScores, tuning: FetchTuning = FetchTuning(),
+                      vet: Callable[[Manifest], None] | None = None,
+                      manifest_bytes: bytes | None = None) -> tuple[bytes, int]:
+    """Fetch some chunks of a cube (by index) into the store's staging, each verified against its
+    CID: a span server's share of a KV cube. The manifest (fetched unless given) is authenticated
+    first and vetted. Returns (manifest bytes, bytes moved). The cube itself is not stored."""
+    me = str(host.get_id())
+    providers = scores.order([p for p in await find_providers() if str(p.peer_id) != me])
+    if not providers:
+        raise FetchError(f"no provider of {cid.to_text(cube_id)} found in the swarm")
+    fetch = _Fetch(host, store, cube_id, scores, tuning, None)
+    if manifest_bytes is None:
+        manifest_bytes, manifest = await fetch.manifest(providers)
+    else:
+        manifest = manifest_mod.decode(manifest_bytes, cube_id)  # hash, then signature
+        build.check_fresh(manifest)
+    if vet is not None:
+        vet(manifest)
+    if not all(0 <= i < len(manifest.chunks) for i in indices):
+        raise FetchError(f"{cid.to_text(cube_id)} has {len(manifest.chunks)} chunks; asked for {sorted(indices)[-1]}")
+    first = {manifest.chunks[i]: i for i in sorted(set(indices))}
+    held = dict(zip(first, store.has_chunks(list(first))))
+    wanted = [c for c in first if not held[c]]
+    if not wanted:
+        return manifest_bytes, 0
+    plan = FetchPlan(wanted, {c: manifest.chunk_length(first[c]) for c in wanted}, tuning.chunks_per_request)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetch.stage)
+        try:
+            await fetch.chunks(plan, [p for p in providers if str(p.peer_id) not in fetch.dropped])
+        finally:
+            fetch.finish_staging(False)  # every verified chunk goes to staging: nothing else holds it
+    if not plan.complete:
+        raise FetchError(f"{cid.to_text(cube_id)}: {len(plan.done)} of {len(wanted)} chunks fetched, no provider "
+                         "left" + _reasons(fetch.dropped))
+    return manifest_bytes, sum(fetch.bytes_from.values())

@@ -24,6 +24,9 @@ class FetchPlan:
         self.total_bytes = sum(sizes[c] for c in chunk_ids)
         self.done_bytes = 0
 
+    def size(self, chunk_id: bytes) -> int:
+        return self._sizes[chunk_id]
+
     @property
     def complete(self) -> bool:
         return not self._pending and not self._in_flight
@@ -47,6 +50,10 @@ class FetchPlan:
 
     def _live_peers(self) -> int:
         return max(1, len(self._peers - set(self.dropped)))
+
+    def others_live(self, peer: str, peers: set[str]) -> bool:
+        """Whether a provider other than peer is still usable for this fetch."""
+        return any(p != peer and p not in self.dropped for p in peers)
 
     def received(self, peer: str, chunk_id: bytes) -> bool:
         """A verified chunk arrived; False if another peer delivered it first."""

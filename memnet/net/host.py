@@ -4,7 +4,8 @@ py-libp2p's defaults are unsafe for us: new_host() offers plaintext, secio and T
 (so a peer can pick plaintext), and KadDHT speaks /ipfs/kad/1.0.0 whatever protocol_prefix says
 (0.8.1 uses a module constant in every DHT module), which would make a node a server of the
 public IPFS DHT. This module fixes both in one place, and installs buffered TCP reads
-(memnet/net/tcp_reads.py).
+(memnet/net/tcp_reads.py) and a yamux that never buffers past the window it advertised
+(memnet/net/yamux_guard.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from memnet.errors import UsageError
+from memnet.net import yamux_guard
 from memnet.net.tcp_reads import buffer_tcp_reads
 
 KAD_PROTOCOL = TProtocol("/memnet/kad/1.0.0")
@@ -49,9 +50,10 @@ def key_pair(key: Ed25519PrivateKey) -> KeyPair:
 
 def build_host(key: Ed25519PrivateKey, mdns: bool = False) -> IHost:
     buffer_tcp_reads()
+    yamux_guard.install()
     pair = key_pair(key)
     security = {NOISE_ID: NoiseTransport(pair, noise_privkey=new_x25519_pair().private_key)}
-    return new_host(key_pair=pair, sec_opt=security, muxer_opt={TProtocol(YAMUX_ID): Yamux},
+    return new_host(key_pair=pair, sec_opt=security, muxer_opt={TProtocol(YAMUX_ID): yamux_guard.GuardedYamux},
                     enable_mDNS=mdns)
 
 

@@ -32,6 +32,7 @@ QUOTA_WINDOW = 3600.0
 PRUNE_EVERY = 60.0    # s between sweeps of per-peer state of peers gone idle
 DRAIN_SECONDS = 2.0   # after an error frame: time the requester has to read it and hang up
 DRAIN_BYTES = 256 * 1024
+LISTED_CACHE = 32     # cubes whose chunk lists are kept at hand
 
 __all__ = ["MAX_REQUEST_FRAME", "MipServer", "ServeLimits"]
 
@@ -43,6 +44,7 @@ class MipServer:
         self._requests: dict[str, TokenBucket] = {}
         self._peer_bytes: dict[str, TokenBucket] = {}
         self._pruned_at = 0.0
+        self._listed: dict[bytes, frozenset[bytes]] = {}  # cube id -> its chunk CIDs (a few recent cubes)
         self.served_bytes = 0
         self.limits = limits
 
@@ -152,7 +154,11 @@ class MipServer:
     async def _answer(self, framed: FramedStream, peer: str, message: wire.Request) -> None:
         rid = message.id
         if type(message) is wire.GetChunks:
-            await self._send_chunks(framed, peer, rid, message.chunks)
+            listed = self._chunks_of(message.cube)
+            if listed is None:
+                await framed.send(wire.error(rid, "not_found", "no such cube here"))
+            else:
+                await self._send_chunks(framed, peer, rid, message.chunks, listed)
             return
         try:
             if type(message) is wire.GetManifest:
@@ -167,10 +173,26 @@ class MipServer:
             reply = wire.error(rid, "not_found", "no such cube here")
         await framed.send(reply)
 
-    async def _send_chunks(self, framed: FramedStream, peer: str, rid: int, chunk_ids: list[bytes]) -> None:
+    def _chunks_of(self, cube_id: bytes) -> frozenset[bytes] | None:
+        """The chunk CIDs of a stored cube (None: not held). A chunk is served only as part of
+        the cube a request names, and only if that cube is servable (not revoked: checked
+        before), so a revoked cube's chunks cannot be had by naming another cube."""
+        listed = self._listed.get(cube_id)
+        if listed is None:
+            try:
+                listed = frozenset(self.store.manifest(cube_id).chunks)
+            except NotFoundError:
+                return None
+            if len(self._listed) >= LISTED_CACHE:
+                self._listed.pop(next(iter(self._listed)))
+            self._listed[cube_id] = listed
+        return listed
+
+    async def _send_chunks(self, framed: FramedStream, peer: str, rid: int, chunk_ids: list[bytes],
+                           listed: frozenset[bytes]) -> None:
         peer_bytes = self._peer_bytes.setdefault(peer, self._bytes_bucket(self.limits.peer_bytes_per_s))
         for chunk_id in chunk_ids:
-            data = self.store.chunk(chunk_id)
+            data = self.store.chunk(chunk_id) if chunk_id in listed else None
             if data is None:
                 await framed.send(wire.missing(rid, chunk_id))
                 continue

@@ -9,8 +9,9 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF
 
-from memnet.errors import PeerError
+from memnet.errors import PeerTimeout
 from memnet.net import wire
+from memnet.net.yamux_guard import hard_reset
 
 READ_SIZE = 1 << 20
 
@@ -59,7 +60,7 @@ class FramedStream:
                 except StreamEOF:
                     data = b""
             if scope.cancelled_caught:
-                raise PeerError(f"peer {self.peer} timed out {'mid-frame' if started else 'idle'}")
+                raise PeerTimeout(f"peer {self.peer} timed out {'mid-frame' if started else 'idle'}")
             if not data:
                 self.receiver.eof()  # raises if the peer stopped inside a frame (or mid-answer)
                 return None
@@ -72,7 +73,5 @@ class FramedStream:
             pass
 
     async def reset(self) -> None:
-        try:
-            await self.stream.reset()
-        except Exception:
-            pass
+        """Reset the stream and drop whatever it buffered (memnet/net/yamux_guard.py)."""
+        await hard_reset(self.stream)

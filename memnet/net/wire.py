@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 from memnet.cube import canonical, cid, limits
 from memnet.errors import CIDError, FormatError, LimitError
-from memnet.net import chunk_frames
+from memnet.net import chunk_frames, frames
+from memnet.net.frames import FrameSplitter
 
 PROTOCOL_ID = "/memnet/mip/1.0.0"
 SUPPORTED = (PROTOCOL_ID,)  # newest first, as offered in multistream-select
@@ -27,7 +28,6 @@ MAX_MESSAGE_TEXT = 512                           # characters of an error messag
 MAX_ID = 2**32 - 1
 MAX_HAVE_BYTES = -(-limits.MAX_CHUNKS // 8)
 MAX_PREFIX_CUBES = 16                            # cube ids per cubes reply
-MAX_VARINT_BYTES = 4                             # 28 bits, enough for MAX_FRAME
 
 ERROR_CODES = frozenset({"bad_request", "not_found", "too_large", "rate_limited", "busy", "unsupported",
                          "internal", "quota", "revoked"})
@@ -287,7 +287,7 @@ def flags_from_bits(bits: bytes, n: int) -> list[bool]:
 
 # -- frames ------------------------------------------------------------------------------------
 
-_varint = chunk_frames.varint
+_varint = frames.varint  # tests and the vector generator build frames by hand
 
 
 def encode_frame(msg: Message | dict) -> bytes:
@@ -303,73 +303,24 @@ def encode_frame(msg: Message | dict) -> bytes:
     return _varint(len(body)) + body
 
 
-class FrameDecoder:
+class FrameDecoder(FrameSplitter):
     """Turns stream bytes into validated messages: feed() what arrives, then call next() until it
-    returns None. A decoder that raised has seen a protocol violation: close the stream.
-
-    Received pieces are kept as they came and joined once, when a frame is complete: one copy per
-    byte, however the frame was split (a growing buffer copied chunk frames two or three times).
-    """
+    returns None. A decoder that raised has seen a protocol violation: close the stream."""
 
     def __init__(self, max_frame: int = MAX_FRAME):
         if not 0 < max_frame <= MAX_FRAME:
             raise ValueError(f"max_frame must be 1 … {MAX_FRAME}")
-        self._max_frame = max_frame
-        self._pieces: list[bytes | memoryview] = []
-        self._size = 0
-
-    @property
-    def pending(self) -> int:
-        """Bytes received but not yet returned as a message (0 at a frame boundary)."""
-        return self._size
-
-    def feed(self, data: bytes) -> None:
-        if data:
-            if type(data) is not bytes:  # decoded chunks are views of it: it must not change
-                data = bytes(data)
-            self._pieces.append(data)
-            self._size += len(data)
-
-    def _head(self, n: int) -> bytes:
-        out = b""
-        for piece in self._pieces:
-            out += bytes(piece[:n - len(out)])
-            if len(out) >= n:
-                break
-        return out
+        super().__init__(max_frame)
 
     def next(self) -> Message | None:
         """The next complete message, or None if more bytes are needed."""
-        head = self._head(MAX_VARINT_BYTES)
-        length = 0
-        for size in range(1, MAX_VARINT_BYTES + 1):
-            if size > len(head):
-                return None
-            byte = head[size - 1]
-            length |= (byte & 0x7F) << (7 * (size - 1))
-            if not byte & 0x80:
-                break
-        else:
-            raise FormatError(f"frame length varint longer than {MAX_VARINT_BYTES} bytes")
-        if size > 1 and byte == 0:
-            raise FormatError("frame length varint is not minimal")
-        if length == 0:
-            raise FormatError("empty frame")
-        if length > self._max_frame:  # refuse before buffering the body
-            raise LimitError(f"frame of {length} bytes announced, the limit is {self._max_frame}")
-        total = size + length
-        if self._size < total:
+        body = self.next_body()
+        if body is None:
             return None
-        joined = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
-        view = memoryview(joined)
-        rest = view[total:]
-        self._pieces = [rest] if len(rest) else []
-        self._size = len(rest)
-        body = view[size:total]
         fast = chunk_frames.decode(body)
         if fast is not None:
             return Chunk(id=fast[0], cid=fast[1], data=fast[2])
-        return from_map(canonical.decode(body, self._max_frame))
+        return from_map(canonical.decode(body, self.max_frame))
 
     # the receiver protocol that memnet/net/streams.py drives (the sessions speak it too)
     def receive_data(self, data: bytes) -> None:
@@ -377,9 +328,3 @@ class FrameDecoder:
 
     def next_event(self) -> Message | None:
         return self.next()
-
-    def eof(self) -> None:
-        """The stream ended: FormatError if it ended inside a frame. Call after next() is None."""
-        if self.pending:
-            raise FormatError(f"truncated frame: the stream ended with {self.pending} bytes of an "
-                              "incomplete frame")

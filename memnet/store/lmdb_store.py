@@ -20,11 +20,7 @@ publish in another process is serialised with it by LMDB's single writer lock.
 
 from __future__ import annotations
 
-import errno
-import os
-import resource
 import struct
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,15 +31,12 @@ from memnet.cube import canonical, cid
 from memnet.cube import manifest as manifest_mod
 from memnet.cube.build import Cube, verify
 from memnet.cube.manifest import Manifest
-from memnet.errors import NotFoundError, PolicyError, StoreError, StoreFullError
-from memnet.store.environment import close_environment, open_environment
+from memnet.errors import NotFoundError, PolicyError, StoreError
+from memnet.store.gc import Collector
+from memnet.store.index_keys import index_keys
 
 T = TypeVar("T")
-_DB_NAMES = ("manifests", "chunks", "refs", "pins", "index", "names", "stats", "staged", "records")
-STAGING_GRACE = 3600  # seconds a staged chunk of an unfinished fetch is safe from GC
 _INDEX_TAGS = {"kind": b"k", "author": b"a", "tag": b"t", "model": b"m", "prefix": b"p"}
-_MAX_GROWTHS = 8
-_DISK_FULL = ("No space left", "File too large", "Disk quota")
 
 
 @dataclass(frozen=True)
@@ -54,130 +47,13 @@ class Entry:
     stats: dict[str, int]
 
 
-@dataclass
-class GCReport:
-    cubes: int = 0
-    chunks: int = 0
-    bytes: int = 0
-
-
-def _index_keys(cube_id: bytes, m: Manifest) -> list[bytes]:
-    def key(tag: bytes, value: bytes) -> bytes:
-        return tag + value + b"\x00" + cube_id
-
-    keys = [key(b"k", m.kind.encode()), key(b"a", m.author)]
-    keys += [key(b"t", t.encode()) for t in m.tags]
-    if m.kind == "activation":
-        keys.append(key(b"m", m.meta["model"]))
-        keys += [key(b"p", k) for k in m.meta["prefix_keys"]]
-    elif m.kind == "parameter":
-        keys.append(key(b"m", m.meta["base_model"]))
-    return keys
-
-
-def _reset(report: GCReport) -> GCReport:
-    report.cubes = report.chunks = report.bytes = 0
-    return report
-
-
-def _add(total: GCReport, step: GCReport) -> None:
-    total.cubes += step.cubes
-    total.chunks += step.chunks
-    total.bytes += step.bytes
-
-
 def _name_key(author: bytes, name: str, version: int) -> bytes:
     return author + name.encode() + b"\x00" + struct.pack(">Q", version)
 
 
-class Store:
-    def __init__(self, path: str, clock: Callable[[], float] = time.time):
-        """clock: the wall clock for pins, use statistics and the staging grace (tests and
-        simulations pass their own)."""
-        self.path = path
-        self.clock = clock
-        self._pid = os.getpid()
-        self.env = open_environment(path)
-        # one transaction for all of them: on a new store each open_db would otherwise commit
-        # (and fsync) on its own
-        with self.env.begin(write=True) as txn:
-            self._db = {name: self.env.open_db(name.encode(), txn=txn) for name in _DB_NAMES}
-
-    def close(self) -> None:
-        close_environment(self.path)
-
-    # -- transactions --------------------------------------------------------------------------
-
-    def _check_process(self) -> None:
-        # An LMDB environment must not be used across fork(): its locks and reader slots belong
-        # to the process that opened it.
-        if os.getpid() != self._pid:
-            raise StoreError("the store was opened before fork(); open it again in the child process")
-
-    def _write(self, fn: Callable[[lmdb.Transaction], T], need: int = 0) -> T:
-        """Run fn in one write transaction; grow the map and retry when it is full."""
-        self._check_process()
-        self._reserve(need)
-        for _ in range(_MAX_GROWTHS):
-            try:
-                with self.env.begin(write=True) as txn:
-                    return fn(txn)
-            except lmdb.MapFullError:
-                self._grow(self.env.info()["map_size"] * 2)
-            except lmdb.MapResizedError:
-                self.env.set_mapsize(0)  # another process grew the map: adopt its size
-            except lmdb.Error as exc:
-                raise self._translate(exc, need) from None
-        raise StoreError("the store map could not be grown enough for this write")
-
-    def _read(self, fn: Callable[[lmdb.Transaction], T], buffers: bool = False) -> T:
-        self._check_process()
-        for _ in range(2):
-            try:
-                with self.env.begin(buffers=buffers) as txn:
-                    return fn(txn)
-            except lmdb.MapResizedError:
-                self.env.set_mapsize(0)
-            except lmdb.Error as exc:
-                raise self._translate(exc) from None
-        raise StoreError("the store map keeps changing size under this reader")
-
-    def _translate(self, exc: lmdb.Error, need: int = 0) -> StoreError:
-        text = str(exc)
-        if any(marker in text for marker in _DISK_FULL) or getattr(exc, "errno", None) in (
-            errno.ENOSPC, errno.EFBIG, errno.EDQUOT
-        ) or ("Input/output error" in text and self._out_of_room(need)):
-            return StoreFullError("the disk holding the store is full; nothing of this write was kept")
-        return StoreError(f"store error: {text}")
-
-    def _out_of_room(self, need: int) -> bool:
-        """Whether the disk (or the file size limit) is about used up. LMDB reports a write that
-        stopped short, which is what running out of room in the middle of one looks like, as EIO
-        ("short write, filesystem full?"); a failing device gives EIO too."""
-        margin = need + 16 * 1024 * 1024
-        try:
-            size = os.path.getsize(os.path.join(self.path, "data.mdb"))
-            fs = os.statvfs(self.path)
-        except OSError:
-            return False
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if limit != resource.RLIM_INFINITY and size + margin > limit:
-            return True
-        return fs.f_bavail * fs.f_frsize < margin
-
-    def _reserve(self, need: int) -> None:
-        """Grow the map before a large write instead of failing and retrying it."""
-        if not need:
-            return
-        info, page = self.env.info(), self.env.stat()["psize"]
-        used = (info["last_pgno"] + 1) * page
-        wanted = used + int(need * 1.25) + 16 * 1024 * 1024
-        if wanted > info["map_size"]:
-            self._grow(wanted)
-
-    def _grow(self, size: int) -> None:
-        size = 1 << max(size - 1, 1).bit_length()  # powers of two: few resizes over a lifetime
-        self.env.set_mapsize(size)
+class Store(Collector):
+    """Cubes in LMDB (the schema above). Transactions (memnet/store/transactions.py) and garbage
+    collection (memnet/store/gc.py) are its bases; this class is what goes in and comes out."""
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -209,7 +85,7 @@ class Store:
                 txn.delete(chunk_id, db=db["staged"])
             txn.put(chunk_id, struct.pack(">I", count + 1), db=db["refs"])
         txn.put(cube_id, cube.manifest_bytes, db=db["manifests"])
-        for key in _index_keys(cube_id, m):
+        for key in index_keys(cube_id, m):
             txn.put(key, b"", db=db["index"])
         txn.put(cube_id, canonical.encode({"added": now, "hits": 0, "last": 0}), db=db["stats"])
         return True
@@ -437,107 +313,3 @@ class Store:
             return out
 
         return self._read(fn)
-
-    # -- garbage collection --------------------------------------------------------------------
-
-    def gc(self, batch: int = 64) -> GCReport:
-        """Remove every unpinned cube and every chunk no stored cube lists, a batch of cubes per
-        transaction so a daemon can keep serving between them."""
-        report = GCReport()
-        resume = b""
-        while True:
-            # A transaction retried after the map grew must not count its deletions twice, so
-            # each one counts into a fresh report, added to the total once it has committed.
-            step = GCReport()
-            resume, done = self._write(lambda txn: self._gc_batch(txn, resume, batch, _reset(step)))
-            _add(report, step)
-            if done:
-                break
-        step = GCReport()
-        freed = report.cubes > 0
-        self._write(lambda txn: self._sweep_orphans(txn, _reset(step), commit=freed))
-        _add(report, step)
-        return report
-
-    def delete(self, cube_id: bytes) -> GCReport:
-        """Remove one unpinned cube now (eviction), with the chunks no other stored cube lists.
-        PolicyError if it is pinned (checked inside the deleting transaction, so a pin from
-        another process in between wins), NotFoundError if it is not stored."""
-        report = GCReport()
-
-        def fn(txn: lmdb.Transaction) -> None:
-            if txn.get(cube_id, db=self._db["manifests"]) is None:
-                raise NotFoundError(f"no cube {cid.to_text(cube_id)} in the store")
-            if txn.get(cube_id, db=self._db["pins"]) is not None:
-                raise PolicyError(f"cube {cid.to_text(cube_id)} is pinned; unpin it first")
-            self._delete_cube(txn, cube_id, _reset(report))
-
-        self._write(fn)
-        return report
-
-    def _gc_batch(self, txn: lmdb.Transaction, resume: bytes, batch: int, report: GCReport) -> tuple[bytes, bool]:
-        """Delete up to batch unpinned cubes after key resume; return (new resume, finished)."""
-        cursor = txn.cursor(db=self._db["manifests"])
-        victims, finished = [], True
-        if cursor.set_range(resume):
-            for cube_id in cursor.iternext(keys=True, values=False):
-                if cube_id <= resume:
-                    continue
-                resume = cube_id
-                if txn.get(cube_id, db=self._db["pins"]) is None:
-                    victims.append(cube_id)
-                    if len(victims) >= batch:
-                        finished = False
-                        break
-        for cube_id in victims:
-            self._delete_cube(txn, cube_id, report)
-        return resume, finished
-
-    def _delete_cube(self, txn: lmdb.Transaction, cube_id: bytes, report: GCReport) -> None:
-        db = self._db
-        m = manifest_mod.from_map(canonical.decode(txn.get(cube_id, db=db["manifests"]), 1 << 30))
-        # chunk lengths from the manifest (checked against the data when the cube came in):
-        # reading a chunk only to count its bytes copied it, and from disk when not cached
-        lengths = {chunk_id: m.chunk_length(i) for i, chunk_id in enumerate(m.chunks)}
-        for chunk_id, length in lengths.items():
-            raw = txn.get(chunk_id, db=db["refs"])
-            count = struct.unpack(">I", raw)[0] if raw else 0
-            if count <= 1:
-                if txn.delete(chunk_id, db=db["chunks"]):
-                    report.bytes += length
-                    report.chunks += 1
-                txn.delete(chunk_id, db=db["refs"])
-            else:
-                txn.put(chunk_id, struct.pack(">I", count - 1), db=db["refs"])
-        for key in _index_keys(cube_id, m):
-            txn.delete(key, db=db["index"])
-        # names entries stay: they are the high-water mark that refuses older versions later
-        txn.delete(cube_id, db=db["stats"])
-        txn.delete(cube_id, db=db["manifests"])
-        report.bytes += len(m.encode())
-        report.cubes += 1
-
-    def _sweep_orphans(self, txn: lmdb.Transaction, report: GCReport, commit: bool = False) -> None:
-        if commit:
-            # A write transaction reuses only pages freed by transactions older than the last
-            # committed one (mdb_find_oldest: txnid - 1). A sweep that changes nothing commits
-            # nothing, so without this write the next publish could not reuse what the last GC
-            # batch freed, and data.mdb settles at twice the largest collection.
-            txn.put(b"\x00gc", b"", db=self._db["stats"])
-            txn.delete(b"\x00gc", db=self._db["stats"])
-        cursor = txn.cursor(db=self._db["chunks"])
-        fresh = int(self.clock()) - STAGING_GRACE
-        staged = {key: struct.unpack(">Q", value)[0]
-                  for key, value in txn.cursor(db=self._db["staged"]).iternext()}
-        # keys only: reading every value would copy the whole store into memory on each GC
-        orphans = [
-            key for key in cursor.iternext(keys=True, values=False)
-            if txn.get(key, db=self._db["refs"]) is None and staged.get(key, 0) < fresh
-        ]
-        for key, at in staged.items():
-            if at < fresh:
-                txn.delete(key, db=self._db["staged"])
-        for key in orphans:
-            report.bytes += len(txn.get(key, db=self._db["chunks"]))
-            txn.delete(key, db=self._db["chunks"])
-            report.chunks += 1
