@@ -68,6 +68,18 @@ def token_ids(loaded: Any, prompt: Prompt, add_generation_prompt: bool) -> list[
     return loaded.encode(prompt)
 
 
+def seed_hints(node: home_mod.Node, peers: DaemonSwarm | None, candidate: Any) -> list[str]:
+    """Who holds a seed cube: this node's daemon for a local cube, else the providers its prefix
+    lookup found (multiaddrs with /p2p/)."""
+    from memnet.daemon import state
+
+    if candidate.local:
+        running = state.read(node.home)
+        return list(running.addrs[:4]) if running is not None else []
+    found = peers.found.get(candidate.cube_id, {}) if peers is not None else {}
+    return [f"{a}/p2p/{p['peer_id']}" for p in found.get("providers", []) for a in p["addrs"][:1]]
+
+
 def swarm_of(home: home_mod.Node) -> DaemonSwarm | None:
     from memnet.daemon.control import ControlClient
 
@@ -103,7 +115,8 @@ def generate(prompt: Prompt, *, home: str | os.PathLike | home_mod.Node | None =
 
         chain = BridgeClient.for_home(node.home)
         try:
-            result = generate_distributed(node.store, node.gate(), loaded, ids, options, chain, peers)
+            result = generate_distributed(node.store, node.gate(), loaded, ids, options, chain, peers,
+                                          lambda c: seed_hints(node, peers, c))
         finally:
             chain.close()
     else:

@@ -117,7 +117,7 @@ def run(args, root: Path, children: Children) -> dict:
     decode = {}
     prompt = corpus(loaded, 64)
     for label, kw in (("local", {"local": False}), ("chain", {"local": False, "distributed": True})):
-        result = api.generate(prompt, home=node, max_new_tokens=args.decode, swarm=False, **kw)
+        result = generate_ids(node, loaded, prompt, n=args.decode, result_wanted=True, **kw)
         tokens = len(result.new_ids) - 1
         decode[label] = tokens / max(1e-9, result.seconds - result.ttft)
     return {"rows": rows, "decode": decode}
@@ -133,19 +133,23 @@ def build_cube(node, loaded, prefix: list[int], dtype: str):
     return generate.build(node.publisher, node.perf, loaded, prefix, dtype)
 
 
-def generate_ids(node, loaded, ids: list[int], detail: bool = False, **kw):
+def generate_ids(node, loaded, ids: list[int], detail: bool = False, n: int = 1, result_wanted: bool = False,
+                 **kw):
     from memnet.model import generate as gen
     from memnet.model.distributed import generate_distributed
 
-    options = gen.Options(max_new_tokens=1, use_local=kw.get("local", True), use_swarm=False)
+    options = gen.Options(max_new_tokens=n, use_local=kw.get("local", True), use_swarm=False)
     if kw.get("distributed"):
         chain = BridgeClient.for_home(node.home)
         try:
-            result = generate_distributed(node.store, node.gate(), loaded, ids, options, chain, None)
+            result = generate_distributed(node.store, node.gate(), loaded, ids, options, chain, None,
+                                          lambda c: api.seed_hints(node, None, c))
         finally:
             chain.close()
     else:
         result = gen.generate(node.store, node.gate(), node.perf, loaded, ids, options, None)
+    if result_wanted:
+        return result
     return (result.ttft, {"route": result.route, "reused": result.reused}) if detail else result.ttft
 
 

@@ -1139,6 +1139,8 @@ def span_vectors(cubes: dict[str, build.Cube]) -> dict:
         ("open: layers 0-15, 2048 tokens, no seed", sp.Open(0, 15, 2048, fingerprint)),
         ("open: layers 15-30, seeded with the golden activation cube's first 7 tokens",
          sp.Open(15, 30, 64, fingerprint, sp.Seed(seed_cube, 7))),
+        ("open: seeded, with a provider hint", sp.Open(0, 15, 64, fingerprint, sp.Seed(
+            seed_cube, 7, ("/ip4/127.0.0.1/tcp/4737/p2p/12D3KooWAMWpRF9u4JGXWJfnv6bDZ7UgCAEYTSU8BVgYwHhtkxos",)))),
         ("opened: seeded, 7 tokens, fetched 4096 bytes", sp.Opened(7, "fetched", 4096)),
         ("step: 2 tokens of a 4-wide hidden state at position 7", sp.Step(0, 7, 2, hidden)),
         ("output", sp.Output(0, hidden)),

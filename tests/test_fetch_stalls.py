@@ -15,7 +15,8 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from memnet.config import ServeLimits
 from memnet.net import wire
-from memnet.net.fetch import PeerScores, fetch_cube
+from memnet.net.fetch import fetch_cube
+from memnet.net.peer_scores import PeerScores
 from memnet.net.host import build_host
 from memnet.net.server import MipServer
 from memnet.store import Store
@@ -114,9 +115,9 @@ def test_stalls_are_scored_when_they_cost_time(tmp_path, big_cube, monkeypatch):
     """With the stall deadline (0.5 s here) shorter than the honest provider's time (4 MiB/s), the
     stallers are waited on past it: each is scored down and dropped from the fetch, and the get
     still takes little more than the honest provider alone."""
-    from memnet.net import fetch
+    from memnet.net import peer_scores
 
-    monkeypatch.setattr(fetch, "STALL_TIMEOUT", 0.5)
+    monkeypatch.setattr(peer_scores, "STALL_TIMEOUT", 0.5)
     results = timed_gets(tmp_path, big_cube, ServeLimits(upload_bytes_per_s=4 * 2**20))
     alone, stalled = results["alone"][0], results["stalled"][0]
     assert alone > 1.0 and stalled - alone < 2.0, (stalled, alone)

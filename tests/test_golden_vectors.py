@@ -573,7 +573,7 @@ def test_make_vectors_check_passes():
 def unrender_span(rendered: dict) -> dict:
     out = {k: bytes.fromhex(v) if k in ("model", "hidden") else v for k, v in rendered.items()}
     if "seed" in out:
-        out["seed"] = {"cube": bytes.fromhex(out["seed"]["cube"]), "tokens": out["seed"]["tokens"]}
+        out["seed"] = {**out["seed"], "cube": bytes.fromhex(out["seed"]["cube"])}
     return out
 
 

@@ -455,7 +455,8 @@ def test_token_bucket_is_idle_once_refilled():
 
 def test_server_refuses_chunks_beyond_the_quota_and_the_fetcher_moves_on(tmp_path):
     from memnet.net.client import MipSession
-    from memnet.net.fetch import PeerScores, fetch_cube
+    from memnet.net.fetch import fetch_cube
+    from memnet.net.peer_scores import PeerScores
     from tests.test_mip_server import providers, run
 
     cube = factories.plaintext_cube(texts=[f"item {i}: " + "memory " * 300 for i in range(4)], chunk_size=1024)

@@ -353,7 +353,8 @@ async def providers(fast_store: Store, slow_store: Store, slow_limits: ServeLimi
 def test_fetch_stops_waiting_for_end_game_duplicates(store, cube, tmp_path):
     """Once every chunk is in, answers still due from a slow provider (end-game duplicates) are
     abandoned: its stream is reset rather than drained."""
-    from memnet.net.fetch import PeerScores, fetch_cube
+    from memnet.net.fetch import fetch_cube
+    from memnet.net.peer_scores import PeerScores
 
     slow, mine = Store(str(tmp_path / "slow")), Store(str(tmp_path / "mine"))
     slow.put(cube)
@@ -377,7 +378,8 @@ def test_fetch_stops_waiting_for_end_game_duplicates(store, cube, tmp_path):
 
 
 def test_fetch_drops_and_bans_a_provider_of_a_bad_chunk(store, cube, tmp_path):
-    from memnet.net.fetch import PeerScores, fetch_cube
+    from memnet.net.fetch import fetch_cube
+    from memnet.net.peer_scores import PeerScores
 
     liar, mine = Store(str(tmp_path / "liar")), Store(str(tmp_path / "mine"))
     liar.put(cube)

@@ -24,8 +24,9 @@ def _fetcher(control: dict[str, Any]):
 
     client = ControlClient(DaemonState(0, "", [], int(control["port"]), str(control["token"]), 0))
 
-    async def fetch(cube_id: bytes, indices: list[int]) -> tuple[bytes, int]:
-        reply = await asyncio.to_thread(client.call, "fetch_chunks", 120.0, None, cube=cube_id, indices=indices)
+    async def fetch(cube_id: bytes, indices: list[int], hints: tuple[str, ...]) -> tuple[bytes, int]:
+        reply = await asyncio.to_thread(client.call, "fetch_chunks", 120.0, None, cube=cube_id, indices=indices,
+                                        providers=list(hints))
         return reply["manifest"], int(reply["fetched"])
 
     return fetch

@@ -56,9 +56,14 @@ class Hop:
     history: list[tuple[int, int, bytes]] = field(default_factory=list)  # (position, tokens, hidden in) since the seed
 
 
+RECORDS_FRESH = 5.0  # s a DHT read of the span records is reused by the next chain
+
+
 class Chain:
-    def __init__(self, node: Any, model: bytes, layers: int, hidden_size: int, step_timeout: float):
+    def __init__(self, node: Any, model: bytes, layers: int, hidden_size: int, step_timeout: float,
+                 records_cache: dict | None = None):
         self.node, self.model, self.layers, self.hidden_size = node, model, layers, hidden_size
+        self.records_cache = {} if records_cache is None else records_cache
         self.step_timeout = step_timeout
         self.hops: list[Hop] = []
         self.banned: set[str] = set()
@@ -68,7 +73,11 @@ class Chain:
         self.max_length = 0
         self.position = 0
 
-    async def servers(self) -> dict[str, SpanRecord]:
+    async def servers(self, fresh: bool = False) -> dict[str, SpanRecord]:
+        """The span servers of the model's layers (a read of a few seconds ago unless fresh)."""
+        cached = self.records_cache.get(self.model)
+        if cached is not None and not fresh and time.monotonic() - cached[0] < RECORDS_FRESH:
+            return cached[1]
         keys = [records.block_key(self.model, layer) for layer in range(self.layers)]
         found = await self.node.dht.get_many(keys, sufficient_expiration_time=math.inf)  # the latest records
         by_layer = {}
@@ -77,7 +86,9 @@ class Chain:
             value = entry.value if entry is not None else None
             if isinstance(value, dict):
                 by_layer[layer] = {peer: item.value for peer, item in value.items() if hasattr(item, "value")}
-        return records.merge(by_layer, self.model)
+        merged = records.merge(by_layer, self.model)
+        self.records_cache[self.model] = (time.monotonic(), merged)
+        return merged
 
     async def open(self, max_length: int, seed: p.Seed | None, seed_key: bytes | None,
                    seed_bytes: int = 0, tokens: int = 1) -> int:
@@ -116,19 +127,23 @@ class Chain:
                                  + (f"for {self.max_length} tokens (at most {max(r.max_length for r in spans.values())})"
                                     if small else f"({len(spans)} server(s) found, {len(self.banned)} failed)"),
                                  "too_large" if small else last_code)
-            hops: list[Hop] = []
-            try:
-                for planned in plan:
-                    hops.append(await self._open_hop(planned, seed))
+            # every hop opens at once: the servers seed their caches in parallel
+            outcomes = await asyncio.gather(*(self._open_hop(planned, seed) for planned in plan),
+                                            return_exceptions=True)
+            hops = [o for o in outcomes if isinstance(o, Hop)]
+            failures = [(planned, o) for planned, o in zip(plan, outcomes) if not isinstance(o, Hop)]
+            if not failures:
                 return hops
-            except (PeerError, PeerTimeout, ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
-                for hop in hops:
-                    streams.close(hop.writer)
+            for hop in hops:
+                streams.close(hop.writer)
+            for planned, exc in failures:
+                if not isinstance(exc, (PeerError, PeerTimeout, ConnectionError, asyncio.IncompleteReadError, OSError)):
+                    raise exc
                 if getattr(exc, "code", None) == "bad_seed":
-                    raise
-                failed, last_code = planned.peer, getattr(exc, "code", "") or ""
-                log.info("span server %s cannot take the session (%s): routing around it", failed, exc)
-                self.banned.add(failed)
+                    raise exc
+                last_code = getattr(exc, "code", "") or last_code  # a refusal says more than a dead server
+                log.info("span server %s cannot take the session (%s): routing around it", planned.peer, exc)
+                self.banned.add(planned.peer)
         raise ChainError(f"no span server would take layers [{start}, {end}) after {MAX_FAILOVERS} tries", last_code)
 
     async def _open_hop(self, planned: routing.Hop, seed: p.Seed | None) -> Hop:

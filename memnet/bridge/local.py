@@ -67,6 +67,7 @@ class LocalChannel:
         self.token = secrets.token_hex(32)
         self.server: asyncio.base_events.Server | None = None
         self.chains = 0
+        self.records_cache: dict = {}  # shared by the chains: one DHT read serves several
 
     async def start(self, extra: dict[str, Any]) -> None:
         self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
@@ -86,7 +87,8 @@ class LocalChannel:
             if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
                 writer.write(pack({"error": "bad bridge token", "code": ""}))
                 return
-            chain = Chain(self.node, self.model, self.layers, self.hidden_size, self.step_timeout)
+            chain = Chain(self.node, self.model, self.layers, self.hidden_size, self.step_timeout,
+                          self.records_cache)
             while True:
                 request = await read_frame(reader, MAX_FRAME, IDLE_TIMEOUT)
                 if request is None:
@@ -114,7 +116,8 @@ class LocalChannel:
             seed = request.get("seed")
             parsed = None
             if seed is not None:
-                parsed = p.Seed(bytes(seed["cube"]), int(seed["tokens"]))
+                parsed = p.Seed(bytes(seed["cube"]), int(seed["tokens"]),
+                                tuple(str(h) for h in seed.get("providers", [])[:p.MAX_HINTS]))
             self.chains += 1
             position = await chain.open(int(request["max_length"]), parsed, seed.get("key") if seed else None,
                                         int(seed.get("bytes", 0)) if seed else 0, int(request.get("tokens", 1)))
@@ -123,7 +126,7 @@ class LocalChannel:
             hidden = await chain.step(int(request["position"]), int(request["tokens"]), bytes(request["hidden"]))
             return {"hidden": hidden, "failovers": chain.failovers, "route": chain.route()}
         if op == "servers":
-            return [dict(r.to_value(), peer=peer) for peer, r in (await chain.servers()).items()]
+            return [dict(r.to_value(), peer=peer) for peer, r in (await chain.servers(fresh=True)).items()]
         if op == "close":
             await chain.close()
             return None

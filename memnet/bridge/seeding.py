@@ -25,8 +25,8 @@ from memnet.model.loader import LoadedModel
 from memnet.model.segments import Segments
 from memnet.store import Store
 
-# fetch(cube id, chunk indices) -> (manifest bytes, bytes moved): the daemon's fetch_chunks
-Fetch = Callable[[bytes, list[int]], Awaitable[tuple[bytes, int]]]
+# fetch(cube id, chunk indices, provider hints) -> (manifest bytes, bytes moved): the daemon's fetch_chunks
+Fetch = Callable[[bytes, list[int], tuple[str, ...]], Awaitable[tuple[bytes, int]]]
 
 
 class SeedError(PolicyError):
@@ -81,27 +81,42 @@ def _read(store: Store, m: Manifest, indices: list[int]) -> list[tuple[int, byte
 
 
 async def prepare(store: Store, fetch: Fetch, cube_id: bytes, tokens: int, loaded: LoadedModel,
-                  start: int, end: int) -> Seeded:
-    """The cube's header and this span's tensors, checked, as a sparse Segments."""
+                  start: int, end: int, manifests: dict[bytes, bytes] | None = None,
+                  hints: tuple[str, ...] = ()) -> Seeded:
+    """The cube's header and this span's tensors, checked, as a sparse Segments. manifests caches
+    authenticated manifest bytes across sessions (a second session with the same seed then needs
+    no daemon round trip when its chunks are already here)."""
     revocations.refuse_revoked(store, cube_id)
+    manifests = {} if manifests is None else manifests
     fetched, source = 0, "store"
     local = store.has(cube_id)
+
+    async def need(indices: list[int]) -> None:
+        """Fetch (through the daemon) the chunks of indices this node does not hold yet."""
+        nonlocal fetched, source
+        missing = [i for i, held in zip(indices, store.has_chunks([m.chunks[i] for i in indices])) if not held]
+        if missing and not local:
+            fetched += (await fetch(cube_id, missing, hints))[1]
+            source = "fetched"
+
     try:
         if local:
             data = store.manifest_bytes(cube_id)
+        elif cube_id in manifests:
+            data = manifests[cube_id]
         else:
-            data, moved = await fetch(cube_id, [0])
+            data, moved = await fetch(cube_id, [0], hints)
             fetched, source = fetched + moved, "fetched"
         m = manifest_mod.decode(data, cube_id)  # hash, then signature
     except MemnetError as exc:
         raise SeedError(f"the seed's manifest: {exc}") from None
     check_binding(m, loaded, tokens)
-    # the header: its length is in the first 8 bytes
+    manifests[cube_id] = data
+    await need([0])
     parts = dict(_read(store, m, [0]))
-    (header_len,) = struct.unpack("<Q", parts[0][:8])
+    (header_len,) = struct.unpack("<Q", parts[0][:8])  # the header: its length is in the first 8 bytes
     header_chunks = [i for i in chunk_range(m, 0, 8 + header_len) if i * m.chunk_size not in parts]
-    if header_chunks and not local:
-        fetched += (await fetch(cube_id, header_chunks))[1]
+    await need(header_chunks)
     parts.update(_read(store, m, header_chunks))
     try:
         header = payloads.validate_activation(Segments.at(list(parts.items()), m.size), m.meta)
@@ -112,7 +127,6 @@ async def prepare(store: Store, fetch: Fetch, cube_id: bytes, tokens: int, loade
         info = header.tensors[name]
         wanted.update(chunk_range(m, header.data_start + info.start, header.data_start + info.end))
     missing = sorted(i for i in wanted if i * m.chunk_size not in parts)
-    if missing and not local:
-        fetched += (await fetch(cube_id, missing))[1]
+    await need(missing)
     parts.update(_read(store, m, missing))
     return Seeded(Segments.at(list(parts.items()), m.size), m.meta, source, fetched)

@@ -43,6 +43,7 @@ class SpanServer:
         self.layer_seconds = self._measure()
         self.served_steps = 0
         self.seeded_bytes = 0
+        self.manifests: dict[bytes, bytes] = {}  # authenticated manifests of seeds seen
 
     def _measure(self) -> float:
         """Seconds per token per layer (one-token steps on a short cache), for routing."""
@@ -142,7 +143,9 @@ class SpanServer:
             return cache, p.Opened(0, "none", 0)
         seed = message.seed
         seeded = await prepare(self.store, self.fetch, seed.cube, seed.tokens, self.loaded,
-                               self.limits.start, self.limits.end)
+                               self.limits.start, self.limits.end, self.manifests, seed.providers)
+        if len(self.manifests) > 64:
+            self.manifests.pop(next(iter(self.manifests)))
         async with self.compute:
             await asyncio.to_thread(self.executor.seed, cache, seeded.segments, seeded.meta, seed.tokens)
         self.seeded_bytes += seeded.fetched

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
@@ -19,16 +20,20 @@ from memnet.daemon.base import Service
 from memnet.daemon.commands import Command, Progress
 from memnet.daemon.peers import peer_dict
 from memnet.daemon.revocations import RevocationWatch
-from memnet.errors import UsageError
+from memnet.errors import FetchError, UsageError
 from memnet.governance import revocations
 from memnet.governance.gate import Gate
 from memnet.net import prefix_lookup
 from memnet.net.discovery import Discovery, cube_key, prefix_key
-from memnet.net.fetch import PeerScores, fetch_cube, fetch_parts
-from memnet.net.host import parse_multiaddr
+from memnet.net.fetch import fetch_cube
+from memnet.net.fetch_parts import fetch_parts
+from memnet.net.peer_scores import PeerScores
+from memnet.net.host import parse_multiaddr, peer_info
 from memnet.store import Store
 
 log = logging.getLogger("memnet.daemon")
+
+PROVIDERS_FRESH = 30.0  # s providers found for a partial fetch are reused for the next one
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class FindPrefixArgs:
 class FetchChunksArgs:
     cube: bytes
     indices: list[int]
+    providers: list[str] | None = None  # hints (multiaddrs with /p2p/): asked before the DHT
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Fetching(Service):
         self.gate, self.announcer, self.revocation_watch = gate, announcer, revocation_watch
         self.scores = PeerScores()
         self._manifests: dict[bytes, bytes] = {}  # authenticated manifests of recent partial fetches
+        self._providers: dict[bytes, tuple[float, list]] = {}  # cube -> (when, providers) of partial fetches
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -114,13 +121,40 @@ class Fetching(Service):
             raise UsageError("fetch_chunks: at most 65536 indices")
         gate = self.gate()
 
-        async def providers():
-            return await self.discovery.find_providers(cube_key(cube_id))
+        hints = []
+        for addr in (args.providers or [])[:8]:
+            try:
+                hints.append(peer_info(addr))
+            except UsageError:
+                continue  # a hint is only a hint
 
-        manifest, moved = await fetch_parts(self.host, self.store, cube_id, providers, args.indices,
-                                            scores=self.scores, tuning=self.tuning,
-                                            vet=lambda m: gate.check("fetch", cube_id, m.author),
-                                            manifest_bytes=self._manifests.get(cube_id))
+        async def providers():
+            # a span server asks for a cube's chunks two or three times in a row (the first chunk,
+            # then its layers'): one DHT lookup serves them all; hints spare even that one
+            if hints:
+                return list(hints)
+            known = self._providers.get(cube_id)
+            if known is not None and trio.current_time() - known[0] < PROVIDERS_FRESH:
+                return known[1]
+            found = await self.discovery.find_providers(cube_key(cube_id))
+            if len(self._providers) >= 16:
+                self._providers.pop(next(iter(self._providers)))
+            self._providers[cube_id] = (trio.current_time(), found)
+            return found
+
+        try:
+            manifest, moved = await fetch_parts(self.host, self.store, cube_id, providers, args.indices,
+                                                scores=self.scores, tuning=self.tuning,
+                                                vet=lambda m: gate.check("fetch", cube_id, m.author),
+                                                manifest_bytes=self._manifests.get(cube_id))
+        except FetchError:
+            if not hints:
+                raise
+            hints.clear()  # the hinted providers did not do: the DHT's then
+            manifest, moved = await fetch_parts(self.host, self.store, cube_id, providers, args.indices,
+                                                scores=self.scores, tuning=self.tuning,
+                                                vet=lambda m: gate.check("fetch", cube_id, m.author),
+                                                manifest_bytes=self._manifests.get(cube_id))
         if len(self._manifests) >= 16:
             self._manifests.pop(next(iter(self._manifests)))
         self._manifests[cube_id] = manifest

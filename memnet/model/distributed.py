@@ -15,6 +15,7 @@ chain is anything with open/step/close (memnet/span/local_client.BridgeClient).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from memnet.cube import cid
@@ -44,7 +45,10 @@ def seed_for(store: Store, gate: Gate, loaded: LoadedModel, ids: list[int], opti
 
 
 def generate_distributed(store: Store, gate: Gate, loaded: LoadedModel, ids: list[int], options: Options,
-                         chain: Chain, swarm: Swarm | None = None) -> Generation:
+                         chain: Chain, swarm: Swarm | None = None,
+                         hints: Callable[[generate.Candidate], list[str]] | None = None) -> Generation:
+    """hints(seed candidate): memnet multiaddrs of nodes holding it (this node's own when it is
+    local, the providers the prefix lookup found), passed on so servers skip a DHT lookup."""
     from memnet.model.runtime import torch
 
     if not ids:
@@ -60,6 +64,9 @@ def generate_distributed(store: Store, gate: Gate, loaded: LoadedModel, ids: lis
     if best is not None:
         key = best.meta["prefix_keys"][-1]
         seed = {"cube": best.cube_id, "tokens": best.usable, "key": key, "bytes": best.size}
+        providers = hints(best) if hints else []
+        if providers:
+            seed["providers"] = providers[:8]
     mark = time.perf_counter()
     opened = chain.open(max_length, len(ids) - (best.usable if best else 0), seed)
     result.steps["open"] = time.perf_counter() - mark

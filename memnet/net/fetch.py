@@ -31,6 +31,8 @@ from memnet.cube.manifest import Manifest
 from memnet.config import FetchTuning
 from memnet.errors import CIDError, FetchError, FormatError, MemnetError, PeerTimeout, StoreFullError
 from memnet.net.client import REQUEST_TIMEOUT, MipSession
+from memnet.net import peer_scores
+from memnet.net.peer_scores import PeerScores
 from memnet.net.fetch_plan import FetchPlan
 from memnet.store.lmdb_store import Store
 
@@ -38,54 +40,9 @@ log = logging.getLogger("memnet.fetch")
 
 STAGE_BATCH = 16  # chunks (4 MiB at the default size) written to the store per staging commit
 CLOSE_TIMEOUT = 5.0  # seconds to hang up a stream
-BAN_SCORE = -100  # one bad chunk or forged manifest: not asked again by this daemon
-STALL_SCORE = -25  # four stalls (answering nothing in time) also add up to a ban
 MANIFEST_FANOUT = 2  # providers asked for the manifest at once at first
 MANIFEST_STAGGER = 0.25  # s before one more provider is asked, while none has answered
-STALL_TIMEOUT = 2.0  # s for an answer to start from a provider not yet measured
-STALL_FLOOR, STALL_CEILING = 0.5, REQUEST_TIMEOUT  # bounds of a measured provider's deadline
-STALL_BATCHES = 4  # a measured provider's deadline: this many batches' time at its rate
-RATE_WEIGHT = 0.3  # of a new rate sample in a provider's moving average
 Progress = Callable[[int, int], None]
-
-
-class PeerScores:
-    """What this node has seen of each peer: bytes delivered up, lies and stalls down, and how
-    fast it delivers (a moving average of bytes/s), which sets its stall deadline."""
-
-    def __init__(self) -> None:
-        self.score: Counter[str] = Counter()
-        self.rate: dict[str, float] = {}
-
-    def lied(self, peer: str) -> None:
-        self.score[peer] += BAN_SCORE
-
-    def stalled(self, peer: str) -> None:
-        self.score[peer] += STALL_SCORE
-
-    def delivered(self, peer: str, n_bytes: int) -> None:
-        self.score[peer] += max(1, n_bytes >> 20)
-
-    def observe_rate(self, peer: str, n_bytes: int, seconds: float) -> None:
-        """A fetch took n_bytes from peer in seconds (its whole part, pipelining included)."""
-        if seconds > 0 and n_bytes > 0:
-            sample = n_bytes / seconds
-            old = self.rate.get(peer)
-            self.rate[peer] = sample if old is None else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * sample
-
-    def stall_timeout(self, peer: str, batch_bytes: int) -> float:
-        """How long an answer from peer may take to start before it counts as a stall."""
-        rate = self.rate.get(peer)
-        if rate is None:
-            return STALL_TIMEOUT
-        return min(STALL_CEILING, max(STALL_FLOOR, STALL_BATCHES * batch_bytes / rate))
-
-    def banned(self, peer: str) -> bool:
-        return self.score[peer] <= BAN_SCORE
-
-    def order(self, peers: list[PeerInfo]) -> list[PeerInfo]:
-        usable = [p for p in peers if not self.banned(str(p.peer_id))]
-        return sorted(usable, key=lambda p: -self.score[str(p.peer_id)])
 
 
 @dataclass
@@ -96,7 +53,7 @@ class FetchReport:
     dropped: dict[str, str] = field(default_factory=dict)
 
 
-class _Fetch:
+class Transfer:
     def __init__(self, host: IHost, store: Store, cube_id: bytes, scores: PeerScores,
                  tuning: FetchTuning, progress: Progress | None):
         self.host, self.store, self.cube_id, self.scores = host, store, cube_id, scores
@@ -155,7 +112,7 @@ class _Fetch:
         if found:
             return found[0]
         raise FetchError(f"no provider delivered an authentic manifest for {cid.to_text(self.cube_id)}"
-                         + _reasons(self.dropped))
+                         + reasons(self.dropped))
 
     async def _manifest_from(self, info: PeerInfo) -> tuple[bytes, Manifest] | None:
         peer = str(info.peer_id)
@@ -168,7 +125,7 @@ class _Fetch:
                 data = await session.manifest(self.cube_id)
                 answered = True
             except trio.Cancelled:  # another provider answered first
-                if trio.current_time() - asked > STALL_TIMEOUT:
+                if trio.current_time() - asked > peer_scores.STALL_TIMEOUT:
                     self.scores.stalled(peer)
                 raise
             finally:  # a provider still silent when another answered is cut off
@@ -331,7 +288,7 @@ def _authentic(chunks: list[tuple[bytes, bytes]]) -> bool:
     return all(cid.cid_of(data) == chunk_id for chunk_id, data in chunks)
 
 
-def _reasons(dropped: dict[str, str]) -> str:
+def reasons(dropped: dict[str, str]) -> str:
     if not dropped:
         return " (no providers)"
     return " (" + "; ".join(f"{p[-8:]}: {why}" for p, why in list(dropped.items())[:4]) + ")"
@@ -358,7 +315,7 @@ async def fetch_cube(
     they are authenticated here like fetched ones."""
     started = time.monotonic()
     me = str(host.get_id())
-    fetch = _Fetch(host, store, cube_id, scores, tuning, progress)
+    fetch = Transfer(host, store, cube_id, scores, tuning, progress)
     tried: set[str] = set()
 
     async def fresh_providers() -> list[PeerInfo]:
@@ -410,7 +367,7 @@ async def fetch_cube(
     phases["staging tail"] = time.monotonic() - mark
     if not plan.complete:
         raise FetchError(f"{cid.to_text(cube_id)}: {len(plan.done)} of {len(wanted)} chunks fetched,"
-                         f" no provider left" + _reasons(fetch.dropped))
+                         f" no provider left" + reasons(fetch.dropped))
 
     def chunk(chunk_id: bytes) -> bytes | None:
         return fetch.data.get(chunk_id) or store.chunk(chunk_id)
@@ -424,42 +381,3 @@ async def fetch_cube(
     log.debug("fetch %s phases: %s", cid.to_text(cube_id),
               ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in phases.items()))
     return FetchReport(cube, time.monotonic() - started, dict(fetch.bytes_from), dict(fetch.dropped))
-
-
-async def fetch_parts(host: IHost, store: Store, cube_id: bytes, find_providers: Callable[[], Awaitable[list[PeerInfo]]],
-                      indices: list[int], *, scores: PeerScores, tuning: FetchTuning = FetchTuning(),
-                      vet: Callable[[Manifest], None] | None = None,
-                      manifest_bytes: bytes | None = None) -> tuple[bytes, int]:
-    """Fetch some chunks of a cube (by index) into the store's staging, each verified against its
-    CID: a span server's share of a KV cube. The manifest (fetched unless given) is authenticated
-    first and vetted. Returns (manifest bytes, bytes moved). The cube itself is not stored."""
-    me = str(host.get_id())
-    providers = scores.order([p for p in await find_providers() if str(p.peer_id) != me])
-    if not providers:
-        raise FetchError(f"no provider of {cid.to_text(cube_id)} found in the swarm")
-    fetch = _Fetch(host, store, cube_id, scores, tuning, None)
-    if manifest_bytes is None:
-        manifest_bytes, manifest = await fetch.manifest(providers)
-    else:
-        manifest = manifest_mod.decode(manifest_bytes, cube_id)  # hash, then signature
-        build.check_fresh(manifest)
-    if vet is not None:
-        vet(manifest)
-    if not all(0 <= i < len(manifest.chunks) for i in indices):
-        raise FetchError(f"{cid.to_text(cube_id)} has {len(manifest.chunks)} chunks; asked for {sorted(indices)[-1]}")
-    first = {manifest.chunks[i]: i for i in sorted(set(indices))}
-    held = dict(zip(first, store.has_chunks(list(first))))
-    wanted = [c for c in first if not held[c]]
-    if not wanted:
-        return manifest_bytes, 0
-    plan = FetchPlan(wanted, {c: manifest.chunk_length(first[c]) for c in wanted}, tuning.chunks_per_request)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(fetch.stage)
-        try:
-            await fetch.chunks(plan, [p for p in providers if str(p.peer_id) not in fetch.dropped])
-        finally:
-            fetch.finish_staging(False)  # every verified chunk goes to staging: nothing else holds it
-    if not plan.complete:
-        raise FetchError(f"{cid.to_text(cube_id)}: {len(plan.done)} of {len(wanted)} chunks fetched, no provider "
-                         "left" + _reasons(fetch.dropped))
-    return manifest_bytes, sum(fetch.bytes_from.values())

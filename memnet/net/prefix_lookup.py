@@ -12,7 +12,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from memnet.errors import MemnetError
 from memnet.net.client import MipSession
 from memnet.net.discovery import Discovery, prefix_key
-from memnet.net.fetch import PeerScores
+from memnet.net.peer_scores import PeerScores
 from memnet.net.prefix_plan import NEIGHBOURS, PROVIDERS_ASKED, PrefixLookup, check_offer, check_probes
 
 log = logging.getLogger("memnet.prefix")

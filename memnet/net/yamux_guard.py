@@ -7,8 +7,9 @@ auto-tune doubles a fresh stream's window on every credit during negotiation, up
 that writes on a stream the daemon no longer reads grew it to 2 GB in 10 s (docs/reliability.md).
 Here, as go-yamux does:
 
-- a DATA frame larger than the stream's remaining receive window resets that stream and drops
-  its buffer (ErrRecvWindowExceeded), before anything is buffered;
+- a stream whose unread data would pass twice the largest window (a sender ignoring the window:
+  go-yamux's ErrRecvWindowExceeded) is reset and its buffer dropped, before anything more is
+  buffered;
 - data for a stream that is closed or reset locally is dropped, not buffered;
 - the window auto-tune stops at MAX_WINDOW (so one stream buffers at most that much);
 - at most MAX_INBOUND_STREAMS open inbound streams per connection; more are reset at once.
@@ -30,6 +31,12 @@ from libp2p.stream_muxer.yamux import yamux as _yamux
 log = logging.getLogger("memnet.yamux")
 
 MAX_WINDOW = 1024 * 1024      # bytes one stream may have in flight to us (auto-tune's ceiling)
+# What a stream may hold unread before its sender counts as ignoring the window. Not the window
+# itself: py-libp2p books the credit it grants only after the WINDOW_UPDATE frame is written, so
+# data the update released can arrive before the credit is booked (an honest sender would then
+# look like a violator); twice the largest window leaves room for that and bounds memory all the
+# same.
+OVERRUN_LIMIT = 2 * MAX_WINDOW
 MAX_INBOUND_STREAMS = 256     # open inbound streams per connection (MIP allows 16 per peer)
 
 
@@ -44,7 +51,7 @@ class _GuardedBuffer(bytearray):
         stream = self._conn.streams.get(self._stream_id)
         if stream is None or stream.closed or stream.reset_received:
             return  # nobody will read it: never buffer
-        if len(data) > stream.recv_window:  # still the window before this frame
+        if len(self) + len(data) > OVERRUN_LIMIT:
             self._conn.window_violation(stream, len(data))
             return
         super().extend(data)
@@ -71,8 +78,8 @@ class GuardedYamux(_yamux.Yamux):
         """Called from the frame loop with streams_lock held: end the stream now (later frames
         are dropped) and send the RST from a task."""
         self.window_violations += 1
-        log.warning("peer %s sent %d bytes on stream %d beyond its window of %d: stream reset",
-                    self.peer_id, size, stream.stream_id, stream.recv_window)
+        log.warning("peer %s sent %d more bytes on stream %d, past its window, with %d unread: stream reset",
+                    self.peer_id, size, stream.stream_id, len(self.stream_buffers.get(stream.stream_id, b"")))
         stream.closed = stream.send_closed = stream.recv_closed = stream.reset_received = True
         buffer = self.stream_buffers.get(stream.stream_id)
         if buffer is not None:

@@ -3,7 +3,7 @@
 Frames as MIP's (varint length ‖ canonical msgpack map, memnet/net/frames.py). Messages:
 
     client -> server
-      open    {start, end, max_length, model, [seed: {cube, tokens}]}   first, once
+      open    {start, end, max_length, model, [seed: {cube, tokens, [providers]}]}   first, once
       step    {step, position, tokens, hidden}                          then any number
       close   {}
     server -> client
@@ -12,7 +12,9 @@ Frames as MIP's (varint length ‖ canonical msgpack map, memnet/net/frames.py).
       error   {code, message}                 the session is over
 
 hidden is float32 little-endian, [tokens, hidden_size] row-major. A seed names an activation
-cube whose first `tokens` positions fill this span's layers of the cache before the first step.
+cube whose first `tokens` positions fill this span's layers of the cache before the first step;
+its providers are hints (memnet multiaddrs of nodes holding the cube) that spare the server a DHT
+lookup: whatever comes from them is verified like any fetch.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ MAX_LAYERS = 1024
 MAX_TOKENS = 1 << 20
 MAX_STEP = 2**32 - 1
 MAX_MESSAGE_TEXT = 512
+MAX_HINTS = 8           # provider hints of a seed
+MAX_HINT_CHARS = 256
 SOURCES = ("none", "store", "fetched")
 ERROR_CODES = frozenset({
     "bad_request",   # malformed, or against a rule of the session
@@ -61,6 +65,7 @@ class Message:
 class Seed:
     cube: bytes
     tokens: int
+    providers: tuple[str, ...] = ()  # hints: memnet multiaddrs (/p2p/PEERID) that hold the cube
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,8 @@ class Open(Message):
         out = Message.to_map(self)
         if self.seed is not None:
             out["seed"] = {"cube": self.seed.cube, "tokens": self.seed.tokens}
+            if self.seed.providers:
+                out["seed"]["providers"] = list(self.seed.providers)
         return out
 
 
@@ -166,13 +173,17 @@ def from_map(obj: Any) -> Message:
         seed = None
         if "seed" in obj:
             raw = obj["seed"]
-            if not isinstance(raw, dict) or set(raw) != {"cube", "tokens"}:
-                raise FormatError("open: seed must be {cube, tokens}")
+            if not isinstance(raw, dict) or not {"cube", "tokens"} <= set(raw) <= {"cube", "tokens", "providers"}:
+                raise FormatError("open: seed must be {cube, tokens[, providers]}")
+            hints = raw.get("providers", [])
+            if not isinstance(hints, list) or not hints and "providers" in raw or len(hints) > MAX_HINTS \
+                    or not all(isinstance(h, str) and 0 < len(h) <= MAX_HINT_CHARS for h in hints):
+                raise FormatError(f"open: seed.providers must list 1 … {MAX_HINTS} multiaddrs")
             try:
                 cube = cid.check_binary(_bytes(t, "seed.cube", raw["cube"]))
             except CIDError:
                 raise CIDError("open: seed.cube is not a CIDv1 of a raw sha2-256 block") from None
-            seed = Seed(cube, _int(t, "seed.tokens", raw["tokens"], 1, MAX_TOKENS))
+            seed = Seed(cube, _int(t, "seed.tokens", raw["tokens"], 1, MAX_TOKENS), tuple(hints))
         return Open(start, end, _int(t, "max_length", obj["max_length"], 1, MAX_TOKENS),
                     _bytes(t, "model", obj["model"], 32), seed)
     if t == "opened":
