@@ -12,7 +12,7 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from memnet.cube import cid
 from memnet.net import provider_hygiene
-from memnet.net.discovery import cube_key, prefix_key
+from memnet.net.dht_keys import cube_key, prefix_key
 from memnet.net.host import build_host, key_pair
 
 

@@ -17,7 +17,8 @@ from memnet.daemon.base import Service
 from memnet.daemon.commands import Command, Progress
 from memnet.errors import NotFoundError
 from memnet.governance import revocations
-from memnet.net.discovery import Discovery, cube_key, prefix_key
+from memnet.net.dht_keys import announce_keys as keys_of, cube_key
+from memnet.net.discovery import Discovery
 from memnet.store import Store
 
 log = logging.getLogger("memnet.announce")
@@ -27,10 +28,7 @@ ANNOUNCE_DELAY = 2.0  # s: a fetched prefix is announced (and its revocation loo
 
 
 def announce_keys(cube_id: bytes, manifest: Manifest) -> list[bytes]:
-    keys = [cube_key(cube_id)]
-    if manifest.kind == "activation":
-        keys += [prefix_key(k) for k in manifest.meta["prefix_keys"]]
-    return keys
+    return keys_of(cube_id, manifest.kind, manifest.meta.get("prefix_keys", ()))
 
 
 @dataclass(frozen=True)

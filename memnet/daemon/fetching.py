@@ -24,7 +24,8 @@ from memnet.errors import FetchError, UsageError
 from memnet.governance import revocations
 from memnet.governance.gate import Gate
 from memnet.net import prefix_lookup
-from memnet.net.discovery import Discovery, cube_key, prefix_key
+from memnet.net.dht_keys import cube_key, prefix_key
+from memnet.net.discovery import Discovery
 from memnet.net.fetch import fetch_cube
 from memnet.net.fetch_parts import fetch_parts
 from memnet.net.peer_scores import PeerScores

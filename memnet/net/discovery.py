@@ -1,8 +1,4 @@
-"""Provider records and name records in memnet's Kademlia DHT.
-
-DHT keys: a cube is announced under its CID's multihash (as IPFS does); an activation cube also
-under each of its prefix-chain keys, as b"/memnet/prefix/" + key, so a peer can look up the
-longest cached prefix of its own token ids.
+"""Provider records and name records in memnet's Kademlia DHT (the keys: net/dht_keys.py).
 
 py-libp2p's find_providers and get_value answer from the local store alone once it holds
 anything for a key; a node that once cached one provider would never see the others, and a node
@@ -24,16 +20,7 @@ from memnet.errors import MemnetError, NetworkError
 
 log = logging.getLogger("memnet.dht")
 
-PREFIX_NAMESPACE = b"/memnet/prefix/"
 QUERY_TIMEOUT = 10.0
-
-
-def cube_key(cube_id: bytes) -> bytes:
-    return cube_id[2:]  # drop the CID version and codec: the sha2-256 multihash
-
-
-def prefix_key(key: bytes) -> bytes:
-    return PREFIX_NAMESPACE + key
 
 
 class Discovery:

@@ -11,7 +11,8 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from memnet.errors import MemnetError
 from memnet.net.client import MipSession
-from memnet.net.discovery import Discovery, prefix_key
+from memnet.net.dht_keys import prefix_key
+from memnet.net.discovery import Discovery
 from memnet.net.peer_scores import PeerScores
 from memnet.net.prefix_plan import NEIGHBOURS, PROVIDERS_ASKED, PrefixLookup, check_offer, check_probes
 

@@ -22,7 +22,7 @@ from libp2p.kad_dht import kad_dht
 from libp2p.kad_dht import provider_store as store_mod
 from libp2p.peer.peerinfo import PeerInfo
 
-from memnet.net.discovery import PREFIX_NAMESPACE
+from memnet.net.dht_keys import PREFIX_NAMESPACE
 
 log = logging.getLogger("memnet.dht")
 
