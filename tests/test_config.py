@@ -255,7 +255,7 @@ def test_every_setting_has_a_key_a_doc_and_its_default_in_force():
     assert defaults["daemon.limits.idle_timeout"] == 60.0 and defaults["promote_after"] == 3
     assert all(s.doc for s in config.SETTINGS.values())
     restart = {k for k, s in config.SETTINGS.items() if not s.live}
-    assert restart == {"config_version", "daemon.listen", "daemon.bootstrap", "daemon.mdns"} | \
+    assert restart == {"config_version", "daemon.listen", "daemon.bootstrap", "daemon.mdns", "daemon.dht_query_timeout"} | \
         {k for k in config.SETTINGS if k.startswith("hivemind.")}  # the bridge process takes them at its start
 
 

@@ -263,6 +263,18 @@ def test_perf_book_persists_and_bounds(tmp_path):
     assert perf.PerfBook(tmp_path).bandwidth() is None
 
 
+def test_swarm_is_asked_only_when_the_prefill_it_could_save_is_slower(tmp_path):
+    assert perf.worth_asking(None, 2.0) and perf.worth_asking(5.0, None)   # unmeasured: ask, to learn
+    assert perf.worth_asking(5.0, 2.0) and not perf.worth_asking(0.5, 2.0)
+    book = perf.PerfBook(tmp_path)
+    assert book.lookup_seconds() is None
+    for seconds in (9.0, 1.0, 2.0):
+        book.add_lookup(seconds)
+    assert perf.PerfBook(tmp_path).lookup_seconds() == 2.0   # the median: one slow lookup is not the rule
+    (tmp_path / perf.PERF_FILE).write_text('{"lookup": [["x"], 7, [3.0]]}')   # a hand-edited file
+    assert perf.PerfBook(tmp_path).lookup_seconds() == 3.0
+
+
 # -- the command line -----------------------------------------------------------------------------------------
 
 @pytest.mark.slow

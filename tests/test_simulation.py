@@ -110,7 +110,7 @@ def test_walks_find_the_nearest_when_everyone_is_online():
 def test_dead_contacts_cost_the_query_timeout_and_are_forgotten():
     import random
 
-    sc = Scenario(nodes=500, seed=2).with_options(nat_share=0.0)
+    sc = Scenario(nodes=500, seed=2).with_options(nat_share=0.0, query_timeout=10.0)
     world = World(sc, random.Random(2))
     overlay = Overlay(world.pyids, list(range(sc.nodes)), sc.kad.table_capacity)
     dht = Dht(sc.kad, overlay, world)
@@ -136,6 +136,8 @@ def test_provider_wave_rules():
     assert seconds == pytest.approx(0.15) and found == ["a"]       # grace after the first provider
     assert run_wave([(0.1, []), (0.4, [])], 0.05) == (0.4, [])      # none found: everyone answers
     assert run_wave([], 0.5, local=["me"]) == (0.0, ["me"])
+    assert run_wave([(0.1, []), (3.0, None)], 0.5, local=["p"], timeout=3.0) == (0.5, ["p"])  # known already
+    assert run_wave([(0.1, []), (3.0, None)], None, local=["p"], timeout=3.0) == (3.0, ["p"])
     wave = ProviderWave(2, 1.0)
     wave.answer(0.5, ["x"])
     assert not wave.done(1.0) and wave.done(1.5) and wave.deadline() == 1.5

@@ -74,6 +74,14 @@ class DaemonSettings:
                                              doc="seconds between DHT lookups for revocations of held cubes")
     prefix_neighbours: int = setting(8, c.whole(0, MAX_PREFIX_NEIGHBOURS),
                                      doc="connected peers asked for a KV prefix before the DHT (0: DHT only)")
+    # py-libp2p waits 10 s on any DHT peer that does not answer, and its lookup rounds wait for
+    # their slowest peer: with a residential share of peers off, that is most rounds (the swarm
+    # simulation, docs/simulation.md). A dial, stream and answer take under 2.2 s at 240 ms RTT.
+    dht_query_timeout: float = setting(3.0, c.number(0.5, 10.0, what=" of seconds"), live=False,
+                                       doc="seconds a DHT request may take (py-libp2p: 10)")
+    find_grace: float | None = setting(0.5, c.optional(c.seconds),
+                                       doc="a find stops this long after the first answer naming a provider "
+                                           "(null: wait for all k peers)")
     limits: ServeLimits = section(ServeLimits, doc="per-peer limits of the MIP responder")
     fetch: FetchTuning = section(FetchTuning, doc="how many chunks are in flight per provider")
 

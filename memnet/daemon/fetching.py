@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import trio
@@ -25,7 +25,7 @@ from memnet.governance import revocations
 from memnet.governance.gate import Gate
 from memnet.net import prefix_lookup
 from memnet.net.dht_keys import cube_key, prefix_key
-from memnet.net.discovery import Discovery
+from memnet.net.discovery import Discovery, FindStats
 from memnet.net.fetch import fetch_cube
 from memnet.net.fetch_parts import fetch_parts
 from memnet.net.peer_scores import PeerScores
@@ -41,6 +41,7 @@ PROVIDERS_FRESH = 30.0  # s providers found for a partial fetch are reused for t
 class FindArgs:
     cube: bytes | None = None
     prefix: bytes | None = None
+    stats: bool = False   # answer {"providers", "stats"}: how the walk and the wave went
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,15 @@ class Fetching(Service):
                 Command("fetch_chunks", self._cmd_fetch_chunks, FetchChunksArgs,
                         "fetch some chunks of a cube into staging (a span server's share of a KV cube)")]
 
-    async def _cmd_find(self, args: FindArgs, progress: Progress) -> list:
+    async def _cmd_find(self, args: FindArgs, progress: Progress) -> list | dict:
         if (args.cube is None) == (args.prefix is None):
             raise UsageError("find: give a cube or a prefix key")
         key = cube_key(cid.check_binary(args.cube)) if args.cube is not None else prefix_key(args.prefix)
-        return [peer_dict(p) for p in await self.discovery.find_providers(key)]
+        stats = FindStats() if args.stats else None
+        providers = [peer_dict(p) for p in await self.discovery.find_providers(key, stats=stats)]
+        if stats is None:
+            return providers
+        return {"providers": providers, "stats": {k: v for k, v in asdict(stats).items() if k != "in_flight"}}
 
     async def _cmd_find_prefix(self, args: FindPrefixArgs, progress: Progress) -> list:
         probes = prefix_lookup.check_probes(args.probes)

@@ -49,7 +49,7 @@ from memnet.daemon.upkeep import Upkeep
 from memnet.home import Node
 from memnet.net import names, provider_hygiene
 from memnet.net.discovery import Discovery
-from memnet.net.host import build_host, parse_multiaddr, use_memnet_kad_protocol
+from memnet.net.host import build_host, parse_multiaddr, set_dht_query_timeout, use_memnet_kad_protocol
 
 log = logging.getLogger("memnet.daemon")
 
@@ -89,6 +89,7 @@ class Daemon:
         """extra_handlers: more libp2p protocols to serve beside MIP (benchmarks' baselines)."""
         with state.HomeLock(self.node.home):  # before anything else: one daemon per home
             use_memnet_kad_protocol()
+            set_dht_query_timeout(self.config.daemon.dht_query_timeout)
             allocator.tune()
             listen = [parse_multiaddr(a) for a in self.config.daemon.listen]
             self.host = build_host(self.node.key, mdns=self.config.daemon.mdns)
@@ -98,7 +99,8 @@ class Daemon:
                                       validator_changed=True, strict_validation=True,
                                       protocol_prefix=TProtocol("/memnet"))
                     provider_hygiene.install(self.dht.provider_store)
-                    self.discovery = Discovery(self.dht)
+                    self.discovery = Discovery(self.dht, self.config.daemon.dht_query_timeout,
+                                               self.config.daemon.find_grace)
                     for protocol, handler in (extra_handlers or {}).items():
                         self.host.set_stream_handler(TProtocol(protocol), handler)
                     async with background_trio_service(self.dht), trio.open_nursery() as nursery:
@@ -175,6 +177,8 @@ class Daemon:
         self.config = self.node.config = new
         for service in self.services:
             service.configure(new)
+        if getattr(self, "discovery", None) is not None:
+            self.discovery.grace = new.daemon.find_grace
         applied = [s.key for s in changed if s.live]
         if changed:
             log.info("config reloaded: applied %s%s", applied or "nothing",

@@ -197,10 +197,16 @@ def choose_prefix(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedM
         choice.best = best
         choice.saved_estimate = perf.estimate_prefill(samples, best.usable)
         choice.cost_estimate = best.size / book.load_rate()
-    if swarm is not None and options.use_swarm and (best is None or best.usable < len(ids) - 1):
+    rest = len(ids) - (best.usable if best is not None else 0)
+    worth = options.fetch == "always" or perf.worth_asking(perf.estimate_prefill(samples, rest), book.lookup_seconds())
+    if swarm is not None and options.use_swarm and rest > 1 and not worth:
+        choice.decision = (f"swarm not asked: the {rest} tokens left prefill in ≈ "
+                           f"{perf.estimate_prefill(samples, rest):.2f} s, a swarm lookup takes ≈ {book.lookup_seconds():.2f} s")
+    elif swarm is not None and options.use_swarm and rest > 1:
         mark = time.perf_counter()
         remote = find_swarm(swarm, gate, loaded, ids, options)
         choice.steps["lookup_swarm"] = time.perf_counter() - mark
+        book.add_lookup(choice.steps["lookup_swarm"])
         better = best_candidate([c for c in remote if best is None or c.usable > best.usable], options)
         if better is not None:
             saved = better.usable - (best.usable if best else 0)

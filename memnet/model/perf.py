@@ -62,6 +62,19 @@ def choose(n_bytes: int, prefill_seconds: float | None, bandwidth: float | None,
     return Choice(fetch_seconds < prefill_seconds, fetch_seconds, prefill_seconds)
 
 
+def worth_asking(prefill_seconds: float | None, lookup_seconds: float | None) -> bool:
+    """Ask the swarm for a longer cached prefix only when the prefill it could save is measured
+    to take longer than a swarm lookup does here (a GPU prefills 2 000 tokens of an 8B model in
+    under a second; a lookup over a residential DHT takes seconds: docs/simulation.md). Either
+    side unmeasured: ask, which is how both get measured."""
+    return prefill_seconds is None or lookup_seconds is None or prefill_seconds > lookup_seconds
+
+
+def median(values: list[float]) -> float | None:
+    xs = sorted(values)
+    return xs[len(xs) // 2] if xs else None
+
+
 class PerfBook:
     """The node's measurements, persisted as JSON (small, rewritten atomically)."""
 
@@ -101,6 +114,14 @@ class PerfBook:
     def add_fetch(self, n_bytes: int, seconds: float) -> None:
         if n_bytes >= 64 * 1024:
             self._add([n_bytes, round(seconds, 6)], "fetch")
+
+    def lookup_seconds(self) -> float | None:
+        """The median of the kept swarm prefix lookups (None: none measured yet)."""
+        return median([s[0] for s in self._series("lookup")
+                       if isinstance(s, list) and s and isinstance(s[0], (int, float)) and s[0] >= 0])
+
+    def add_lookup(self, seconds: float) -> None:
+        self._add([round(seconds, 6)], "lookup")
 
     def load_rate(self) -> float:
         return rate(self._series("load"), DEFAULT_LOAD_RATE)

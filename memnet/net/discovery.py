@@ -9,6 +9,8 @@ peers too and merge.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import trio
 from libp2p.kad_dht.kad_dht import KadDHT
@@ -17,16 +19,57 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from memnet.cube import name_record
 from memnet.errors import MemnetError, NetworkError
+from memnet.net.provider_wave import ProviderWave
 
 log = logging.getLogger("memnet.dht")
 
-QUERY_TIMEOUT = 10.0
+QUERY_TIMEOUT = 10.0   # py-libp2p's; the daemon passes daemon.dht_query_timeout
+
+
+@dataclass
+class FindStats:
+    """How one find went: the walk's rounds and FIND_NODE queries (a round is a batch of queries
+    that py-libp2p sends together and waits for), and the seconds of the walk and of the wave."""
+
+    rounds: int = 0
+    queries: int = 0
+    walk_seconds: float = 0.0
+    wave_seconds: float = 0.0
+    asked: int = 0
+    answered: int = 0
+    in_flight: int = 0
+
+
+_STATS: ContextVar[FindStats | None] = ContextVar("memnet_find_stats", default=None)
 
 
 class Discovery:
-    def __init__(self, dht: KadDHT):
+    def __init__(self, dht: KadDHT, query_timeout: float = QUERY_TIMEOUT, grace: float | None = None):
         self.dht = dht
         self.me = dht.host.get_id()
+        self.query_timeout, self.grace = query_timeout, grace
+        self._count_queries()
+
+    def _count_queries(self) -> None:
+        """Count the walk's FIND_NODE queries and rounds for a find that asks (FindStats): the
+        query tasks run in the find's context, so they see its stats object."""
+        routing = self.dht.peer_routing
+        query = routing._query_peer_for_closest
+
+        async def counted(*args, **kwargs):
+            stats = _STATS.get()
+            if stats is None:
+                return await query(*args, **kwargs)
+            if stats.in_flight == 0:
+                stats.rounds += 1   # lock-step: a round starts when the previous one has ended
+            stats.queries += 1
+            stats.in_flight += 1
+            try:
+                return await query(*args, **kwargs)
+            finally:
+                stats.in_flight -= 1
+
+        routing._query_peer_for_closest = counted
 
     async def provide(self, key: bytes) -> bool:
         """Announce this node for key; True if at least one peer took the record."""
@@ -35,28 +78,47 @@ class Discovery:
     def stop_providing(self, key: bytes) -> None:
         self.dht.provider_store.providing_keys.discard(key)
 
-    async def find_providers(self, key: bytes, count: int = 20) -> list[PeerInfo]:
-        """Providers of key, deduplicated by peer, this node excluded."""
+    async def find_providers(self, key: bytes, count: int = 20, stats: FindStats | None = None) -> list[PeerInfo]:
+        """Providers of key, deduplicated by peer, this node excluded (stats: filled in)."""
         store = self.dht.provider_store
         found: dict[ID, PeerInfo] = {p.peer_id: p for p in store.get_providers(key)}
-        closest = await self.dht.peer_routing.find_closest_peers_network(key)
+        began = trio.current_time()
+        token = _STATS.set(stats)
+        try:
+            closest = await self.dht.peer_routing.find_closest_peers_network(key)
+        finally:
+            _STATS.reset(token)
+        peers = [p for p in closest if p != self.me]
+        # when to stop waiting is net/provider_wave.py's rule (the simulator runs the same one)
+        wave = ProviderWave(len(peers), self.grace, found, timeout=self.query_timeout)
+        start = trio.current_time()
+        wake = [trio.Event()]
 
         async def ask(peer: ID) -> None:
-            with trio.move_on_after(QUERY_TIMEOUT):
+            providers = None
+            with trio.move_on_after(self.query_timeout):
                 try:
                     providers, _ = await store._get_providers_from_peer_with_closers(peer, key)
                 except Exception as exc:  # an unreachable peer just does not answer
                     log.debug("providers from %s failed: %r", peer, exc)
-                    return
-                for info in providers:
-                    known = found.get(info.peer_id)
-                    if known is None or (not known.addrs and info.addrs):
-                        found[info.peer_id] = info
+            for info in providers or ():
+                known = found.get(info.peer_id)
+                if known is None or (not known.addrs and info.addrs):
+                    found[info.peer_id] = info
+            wave.answer(trio.current_time() - start, [info.peer_id for info in providers or ()])
+            wake[0].set()
 
         async with trio.open_nursery() as nursery:
-            for peer in closest:
-                if peer != self.me:
-                    nursery.start_soon(ask, peer)
+            for peer in peers:
+                nursery.start_soon(ask, peer)
+            while not wave.done(trio.current_time() - start):
+                wake[0] = trio.Event()
+                with trio.move_on_at(start + wave.deadline()):
+                    await wake[0].wait()
+            nursery.cancel_scope.cancel()
+        if stats is not None:
+            stats.walk_seconds, stats.wave_seconds = start - began, trio.current_time() - start
+            stats.asked, stats.answered = wave.asked, wave.answered
         found.pop(self.me, None)
         return list(found.values())[:count]
 
@@ -97,7 +159,7 @@ class Discovery:
         closest = await self.dht.peer_routing.find_closest_peers_network(key_bytes)
 
         async def ask(peer: ID) -> None:
-            with trio.move_on_after(QUERY_TIMEOUT):
+            with trio.move_on_after(self.query_timeout):
                 try:
                     value = await self.dht.value_store._get_from_peer(peer, key_bytes)
                 except Exception as exc:

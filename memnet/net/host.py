@@ -41,6 +41,13 @@ def use_memnet_kad_protocol() -> None:
         module.PROTOCOL_ID = KAD_PROTOCOL
 
 
+def set_dht_query_timeout(seconds: float) -> None:
+    """py-libp2p reads QUERY_TIMEOUT from its modules' globals: the lookup's FIND_NODE, provide's
+    ADD_PROVIDER and GET_PROVIDERS all use it (daemon.dht_query_timeout)."""
+    for name in ("common", "kad_dht", "peer_routing", "provider_store"):
+        importlib.import_module(f"libp2p.kad_dht.{name}").QUERY_TIMEOUT = seconds
+
+
 def key_pair(key: Ed25519PrivateKey) -> KeyPair:
     """The node's identity key as a libp2p key pair: same key, so PeerID == author's PeerID."""
     seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())

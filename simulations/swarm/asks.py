@@ -33,9 +33,10 @@ class Perf:
 
     prefill: list[list[float]] = field(default_factory=list)   # [tokens, seconds]
     fetch: list[list[float]] = field(default_factory=list)     # [bytes, seconds]
+    lookup: list[list[float]] = field(default_factory=list)    # [seconds]
 
-    def add(self, series: list, a: float, b: float) -> None:
-        series.append([a, b])
+    def add(self, series: list, *sample: float) -> None:
+        series.append(list(sample))
         del series[:-perf.KEEP]
 
 
@@ -65,11 +66,15 @@ def prefix_ask(swarm, node: int, number: int, p: int, flash: bool = False):
     local_id = store.by_prefix.get(p)
     usable = n_prefix if local_id is not None else 0
     lookup_seconds, remote = 0.0, None
-    if usable < n_prompt - 1:
+    rest = n_prompt - usable
+    worth = not pol.skip_slow_lookups or perf.worth_asking(
+        perf.estimate_prefill(mine.prefill, rest), perf.median([s[0] for s in mine.lookup]))
+    if rest > 1 and worth:
         keys = prefixes.prompt_keys(p, number)
         lookup_seconds, found = prefix_lookup(swarm, node, keys)
+        mine.add(mine.lookup, lookup_seconds)
         remote = _better(swarm, found, usable, keys)
-    decision = "local" if local_id is not None else "none"
+    decision = "local" if local_id is not None else ("none" if worth else "not asked")
     fetch_seconds = 0.0
     source = None
     if remote is not None:

@@ -94,36 +94,37 @@ class Dht:
             queried.update(batch)
             queries += len(batch)
             alive = []
-            slowest = 0.0
+            waits = []
             for i in batch:
                 peer = node_list[i]
                 if online[peer]:
                     alive.append(peer)
-                    slowest = max(slowest, world.rpc_seconds(start, peer))
                 else:
                     dead += 1
-                    slowest = max(slowest, self.dead_cost(start, peer, now))
-                    overlay.forget(start, peer, now)
-            seconds += slowest
+                    waits.append(self.dead_cost(start, peer, now))
+                    if not kad.dead_hung:   # a failed dial removes the peer from the table
+                        overlay.forget(start, peer, now)
+            answered = world.answer_times(start, alive)
+            seconds += max(answered + waits, default=0.0)
             if not alive:
                 continue  # every answer empty: go on while someone is left to ask
             heard = set(closest)
-            for answer in overlay.answers(alive, nodes, kad.k):
-                heard.update(answer[:kad.k])
+            for answer in overlay.answers(alive, nodes, kad.k):   # a responder never lists the requester
+                heard.update([i for i in answer if node_list[i] != start][:kad.k])
             merged = sorted(heard)[:kad.k]
             if merged == closest:
                 break
             closest = merged
-        me = [i for i in closest if node_list[i] != start]
-        return Walk([node_list[i] for i in me], rounds, queries, dead, seconds)
+        return Walk([node_list[i] for i in closest], rounds, queries, dead, seconds)
 
     def dead_cost(self, node: int, contact: int, now: float) -> float:
         """What asking an offline contact costs: nothing inside the negative cache, else the
-        dial (refused on loopback; no answer from a home machine that is off)."""
+        dial: refused at once by a host whose daemon is gone (dead_refuse), else no answer
+        until the timeout (a home machine that is off, a stopped process)."""
         when = self.overlay.forgotten.get(node, {}).get(contact)
         if when is not None and now - when < NEGATIVE_CACHE and self.world.last_start[contact] <= when:
             return 0.0
-        return self.kad.refused_cost if self.world.loopback else self.kad.query_timeout
+        return self.kad.refused_cost if self.kad.dead_refuse else self.kad.query_timeout
 
     # -- find and provide --------------------------------------------------------------------
 
@@ -132,12 +133,10 @@ class Dht:
         when the wave is over from the (seconds, providers) answers."""
         walk = self.walk(node, key, now)
         world, last_start = self.world, self.world.last_start
-        answers = []
-        for h in walk.closest:
-            if world.online[h]:
-                answers.append((world.rpc_seconds(node, h), self.records.at(h, key, now, last_start)))
-            else:
-                answers.append((self.dead_cost(node, h, now), None))
+        alive = [h for h in walk.closest if world.online[h]]
+        answers = [(at, self.records.at(h, key, now, last_start))
+                   for h, at in zip(alive, world.answer_times(node, alive))]
+        answers += [(self.dead_cost(node, h, now), None) for h in walk.closest if not world.online[h]]
         local = self.records.at(node, key, now, last_start) if world.server[node] else []
         seconds, found = wait(answers, local)
         providers = list(dict.fromkeys(p for p in found if p != node))

@@ -29,8 +29,10 @@ class Kademlia:
     table_capacity: int = 3500     # py-libp2p splits any full bucket up to 256: ~256 x 14 peers
     max_rounds: int = 20           # py-libp2p MAX_PEER_LOOKUP_ROUNDS
     lookup_budget: float = 30.0    # s: py-libp2p checks it at the start of each round
-    query_timeout: float = 10.0    # s: every DHT RPC, and a dial to a host that does not answer
+    query_timeout: float = float(_DAEMON.dht_query_timeout)  # s: any DHT request, dial included (py-libp2p: 10)
     refused_cost: float = 0.7      # s: a dial to a refused port (3 retries with backoff, loopback)
+    dead_refuse: bool = False      # an offline peer refuses dials (loopback, daemon killed) or hangs
+    dead_hung: bool = False        # offline peers hang on a live connection (SIGSTOP): never forgotten
     rpc_round_trips: int = 3       # stream open: 2 for multistream-select, 1 for request/answer
     dial_round_trips: int = 4      # TCP 1, Noise 1.5, muxer negotiation ~1.5
     rpc_cpu: float = 0.002         # s per RPC: ~20 Ed25519 record checks + protobuf (estimate)
@@ -156,7 +158,8 @@ class Policy:
     block_size: int = BLOCK_SIZE
     store_budget: int = 20 * 2**30  # bytes of cubes a node keeps (estimate: a share of a laptop disk)
     eviction: str = "lru"
-    find_wait: str = "all"          # "all": wait for every GET_PROVIDERS answer (memnet today)
+    find_grace: float | None = _DAEMON.find_grace   # None: a find waits for all k GET_PROVIDERS answers
+    skip_slow_lookups: bool = True  # model/perf.worth_asking: no swarm lookup when prefill is faster
     fetch_fanout: int = 4           # providers a fetch pulls chunks from at once
     chunk_size: int = 256 * 1024
 

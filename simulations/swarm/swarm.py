@@ -60,7 +60,7 @@ class Swarm:
         self.pinned: list[Cube] = []
         self.ask_count = 0
         self.on_chunk = None   # a test's audit hook: (provider, fetcher, cube) per chunk delivered
-        self.grace = None if scenario.policy.find_wait == "all" else float(scenario.policy.find_wait)
+        self.grace = scenario.policy.find_grace
 
     # -- helpers for the flows ---------------------------------------------------------------
 
@@ -71,7 +71,7 @@ class Swarm:
         return s
 
     def wait_rule(self, answers, local):
-        return run_wave(answers, self.grace, local)
+        return run_wave(answers, self.grace, local, self.sc.kad.query_timeout)
 
     def random_online(self) -> int | None:
         if self.world.online_count == 0:

@@ -77,6 +77,15 @@ class World:
         trips = self.kad.rpc_round_trips + (0 if self.connected() else self.kad.dial_round_trips)
         return trips * rtt + self.kad.rpc_cpu
 
+    def answer_times(self, a: int, peers: list[int]) -> list[float]:
+        """When a's requests sent at once to peers are answered. Across the internet each takes
+        its own round trips; on one machine (loopback) every daemon shares the same cores, so
+        the answers come one CPU cost after another."""
+        if self.loopback:
+            step = self.kad.rpc_cpu
+            return [self.kad.rpc_round_trips * 0.0001 + step * (i + 1) for i in range(len(peers))]
+        return [self.rpc_seconds(a, p) for p in peers]
+
     def upload_rate(self, node: int) -> float:
         if self.loopback:
             return 1e9 / 8

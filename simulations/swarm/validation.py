@@ -1,0 +1,47 @@
+"""The simulator's prediction for a loopback swarm of real daemons (scripts/validate_sim.py):
+the same number of nodes, all DHT servers on one machine, a share of them hung (SIGSTOP), the
+same query timeout and find grace; finds of freshly provided keys."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+from simulations.swarm.kademlia import Dht
+from simulations.swarm.overlay import Overlay, position
+from simulations.swarm.params import Scenario
+from simulations.swarm.world import World
+from memnet.net.provider_wave import run_wave
+
+
+def predict(nodes: int, keys: int, stopped: float, rpc_cpu: float, query_timeout: float,
+            grace: float | None, seed: int = 1, overhead: float = 0.0) -> dict:
+    sc = Scenario(nodes=nodes, seed=seed, loopback=True, nat_share=0.0).with_options(
+        rpc_cpu=rpc_cpu, query_timeout=query_timeout, always_on=1.0, offline_share=0.0, dead_hung=True)
+    rng = random.Random(seed)
+    world = World(sc, rng)
+    overlay = Overlay(world.pyids, list(range(nodes)), sc.kad.table_capacity)
+    dht = Dht(sc.kad, overlay, world)
+    for n in range(nodes):
+        world.go_online(n, 0.0)
+    hung = rng.sample(range(nodes), int(round(stopped * nodes)))
+    live = [n for n in range(nodes) if n not in set(hung)]
+    rows = []
+    now = 100.0
+    for k in range(keys):
+        p, q = rng.sample(live, 2)
+        key = position(b"validate/%d/%d" % (seed, k))
+        for h in hung:            # hung after the swarm formed: in every table, never answering
+            world.online[h] = 0
+        dht.provide(p, [key], now)
+        f = dht.find(q, key, now + 1, lambda answers, local: run_wave(answers, grace, local, query_timeout))
+        rows.append({"rounds": f.walk.rounds, "queries": f.walk.queries, "walk_s": f.walk.seconds,
+                     "find_s": f.seconds + overhead, "found": p in f.providers})
+        now += 100.0   # past py-libp2p's 60 s negative cache, as between the real script's keys
+    return summarize(rows)
+
+
+def summarize(rows: list[dict]) -> dict:
+    med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+    return {"n": len(rows), "rounds": med("rounds"), "queries": med("queries"), "walk_s": med("walk_s"),
+            "find_s": med("find_s"), "found": sum(1 for r in rows if r["found"]) / len(rows), "rows": rows}
