@@ -4,12 +4,15 @@
     .venv/bin/python scripts/validate_sim.py [--nodes 40] [--keys 20] [--stopped 0.3]
                                              [--query-timeout S] [--find-grace S|none] [--json PATH]
 
-1. Calibrate: the first --calib nodes (5) form a swarm; finds there give the CPU seconds one DHT
-   request costs on this machine (find seconds / requests), the simulator's one free parameter.
-2. All --nodes daemons (separate processes, real py-libp2p DHT, bootstrapped to node 0): for each
-   key, a random node publishes and announces a tiny cube, another finds it (the daemon's find
-   with stats: the walk's rounds and FIND_NODE queries, its seconds, the GET_PROVIDERS wave).
-3. A --stopped share of the daemons is hung with SIGSTOP (a peer that is there but never answers,
+1. All --nodes daemons start (separate processes, real py-libp2p DHT, bootstrapped to node 0).
+2. Calibrate: --calib finds and fetches give this machine's constants under that load (the CPU
+   seconds one DHT request costs; a fetch's fixed seconds and its rate), the simulator's free
+   parameters.
+3. For each of --keys keys, a random node publishes and announces a cube (16 KiB, 512 KiB or
+   3 MiB, sizes the calibration did not see), another finds it (the daemon's find with stats: the
+   walk's rounds and FIND_NODE queries, its seconds, the GET_PROVIDERS wave), then fetches it
+   from the provider found.
+4. A --stopped share of the daemons is hung with SIGSTOP (a peer that is there but never answers,
    as a home machine that went to sleep looks), and the finds are repeated.
 The simulator runs the same scenarios (loopback, same node count and hung share, the calibrated
 CPU cost, the daemons' query timeout and find grace) and the medians are compared side by side;
@@ -19,6 +22,7 @@ the target is within 20 % on medians. Every child is stopped by pid at the end.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -36,7 +40,7 @@ from memnet import config as config_mod  # noqa: E402
 from memnet import home as home_mod  # noqa: E402
 from memnet.cube import payloads  # noqa: E402
 from memnet.daemon.control import ControlClient  # noqa: E402
-from simulations.swarm.validation import predict  # noqa: E402
+from simulations.swarm.validation import predict, predict_fetch  # noqa: E402
 
 
 def start_swarm(children: Children, homes, names, first: int, last: int, boot: str | None, batch: int = 6):
@@ -56,46 +60,68 @@ def start_swarm(children: Children, homes, names, first: int, last: int, boot: s
     return states, boot
 
 
-def finds(homes, clients, states, live: list[int], keys: int, rng: random.Random, tag: str) -> list[dict]:
+ITEM = 512 * 1024          # text per plaintext item (an item holds at most 1 MiB)
+CALIB_SIZES = [4 * 1024, 2 * 2**20]              # fit: seconds per fetch + bytes per second
+PHASE_SIZES = [16 * 1024, 512 * 1024, 3 * 2**20]  # checked: sizes the fit did not see
+
+
+def finds(homes, clients, states, live: list[int], keys: int, rng: random.Random, tag: str,
+          sizes: list[int]) -> list[dict]:
+    """Per key: a random node publishes and announces a cube of the next size in sizes (cycled),
+    another finds it, then fetches it from the provider the find named (no second lookup)."""
     rows = []
     for k in range(keys):
         p, q = rng.sample(live, 2)
         node = home_mod.open_node(homes[p].home)
-        cube = node.publisher.publish("plaintext", payloads.encode_items([{"text": f"{tag} {k} {os.urandom(8).hex()}"}]),
-                                      {"items": 1})
+        want = sizes[k % len(sizes)]
+        items = [{"text": f"{tag} {k} {i} {os.urandom(8).hex()} ".ljust(min(ITEM, want - i * ITEM), "x")}
+                 for i in range(-(-want // ITEM))]
+        cube = node.publisher.publish("plaintext", payloads.encode_items(items), {"items": len(items)})
+        size = node.store.manifest(cube.cube_id).size
         node.store.close()
         clients[p].call("announce", timeout=120, cubes=[cube.cube_id])
         t = time.perf_counter()
         answer = clients[q].call("find", timeout=120, cube=cube.cube_id, stats=True)
         seconds = time.perf_counter() - t
         s = answer["stats"]
+        found = [f for f in answer["providers"] if f["peer_id"] == states[p].peer_id]
+        fetch_s = None
+        if found:
+            t = time.perf_counter()
+            clients[q].call("get", timeout=120, cube=cube.cube_id, providers=found, wait_announce=False)
+            fetch_s = time.perf_counter() - t
         rows.append({"rounds": s["rounds"], "queries": s["queries"], "walk_s": s["walk_seconds"],
                      "find_s": seconds, "asked": s["asked"], "answered": s["answered"],
-                     "found": states[p].peer_id in {f["peer_id"] for f in answer["providers"]}})
+                     "found": bool(found), "size": size, "fetch_s": fetch_s})
         time.sleep(0.2)
     return rows
 
 
 def medians(rows: list[dict]) -> dict:
     med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+    fetched = [r["fetch_s"] for r in rows if r["fetch_s"] is not None]
     return {"n": len(rows), "rounds": med("rounds"), "queries": med("queries"), "walk_s": med("walk_s"),
-            "find_s": med("find_s"), "found": sum(r["found"] for r in rows) / len(rows)}
+            "find_s": med("find_s"), "found": sum(r["found"] for r in rows) / len(rows),
+            "fetch_s": statistics.median(fetched) if fetched else float("nan")}
 
 
 def compare(label: str, real: dict, sim: dict) -> dict:
     out = {}
     print(f"  {label}")
-    for key in ("rounds", "queries", "walk_s", "find_s", "found"):
+    for key in ("rounds", "queries", "walk_s", "find_s", "found", "fetch_s"):
         err = (sim[key] - real[key]) / real[key] if real[key] else (0.0 if sim[key] == 0 else float("inf"))
         out[key] = {"real": real[key], "sim": sim[key], "error": err}
         print(f"    {key:8} real {real[key]:8.3f}   simulated {sim[key]:8.3f}   error {100 * err:+6.1f} %")
     return out
 
 
+print = functools.partial(print, flush=True)  # noqa: A001 (progress shows up in a log file too)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=40)
-    ap.add_argument("--calib", type=int, default=5)
+    ap.add_argument("--calib", type=int, default=10, help="calibration finds (and fetches)")
     ap.add_argument("--keys", type=int, default=20)
     ap.add_argument("--stopped", type=float, default=0.3)
     ap.add_argument("--query-timeout", type=float, default=config_mod.Config().daemon.dht_query_timeout)
@@ -119,39 +145,63 @@ def main() -> int:
             write_daemon_config(node, dht_query_timeout=args.query_timeout, find_grace=grace)
             node.store.close()
         t0 = time.perf_counter()
-        states, boot = start_swarm(children, homes, names, 0, args.calib, None)
-        time.sleep(args.settle / 2)
-        clients = [ControlClient(s) for s in states]
-        calib = finds(homes, clients, states, list(range(args.calib)), max(6, args.keys // 2), rng, "calib")
-        # two constants of this machine: the CPU one DHT request costs (from the walks), and what a
-        # find costs besides its requests (the control call, the local provider store)
-        rpc_cpu = statistics.median(r["walk_s"] / max(1, r["queries"]) for r in calib)
-        overhead = statistics.median(max(0.0, r["find_s"] - r["walk_s"] - rpc_cpu * r["answered"]) for r in calib)
-        print(f"calibration on {args.calib} daemons: {statistics.median(r['find_s'] for r in calib):.3f} s per find; "
-              f"{1000 * rpc_cpu:.1f} ms of CPU per DHT request, {1000 * overhead:.1f} ms besides")
-        more, _ = start_swarm(children, homes, names, args.calib, args.nodes, boot)
-        states += more
+        states, _ = start_swarm(children, homes, names, 0, args.nodes, None)
         clients = [ControlClient(s) for s in states]
         print(f"{args.nodes} daemons up in {time.perf_counter() - t0:.0f} s; settling {args.settle:g} s")
         time.sleep(args.settle)
+        # calibration, on the whole swarm (40 daemons on 2 cores load them: measured on a few
+        # daemons, every constant came out 2-3x too small). Two constants of this machine: the
+        # CPU one DHT request costs (from the walks), and what a find costs besides its requests
+        calib = finds(homes, clients, states, list(range(args.nodes)), max(4, args.calib), rng, "calib", CALIB_SIZES)
+        rpc_cpu = statistics.median(r["walk_s"] / max(1, r["queries"]) for r in calib)
+        overhead = statistics.median(max(0.0, r["find_s"] - r["walk_s"] - rpc_cpu * r["answered"]) for r in calib)
+        # a loopback fetch is CPU-bound: a fixed cost (control call, stream, manifest signature,
+        # LMDB) and a rate (Noise, yamux, chunk hashing), fitted on the small and large cubes
+        small = statistics.median(r["fetch_s"] for r in calib if r["size"] < 2**20 and r["fetch_s"] is not None)
+        large = [r for r in calib if r["size"] >= 2**20 and r["fetch_s"] is not None]
+        per_byte = max(1e-12, (statistics.median(r["fetch_s"] for r in large) - small)
+                       / statistics.median(r["size"] for r in large))
+        mbps = 8 / per_byte / 1e6
+        print(f"calibration, {len(calib)} finds: {1000 * rpc_cpu:.1f} ms of CPU per DHT request, "
+              f"{1000 * overhead:.1f} ms per find besides; a fetch {1000 * small:.0f} ms + {mbps:.0f} Mbit/s")
+        # how much of the swarm each daemon knows: py-libp2p's tables fill as peers are heard of
+        tables = [c.call("status", timeout=60)["routing_table"] for c in clients]
+        table = statistics.median(tables)
+        print(f"routing tables: min {min(tables)}, median {table:g}, max {max(tables)} of {args.nodes - 1} peers")
         everyone = list(range(args.nodes))
-        real_up = medians(finds(homes, clients, states, everyone, args.keys, rng, "up"))
-        sim_up = predict(args.nodes, args.keys, 0.0, rpc_cpu, args.query_timeout, grace, args.seed, overhead)
+        rows_up = finds(homes, clients, states, everyone, args.keys, rng, "up", PHASE_SIZES)
+        real_up = medians(rows_up)
+        sim_up = predict(args.nodes, args.keys, 0.0, rpc_cpu, args.query_timeout, grace, args.seed, overhead, table)
+        sim_up["fetch_s"] = predict_fetch(args.nodes, [r["size"] for r in rows_up if r["fetch_s"] is not None],
+                                          small, mbps, args.seed)["fetch_s"]
+        # the finds and announces of the first phase taught the tables more peers: measure again
+        tables_later = [c.call("status", timeout=60)["routing_table"] for c in clients]
+        table_later = statistics.median(tables_later)
+        print(f"routing tables after it: median {table_later:g}")
         stopped = rng.sample(everyone[1:], int(round(args.stopped * args.nodes)))
+        # the hung phase's tables: between what they were before it and after it (its own walks
+        # teach them more), measured on the live daemons once it is over
         for i in stopped:
             os.kill(states[i].pid, signal.SIGSTOP)
         live = [i for i in everyone if i not in stopped]
-        real_hung = medians(finds(homes, clients, states, live, args.keys, rng, "hung"))
+        rows_hung = finds(homes, clients, states, live, args.keys, rng, "hung", PHASE_SIZES)
+        real_hung = medians(rows_hung)
+        tables_end = [clients[i].call("status", timeout=60)["routing_table"] for i in live]
+        table_hung = (table_later + statistics.median(tables_end)) / 2
+        print(f"routing tables after the hung phase: median {statistics.median(tables_end):g}")
         sim_hung = predict(args.nodes, args.keys, args.stopped, rpc_cpu, args.query_timeout, grace, args.seed,
-                           overhead)
+                           overhead, table_hung)
+        sim_hung["fetch_s"] = predict_fetch(args.nodes, [r["size"] for r in rows_hung if r["fetch_s"] is not None],
+                                            small, mbps, args.seed)["fetch_s"]
         print(f"\n{args.nodes} daemons, query timeout {args.query_timeout:g} s, find grace {grace} s; medians of {args.keys} finds")
-        result |= {"rpc_cpu_s": rpc_cpu, "find_overhead_s": overhead,
+        result |= {"fetch_fixed_s": small, "fetch_mbps": mbps, "rpc_cpu_s": rpc_cpu, "find_overhead_s": overhead, "routing_tables": tables, "routing_tables_later": tables_later,
+                   "routing_tables_end": tables_end,
                    "all_up": compare("all daemons up", real_up, sim_up),
                    "hung": compare(f"{len(stopped)} of {args.nodes} daemons hung (SIGSTOP)", real_hung, sim_hung)}
         worst = max(abs(v["error"]) for part in ("all_up", "hung") for k, v in result[part].items()
-                    if k in ("walk_s", "find_s", "rounds"))
+                    if k in ("walk_s", "find_s", "rounds", "fetch_s"))
         result["worst_median_error"] = worst
-        print(f"\nworst error on the medians of rounds, walk and find time: {100 * worst:.0f} % (target: 20 %)")
+        print(f"\nworst error on the medians of rounds, walk, find and fetch time: {100 * worst:.0f} % (target: 20 %)")
     finally:
         for i in stopped:
             try:
