@@ -158,3 +158,16 @@ def test_cli_writes_results(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert "no_such_knob" in bad.stderr
+
+
+def test_cli_options_reach_the_scenario_none_included():
+    from simulations.swarm.cli import _parser, scenario_from
+
+    args = _parser().parse_args(["run", "--nodes", "50", "--offline", "0.3", "--set", "find_grace=none",
+                                 "--set", "query_timeout=2", "--set", "promote_after=1"])
+    sc = scenario_from(args)
+    assert (sc.nodes, sc.churn.offline_share, sc.policy.find_grace) == (50, 0.3, None)
+    assert (sc.kad.query_timeout, sc.policy.promote_after) == (2.0, 1)
+    assert scenario_from(_parser().parse_args(["run"])).policy.find_grace == Scenario().policy.find_grace == 0.5
+    with pytest.raises(ValueError, match="unknown scenario option"):
+        scenario_from(_parser().parse_args(["run", "--set", "no_such_knob=1"]))

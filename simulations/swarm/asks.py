@@ -64,17 +64,20 @@ def prefix_ask(swarm, node: int, number: int, p: int, flash: bool = False):
     mine = perf_of(swarm, node)
 
     local_id = store.by_prefix.get(p)
+    worth = local_id is not None or (limit and _worth_fetching(swarm, node, p, n_prefix))
     usable = n_prefix if local_id is not None else 0
     lookup_seconds, remote = 0.0, None
     rest = n_prompt - usable
-    worth = not pol.skip_slow_lookups or perf.worth_asking(
+    solo = world.prefill_seconds(node, rest) + (store.cubes[local_id].size / perf.DEFAULT_LOAD_RATE
+                                                 if local_id is not None else 0.0)
+    ask_swarm = pol.overlap_lookup or not pol.skip_slow_lookups or perf.worth_asking(
         perf.estimate_prefill(mine.prefill, rest), perf.median([s[0] for s in mine.lookup]))
-    if rest > 1 and worth:
+    if rest > 1 and ask_swarm:
         keys = prefixes.prompt_keys(p, number)
         lookup_seconds, found = prefix_lookup(swarm, node, keys)
         mine.add(mine.lookup, lookup_seconds)
         remote = _better(swarm, found, usable, keys)
-    decision = "local" if local_id is not None else ("none" if worth else "not asked")
+    decision = "local" if local_id is not None else ("none" if ask_swarm else "not asked")
     fetch_seconds = 0.0
     source = None
     if remote is not None:
@@ -104,16 +107,31 @@ def prefix_ask(swarm, node: int, number: int, p: int, flash: bool = False):
         store.use(source.cube_id, env.now)
     load = (source.size / perf.DEFAULT_LOAD_RATE) if source is not None else 0.0
     compute = world.prefill_seconds(node, n_prompt - usable)
-    if usable == 0:
-        mine.add(mine.prefill, n_prompt, compute)
-        swarm.known.setdefault(p, set()).add(node)
-    yield env.timeout(lookup_seconds + load + compute)
-    ttft = env.now - start
+    if pol.overlap_lookup:
+        # the prefill ran from the start beside the lookup: the swarm's answer only counts when
+        # it (fetch, load, the rest) beat it; a fetched cube is kept either way
+        swarm_path = (env.now - start) + load + compute
+        if decision == "fetch" and swarm_path >= solo:
+            decision, usable, source = "fetch lost the race", n_prefix if local_id is not None else 0, None
+            compute = world.prefill_seconds(node, rest)
+        finish = min(solo, swarm_path) if decision == "fetch" else solo
+        if usable == 0:
+            mine.add(mine.prefill, n_prompt, compute)
+            swarm.known.setdefault(p, set()).add(node)
+        yield env.timeout(max(0.0, start + finish - env.now))
+        ttft = finish
+    else:
+        if usable == 0:
+            mine.add(mine.prefill, n_prompt, compute)
+            swarm.known.setdefault(p, set()).add(node)
+        yield env.timeout(lookup_seconds + load + compute)
+        ttft = env.now - start
     if counting:
         m.asks["flash" if flash else ("private" if p >= swarm.sc.workload.prefixes else "shared")] += 1
         m.decisions[decision] += 1
         m.prefix_tokens += n_prefix
         m.limit_tokens += n_prefix if limit else 0
+        m.worth_tokens += n_prefix if worth else 0
         m.cached_tokens += n_prefix if cached else 0
         m.saved_tokens += usable
         m.fetched_tokens += usable if decision == "fetch" else 0
@@ -134,6 +152,19 @@ def _available(swarm, node: int, p: int) -> tuple[bool, bool]:
     computed = any(online[x] for x in who)
     cached = any(online[x] and swarm.stores.get(x) is not None and p in swarm.stores[x].by_prefix for x in who)
     return computed, cached
+
+
+def _worth_fetching(swarm, node: int, p: int, n_prefix: int) -> bool:
+    """An oracle's answer: would the prefix's KV, pulled from the fastest online node that
+    computed it (no lookup, its whole upload) and loaded, arrive before this node prefills it?
+    Saving compute by fetching what a GPU recomputes faster would lengthen time to first token."""
+    world = swarm.world
+    up = max((world.upload_rate(x) for x in swarm.known.get(p, ()) if world.online[x] and x != node), default=0.0)
+    if up <= 0:
+        return False
+    size = n_prefix * swarm.sc.spec.kv_bytes_per_token
+    fetch = size / min(up, world.download_rate(node)) + size / perf.DEFAULT_LOAD_RATE
+    return fetch < world.prefill_seconds(node, n_prefix)
 
 
 def _better(swarm, found, usable: int, keys: list[bytes]):
@@ -262,7 +293,7 @@ def fetch(swarm, node: int, cube: Cube, holders: list[int]):
         swarm.remember_peer(node, peer)
         swarm.remember_peer(peer, node)
         rtt, started_at = world.rtt(node, peer), world.last_start[peer]
-        yield env.timeout(rtt * MIP_ROUND_TRIPS)  # stream + manifest
+        yield env.timeout(rtt * MIP_ROUND_TRIPS + swarm.sc.fetch_cpu)  # stream + manifest, its checks
         while True:
             batch = fetch_plan.next_batch(peer)
             if not batch:

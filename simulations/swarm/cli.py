@@ -48,13 +48,14 @@ def _current(sc: Scenario, name: str):
 def scenario_from(args) -> Scenario:
     sc = Scenario(nodes=args.nodes, hours=args.hours, seed=args.seed, model=args.model,
                   warmup=min(args.warmup * HOUR, args.hours * HOUR / 2))
-    options = {"offline_share": args.offline, "asks_per_hour": args.asks_per_hour}
+    options = {k: v for k, v in {"offline_share": args.offline, "asks_per_hour": args.asks_per_hour}.items()
+               if v is not None}
     if args.flash_at is not None:
         options["flash_at"] = None if args.flash_at < 0 else args.flash_at * HOUR
-    for item in args.set:
+    for item in args.set:   # "none" is a value here (find_grace=none: wait for every answer)
         name, _, text = item.partition("=")
         options[name] = _value(_current(sc, name), text)
-    return sc.with_options(**{k: v for k, v in options.items() if v is not None or k == "flash_at"})
+    return sc.with_options(**options)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,7 +140,9 @@ def findings(result: dict) -> str:
         f"{sc['nodes']} nodes, {sc['hours']:g} h (counted after {sc['warmup'] / HOUR:g} h), seed {sc['seed']}, "
         f"model {sc['model']}, online share {pct(s['online_share'])}",
         f"prefill saved: {pct(pre['saved_of_limit'])} of the limit (limit: {pct(pre['limit_of_all'])} of prefix "
-        f"tokens were computed by a node online; saved {pct(pre['saved_of_all'])} of all)",
+        f"tokens were computed by a node online; saved {pct(pre['saved_of_all'])} of all); "
+        f"{pct(pre.get('saved_of_worth'))} of the tokens worth fetching ({pct(pre.get('worth_of_limit'))} of the limit: "
+        f"fetching the rest is slower than prefilling it)",
         f"TTFT p50/p90: swarm {sec(t['swarm'])} / {sec(t['swarm'], 'p90')}, on its own "
         f"{sec(t['solo'])} / {sec(t['solo'], 'p90')}",
         f"decisions: {s['decisions']}",

@@ -104,8 +104,10 @@ class Dht:
                     waits.append(self.dead_cost(start, peer, now))
                     if not kad.dead_hung:   # a failed dial removes the peer from the table
                         overlay.forget(start, peer, now)
-            answered = world.answer_times(start, alive)
-            seconds += max(answered + waits, default=0.0)
+            # an answer later than the query timeout is a failure (the peer stays in the table)
+            times = world.answer_times(start, alive)
+            alive = [peer for peer, t in zip(alive, times) if t < kad.query_timeout]
+            seconds += min(kad.query_timeout, max(times + waits, default=0.0))
             if not alive:
                 continue  # every answer empty: go on while someone is left to ask
             heard = set(closest)

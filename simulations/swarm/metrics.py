@@ -33,6 +33,7 @@ class Metrics:
     decisions: Counter = field(default_factory=Counter)      # local | fetch | recompute | none
     prefix_tokens: int = 0        # shared-prefix tokens asked (private documents included)
     limit_tokens: int = 0         # of them, already computed by a node online at the time
+    worth_tokens: int = 0         # of them, worth fetching from the fastest online node that computed them (oracle)
     cached_tokens: int = 0        # of them, held as a KV cube by a node online at the time
     saved_tokens: int = 0         # of them, not prefilled thanks to a cube (local or fetched)
     fetched_tokens: int = 0
@@ -80,6 +81,9 @@ class Metrics:
                 "saved_of_limit": self.saved_tokens / self.limit_tokens if self.limit_tokens else None,
                 "saved_of_all": self.saved_tokens / self.prefix_tokens if self.prefix_tokens else None,
                 "limit_of_all": self.limit_tokens / self.prefix_tokens if self.prefix_tokens else None,
+                "worth_tokens": self.worth_tokens,
+                "saved_of_worth": self.saved_tokens / self.worth_tokens if self.worth_tokens else None,
+                "worth_of_limit": self.worth_tokens / self.limit_tokens if self.limit_tokens else None,
             },
             "ttft": {"swarm": quantiles(self.ttft), "solo": quantiles(self.ttft_solo)},
             "ask_lookup_seconds": quantiles(self.ask_lookup),

@@ -160,6 +160,9 @@ class Policy:
     eviction: str = "lru"
     find_grace: float | None = _DAEMON.find_grace   # None: a find waits for all k GET_PROVIDERS answers
     skip_slow_lookups: bool = True  # model/perf.worth_asking: no swarm lookup when prefill is faster
+    # not memnet yet (issue 16): the prefill starts at once, beside the lookup and the fetch, and
+    # a cube that arrives first takes over; time to first token is the sooner of the two
+    overlap_lookup: bool = False
     fetch_fanout: int = 4           # providers a fetch pulls chunks from at once
     chunk_size: int = 256 * 1024
 
@@ -174,7 +177,9 @@ class Scenario:
     nat_share: float = 0.5          # behind NAT: DHT clients, reachable through a relay only
     relay_rtt_ms: float = 40.0      # extra round trip through a relay
     relay_mbps: float = 5.0         # a relay's per-connection cap (circuit relay v2 limits data)
-    loopback: bool = False          # every link 0.1 ms, 1 Gbit/s; refused dials (validation)
+    loopback: bool = False          # every link 0.1 ms, loopback_mbps; refused dials (validation)
+    loopback_mbps: float = 1000.0   # what one loopback fetch moves (CPU-bound: Noise, yamux, hashing)
+    fetch_cpu: float = 0.02         # s per fetch besides the wire: manifest signature, LMDB writes (estimate)
     kad: Kademlia = field(default_factory=Kademlia)
     churn: Churn = field(default_factory=Churn)
     workload: Workload = field(default_factory=Workload)

@@ -88,12 +88,12 @@ class World:
 
     def upload_rate(self, node: int) -> float:
         if self.loopback:
-            return 1e9 / 8
+            return self.scenario.loopback_mbps * MBIT
         rate = LINKS[self.link[node]].up_mbps * MBIT
         return min(rate, self.scenario.relay_mbps * MBIT) if self.nat[node] else rate
 
     def download_rate(self, node: int) -> float:
-        return 1e9 / 8 if self.loopback else LINKS[self.link[node]].down_mbps * MBIT
+        return self.scenario.loopback_mbps * MBIT if self.loopback else LINKS[self.link[node]].down_mbps * MBIT
 
     def prefill_seconds(self, node: int, tokens: int) -> float:
         return tokens / self.scenario.spec.machines[self.machine[node]].prefill_tps
