@@ -11,7 +11,7 @@ probability --repeat a question from a small hot pool (--hot questions, asked ag
 as people do), else any question (mostly new). Every request is answered twice, one after the
 other, with the same loaded model:
   with     memnet ask as configured: recall, plan, KV cube reuse, promotion of memory sets used
-           promote_after (3) times into KV cubes (node A);
+           promote_after (the default, 2) times into KV cubes (node A);
   without  the same recall and prompt, full prefill every time, nothing promoted (node B).
 Reported: hit rate (requests whose memory prefix came from a KV cube), prefill tokens saved,
 time to first token and whole-answer latency (medians and means) with / without, promotions and
@@ -77,7 +77,7 @@ def main() -> None:
                       config_mod.load(without_home.home).trust.add(with_home.peer_id, ("inject",)).to_config())
     without_home = home_mod.open_node(without_home.home)
     questions = workload([q["query"] for q in data["queries"]], args.requests, args.hot, args.repeat, args.seed)
-    settings = AskSettings(k=args.k)  # promote_after 3, the default
+    settings = AskSettings(k=args.k)  # promote_after: the default
     rows = []
     for i, question in enumerate(questions):
         on = ask_mod.ask(with_home.publisher, with_home.gate(), with_home.perf, loaded, question, settings=settings,
@@ -117,7 +117,7 @@ def report(rows: list[dict], args) -> None:
 
     print(f"\n{n} requests ({args.hot} hot questions asked with p={args.repeat}, the rest drawn from all "
           f"{len(json.loads(RECALL_SET.read_text())['queries'])}), k={args.k}, {args.tokens} new tokens each, "
-          f"promote_after 3")
+          f"promote_after {settings.promote_after}")
     print(f"hit rate: {hits}/{n} = {hits / n:.2f} of requests reused a KV cube "
           f"({hits}/{eligible} of those with memories)")
     print(f"prefill tokens saved: {saved}/{total} = {saved / total:.2f}")

@@ -131,8 +131,8 @@ Our build server is named kestrel and lives in rack 4 of the basement.
 EOF
 step memnet --home "$alice" notes import "$work/team.md" --name team-notes
 step memnet --home "$alice" recall "how do I get on the wireless network?" -k 2
-for _ in 1 2; do memnet --home "$alice" ask "What is the office wifi password?" -n 20 >/dev/null 2>&1; done
-printf '\nthe third time this memory set is used, its prompt prefix becomes a KV cube:\n'
+memnet --home "$alice" ask "What is the office wifi password?" -n 20 >/dev/null 2>&1
+printf '\nthe second time this memory set is used, its prompt prefix becomes a KV cube:\n'
 step memnet --home "$alice" ask "What is the office wifi password?" -n 20 --explain
 printf '\nso the next request with the same memories reuses it:\n'
 step memnet --home "$alice" ask "What is the office wifi password?" -n 20 --explain

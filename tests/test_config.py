@@ -252,7 +252,7 @@ def test_not_an_object_and_not_json(tmp_path):
 def test_every_setting_has_a_key_a_doc_and_its_default_in_force():
     defaults = config.effective(config.Config())
     assert set(defaults) == set(config.SETTINGS) and len(defaults) >= 30
-    assert defaults["daemon.limits.idle_timeout"] == 60.0 and defaults["promote_after"] == 3
+    assert defaults["daemon.limits.idle_timeout"] == 60.0 and defaults["promote_after"] == 2
     assert all(s.doc for s in config.SETTINGS.values())
     restart = {k for k, s in config.SETTINGS.items() if not s.live}
     assert restart == {"config_version", "daemon.listen", "daemon.bootstrap", "daemon.mdns", "daemon.dht_query_timeout"} | \
@@ -302,7 +302,7 @@ def test_config_cli(tmp_path):
     table = memnet(home, "config", "show").out
     assert "daemon.limits.idle_timeout" in table and "restart" in table
     assert memnet(home, "config", "unset", "promote_after").code == 0
-    assert memnet(home, "config", "get", "promote_after").out.strip() == "3"
+    assert memnet(home, "config", "get", "promote_after").out.strip() == "2"
     before = (home / "config.json").read_text()
     for args, words in ((("set", "daemon.limits.idle_timeout", "-3"), "idle_timeout"),
                         (("set", "nosuch", "1"), "no setting"),

@@ -18,7 +18,7 @@ from memnet.governance.trust import TrustPolicy
 
 PROVIDER_RECORD_EXPIRY = 48 * 3600  # py-libp2p's provider record lifetime
 MAX_PREFIX_NEIGHBOURS = 64
-PROMOTE_AFTER = 3                   # uses of a memory set before its prefix becomes a KV cube
+PROMOTE_AFTER = 2                   # uses of a memory set before its prefix becomes a KV cube (2: docs/simulation.md §5)
 CONFIG_VERSION = 1
 
 
