@@ -171,3 +171,17 @@ def test_cli_options_reach_the_scenario_none_included():
     assert scenario_from(_parser().parse_args(["run"])).policy.find_grace == Scenario().policy.find_grace == 0.5
     with pytest.raises(ValueError, match="unknown scenario option"):
         scenario_from(_parser().parse_args(["run", "--set", "no_such_knob=1"]))
+
+
+def test_pinned_cubes_are_announced_again_every_reprovide_interval():
+    def announces(interval: float) -> int:
+        swarm = Swarm(small(always_on=1.0, reprovide_interval=interval).with_options(asks_per_hour=0.001,
+                                                                                     flash_at=None))
+        swarm.run()
+        return swarm.metrics.announces
+
+    # 100 published cubes (pinned by their authors) + 20 x 1 more pinner, all nodes always on:
+    # the start-up announcements, then one more round per interval that fits in the 3 h
+    once, hourly = announces(10 * HOUR), announces(HOUR)
+    assert once == 120
+    assert hourly >= 3 * once

@@ -149,16 +149,20 @@ class Swarm:
         announces its pinned cubes (the announcer does at start)."""
         self.world.go_online(node, self.env.now)
         s = self.stores.get(node)
-        if s is not None:
-            pinned = [s.cubes[c] for c, v in s.views.items() if v.pinned]
-            if pinned:
-                def go(_event, started=self.env.now):
-                    if self.world.online[node] and self.world.last_start[node] == started:
-                        for cube in pinned:
-                            if s.has(cube.cube_id):
-                                self.announce(node, cube)
-                delay = BOOTSTRAP if self.env.now > 0 else self.rng.uniform(BOOTSTRAP, 600)  # not all at once
-                self.env.timeout(delay).callbacks.append(go)
+        if s is not None and any(v.pinned for v in s.views.values()):
+            delay = BOOTSTRAP if self.env.now > 0 else self.rng.uniform(BOOTSTRAP, 600)  # not all at once
+            self.env.process(self._reprovide(node, s, delay))
+
+    def _reprovide(self, node: int, s: NodeStore, delay: float):
+        """The announcer: the pinned cubes after bootstrap, then every reprovide_interval, for as
+        long as this session lasts."""
+        started = self.env.now
+        yield self.env.timeout(delay)
+        while self.world.online[node] and self.world.last_start[node] == started:
+            for c, v in list(s.views.items()):
+                if v.pinned:
+                    self.announce(node, s.cubes[c])
+            yield self.env.timeout(self.sc.policy.reprovide_interval)
 
     def _arrivals(self):
         env, rate = self.env, self.sc.workload.asks_per_hour / 3600
