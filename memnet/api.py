@@ -17,7 +17,8 @@ from typing import Any
 from memnet import home as home_mod
 from memnet import ingest
 from memnet.cube.build import Cube
-from memnet.errors import UsageError
+from memnet.cube import cid
+from memnet.errors import DaemonError, DaemonTimeout, FetchDeadline, FetchError, UsageError
 from memnet.governance import audit
 
 Prompt = str | list[dict[str, str]]
@@ -36,12 +37,19 @@ class DaemonSwarm:
         self.found = {c["cube"]: c for c in found}
         return [(c["cube"], c["manifest"]) for c in found]
 
-    def get(self, cube_id: bytes) -> tuple[int, float, str]:
+    def get(self, cube_id: bytes, deadline: float | None = None) -> tuple[int, float, str]:
         # the caller waits to use the cube, not to share it: the daemon announces it afterwards
-        # auto: the daemon's trust policy decides whether this peer's cube is fetched and pinned
+        # auto: the daemon's trust policy decides whether this peer's cube is fetched and pinned.
+        # Past the deadline the caller computes instead; the daemon's get runs on and stores it
         known = self.found.get(cube_id, {})
-        result = self.client.call("get", cube=cube_id, pin=True, wait_announce=False, auto=True,
-                                  providers=known.get("providers", []), manifest=known.get("manifest"))
+        try:
+            result = self.client.call("get", timeout=deadline if deadline is not None else 600.0,
+                                      cube=cube_id, pin=True, wait_announce=False, auto=True,
+                                      providers=known.get("providers", []), manifest=known.get("manifest"))
+        except DaemonTimeout:
+            raise FetchDeadline(f"the fetch of {cid.to_text(cube_id)} did not finish within {deadline:.1f} s") from None
+        except DaemonError as exc:   # no provider served it, or the daemon went away: compute instead
+            raise FetchError(str(exc)) from None
         if result["already"]:
             return 0, 0.0, "local"
         top = max(result["from"].items(), key=lambda item: item[1], default=("?", 0))[0]

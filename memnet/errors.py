@@ -90,5 +90,14 @@ class FetchError(NetworkError):
     """A cube could not be fetched complete and verified from any provider."""
 
 
+class FetchDeadline(FetchError):
+    """A fetch did not finish by the time computing instead would have (generation falls back
+    to the prefill; the daemon finishes the fetch for next time)."""
+
+
 class DaemonError(MemnetError):
     """No daemon is running for this home, or the local control channel failed."""
+
+
+class DaemonTimeout(DaemonError):
+    """The daemon did not answer a command within the caller's timeout (it may still finish it)."""

@@ -361,3 +361,9 @@ def test_python_api_generates_like_the_cli(node, tiny):
     assert result.model_load_seconds > 0 and "TTFT" in result.timing_line()
     with pytest.raises(UsageError, match="fetch"):
         api.generate("x", home=node, fetch="sometimes")
+
+
+def test_a_fetch_may_take_as_long_as_the_prefill_it_replaces():
+    assert perf.fetch_deadline(None) == perf.FETCH_DEADLINE_UNMEASURED   # nothing measured: a fixed bound
+    assert perf.fetch_deadline(30.0) == 30.0                 # at worst twice the better choice
+    assert perf.fetch_deadline(0.01) == perf.FETCH_DEADLINE_FLOOR   # jitter never cancels a tiny fetch

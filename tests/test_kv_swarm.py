@@ -139,3 +139,46 @@ def test_a_lying_neighbour_does_not_hide_the_real_prefix(swarm, tiny_model_dir):
     finally:
         liar.kill()
         liar.wait()
+
+
+def test_a_fetch_that_runs_late_gives_way_to_the_prefill(swarm, tiny_model_dir):
+    """The provider hangs (SIGSTOP) between B's lookup and its fetch: B's answer does not wait
+    for it — it computes the prefill after the deadline (or once the fetch has failed), and
+    gives the same answer as its own full prefill."""
+    import signal
+
+    from memnet import api
+    from memnet.model import generate as gen
+
+    a = swarm.start("a")
+    b = swarm.start("b", bootstrap=[a])
+    for node in (a, b):
+        node.cli("model", "pin", str(tiny_model_dir))
+    b.cli("trust", "add", a.peer_id, "--for", "pin,inject")
+    a.cli("kv", "build", TEXT, "--dtype", "float32")
+    prompt = TEXT + " and so on"
+    local = generate(b, prompt, "--local")   # B measures its prefill: the deadline is its floor
+    node = api.open_node(b.home)
+    loaded, _ = api.load(node)
+    ids = api.token_ids(loaded, prompt, add_generation_prompt=True)
+    options = gen.Options(max_new_tokens=3)
+    deadline = time.monotonic() + 30
+    while True:   # A's announcement reaches the DHT asynchronously
+        choice = gen.choose_prefix(node.store, node.gate(), node.perf, loaded, ids, options, api.swarm_of(node))
+        if choice.fetch or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert choice.fetch and choice.local is None, choice.decision
+    assert choice.deadline == pytest.approx(1.0)   # the tiny model prefills in ms: the 1 s floor
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = gen.generate(node.store, node.gate(), node.perf, loaded, ids, options, api.swarm_of(node), choice)
+        waited = time.monotonic() - started
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    assert result.source == "none" and result.reused == 0
+    assert "computed instead" in result.decision, result.decision
+    assert waited < 8, result.decision   # not the 600 s a control call allows
+    assert result.text == local["text"]
+    assert b.cli("status").code == 0     # B's daemon serves on

@@ -26,7 +26,7 @@ import trio
 from memnet.daemon import state as state_mod
 from memnet.daemon.base import Service
 from memnet.daemon.commands import Table
-from memnet.errors import DaemonError, MemnetError
+from memnet.errors import DaemonError, DaemonTimeout, MemnetError
 
 log = logging.getLogger("memnet.control")
 
@@ -238,5 +238,8 @@ class ControlClient:
                         error.exit_code = int(message.get("exit", 1))
                         raise error
                     return message.get("ok")
+        except TimeoutError:
+            # connected, then no answer in time: the command may still be running in the daemon
+            raise DaemonTimeout(f"the daemon did not answer {cmd} within {timeout:g} s") from None
         except OSError as exc:
             raise DaemonError(f"cannot reach the daemon (pid {self.state.pid}): {exc}") from None

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from memnet.cube import cid, manifest as manifest_mod
 from memnet.cube import prefix
-from memnet.errors import MemnetError, UsageError
+from memnet.errors import FetchDeadline, FetchError, MemnetError, UsageError
 from memnet.governance.gate import Gate
 from memnet.local import Publisher
 from memnet.model import kv, perf
@@ -33,8 +33,9 @@ class Swarm(Protocol):
         """For lists of prompt prefix keys (one list per salt), authenticated (cube id, manifest
         bytes) of cubes that peers hold under the longest key found."""
 
-    def get(self, cube_id: bytes) -> tuple[int, float, str]:
-        """Fetch a cube into the local store: (bytes moved, seconds, peer it mostly came from)."""
+    def get(self, cube_id: bytes, deadline: float | None = None) -> tuple[int, float, str]:
+        """Fetch a cube into the local store: (bytes moved, seconds, peer it mostly came from);
+        FetchDeadline when it has not finished within deadline seconds."""
 
 
 @dataclass
@@ -181,6 +182,8 @@ class PrefixChoice:
     decision: str = ""
     saved_estimate: float | None = None  # estimated prefill seconds the cube saves (None: unmeasured)
     cost_estimate: float | None = None   # estimated seconds to fetch (if remote) and load it
+    local: Candidate | None = None       # the local cube to fall back on when a fetch runs late
+    deadline: float | None = None        # seconds the fetch may take (perf.fetch_deadline; None: --fetch always)
     steps: dict[str, float] = field(default_factory=dict)
 
 
@@ -217,7 +220,8 @@ def choose_prefix(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedM
                 choice.decision = f"{'fetch' if options.fetch == 'always' else 'recompute'} (--fetch "\
                                   f"{options.fetch}; measured: {fetch.reason()})"
             if options.fetch == "always" or (options.fetch == "auto" and fetch.fetch):
-                choice.best, choice.fetch = better, True
+                choice.local, choice.best, choice.fetch = best, better, True
+                choice.deadline = perf.fetch_deadline(estimate) if options.fetch == "auto" else None
                 choice.saved_estimate = perf.estimate_prefill(samples, better.usable)
                 choice.cost_estimate = fetch.fetch_seconds
     if gate.refused:  # say why a cached prefix was not used
@@ -247,9 +251,22 @@ def generate(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel,
         if swarm is None:
             raise UsageError("the plan fetches a cube from a peer, but there is no swarm to fetch from")
         mark = time.perf_counter()
-        moved, seconds, result.peer = swarm.get(best.cube_id)
+        try:
+            moved, seconds, result.peer = swarm.get(best.cube_id, deadline=choice.deadline)
+            book.add_fetch(moved, seconds)
+        except FetchDeadline:
+            # computing now is at worst twice the better choice; waiting on has no bound. The
+            # sample (all of the cube in the time waited) is a rate it did not reach: the next
+            # choice is warier of fetching
+            book.add_fetch(best.size, time.perf_counter() - mark)
+            result.decision = " · ".join(filter(None, [result.decision, (
+                f"fetch abandoned after {choice.deadline:.1f} s (the prefill it saves takes about that): "
+                f"computed instead; the daemon finishes the fetch for next time")]))
+            best = choice.local
+        except FetchError as exc:   # every provider failed: the answer does not need the cube
+            result.decision = " · ".join(filter(None, [result.decision, f"fetch failed ({exc}): computed instead"]))
+            best = choice.local
         result.steps["fetch"] = time.perf_counter() - mark
-        book.add_fetch(moved, seconds)
     cache, n_cached = None, 0
     if best is not None:
         mark = time.perf_counter()

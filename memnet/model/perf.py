@@ -15,6 +15,8 @@ PERF_FILE = "perf.json"
 KEEP = 8                               # newest samples kept per series
 DEFAULT_LOAD_RATE = 500 * 1024 * 1024  # bytes/s assumed before the first cube load is measured
 FETCH_OVERHEAD = 0.05                  # s: provider lookup reply + manifest round trip
+FETCH_DEADLINE_FLOOR = 1.0             # s: a fetch is never given up sooner (jitter on tiny prefills)
+FETCH_DEADLINE_UNMEASURED = 120.0      # s: before any prefill is measured (an 8B model's 3 000 tokens on a laptop CPU)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,17 @@ def choose(n_bytes: int, prefill_seconds: float | None, bandwidth: float | None,
     if prefill_seconds is None:
         return Choice(True, fetch_seconds, None)
     return Choice(fetch_seconds < prefill_seconds, fetch_seconds, prefill_seconds)
+
+
+def fetch_deadline(prefill_seconds: float | None) -> float:
+    """How long a chosen fetch may take before the prefill it replaces is computed instead: as
+    long as that prefill (the ski-rental rule: at worst twice the better choice). A provider
+    whose upload is shared by a crowd of fetchers can take hours where the estimate said
+    seconds (docs/simulation.md: without it, half a flash crowd was still waiting after an hour).
+    Before this node has measured a prefill: a fixed, generous bound."""
+    if prefill_seconds is None:
+        return FETCH_DEADLINE_UNMEASURED
+    return max(FETCH_DEADLINE_FLOOR, prefill_seconds)
 
 
 def worth_asking(prefill_seconds: float | None, lookup_seconds: float | None) -> bool:
