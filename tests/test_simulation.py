@@ -185,3 +185,16 @@ def test_pinned_cubes_are_announced_again_every_reprovide_interval():
     once, hourly = announces(10 * HOUR), announces(HOUR)
     assert once == 120
     assert hourly >= 3 * once
+
+
+def test_fetch_deadline_cuts_the_tail_that_slow_uploaders_make():
+    """A flash crowd of 60 fetchers shares one residential uplink: without memnet's fetch
+    deadline most of them are still waiting when the run ends (counted as waiting that long)."""
+    def run(deadline: bool):
+        return Swarm(small(fetch_deadline=deadline)).run().summary()
+
+    with_, without = run(True), run(False)
+    assert with_["decisions"].get("fetch abandoned", 0) > 0 and "fetch abandoned" not in without["decisions"]
+    assert with_["flash_crowd_seconds"]["n"] == without["flash_crowd_seconds"]["n"] > 0   # censored ones too
+    assert with_["flash_crowd_seconds"]["p50"] * 10 < without["flash_crowd_seconds"]["p50"]
+    assert with_["ttft"]["swarm"]["p99"] * 5 < without["ttft"]["swarm"]["p99"]

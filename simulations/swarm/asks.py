@@ -59,6 +59,11 @@ def prefix_ask(swarm, node: int, number: int, p: int, flash: bool = False):
     n_prefix = prefixes.length(p)
     n_prompt = n_prefix + swarm.sc.workload.suffix_tokens
     uses = swarm.uses[(node, p)] = swarm.uses.get((node, p), 0) + 1
+    solo_hit = uses > pol.promote_after and n_prefix >= pol.min_promote_tokens
+    ttft_solo = (world.prefill_seconds(node, n_prompt - n_prefix if solo_hit else n_prompt)
+                 + (n_prefix * swarm.sc.spec.kv_bytes_per_token / perf.DEFAULT_LOAD_RATE if solo_hit else 0))
+    if counting:   # an ask still waiting when the run ends is counted then, as waiting that long
+        swarm.in_flight[number] = (start, ttft_solo, flash)
     limit, cached = _available(swarm, node, p)
     store = swarm.store(node)
     mine = perf_of(swarm, node)
@@ -88,9 +93,19 @@ def prefix_ask(swarm, node: int, number: int, p: int, flash: bool = False):
         if choice.fetch:
             yield env.timeout(lookup_seconds)
             lookup_done = env.now
-            moved = yield env.process(fetch(swarm, node, cube, holders))
+            pulling = env.process(fetch(swarm, node, cube, holders))
+            deadline = perf.fetch_deadline(perf.estimate_prefill(mine.prefill, saved)) if pol.fetch_deadline else None
+            if deadline is None:
+                yield pulling
+            else:
+                yield pulling | env.timeout(deadline)
             fetch_seconds = env.now - lookup_done
-            if moved:
+            moved = not pulling.is_alive and pulling.value
+            if pulling.is_alive:   # model/generate: computed instead; the daemon finishes the fetch
+                mine.add(mine.fetch, cube.size, fetch_seconds)
+                pulling.callbacks.append(lambda e: e.value and _keep(swarm, node, cube))
+                decision = "fetch abandoned"
+            elif moved:
                 mine.add(mine.fetch, cube.size, fetch_seconds)
                 swarm.put(node, cube, pinned=False)
                 if pol.provide_fetched:
@@ -99,6 +114,8 @@ def prefix_ask(swarm, node: int, number: int, p: int, flash: bool = False):
                 lookup_seconds = 0.0   # already waited
             else:
                 decision = "fetch-failed"
+            if not moved:
+                lookup_seconds = 0.0   # already waited
         else:
             decision = "recompute"
     if source is None and local_id is not None:
@@ -137,12 +154,19 @@ def prefix_ask(swarm, node: int, number: int, p: int, flash: bool = False):
         m.fetched_tokens += usable if decision == "fetch" else 0
         m.ttft.append(ttft)
         m.ask_lookup.append(lookup_seconds if decision != "fetch" else 0.0)
-        solo_hit = uses > pol.promote_after and n_prefix >= pol.min_promote_tokens
-        m.ttft_solo.append(world.prefill_seconds(node, n_prompt - n_prefix if solo_hit else n_prompt)
-                           + (n_prefix * swarm.sc.spec.kv_bytes_per_token / perf.DEFAULT_LOAD_RATE if solo_hit else 0))
+        m.ttft_solo.append(ttft_solo)
+        swarm.in_flight.pop(number, None)
         if flash:
             m.flash.append(ttft)
     yield from _maybe_promote(swarm, node, p, uses, n_prefix, store, free=usable == 0)
+
+
+def _keep(swarm, node: int, cube: Cube) -> None:
+    """A fetch the answer stopped waiting for has finished: stored and announced all the same."""
+    if swarm.world.online[node]:
+        swarm.put(node, cube, pinned=False)
+        if swarm.sc.policy.provide_fetched:
+            swarm.announce_later(node, cube, ANNOUNCE_DELAY)
 
 
 def _available(swarm, node: int, p: int) -> tuple[bool, bool]:

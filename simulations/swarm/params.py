@@ -160,6 +160,7 @@ class Policy:
     eviction: str = "lru"
     find_grace: float | None = _DAEMON.find_grace   # None: a find waits for all k GET_PROVIDERS answers
     skip_slow_lookups: bool = True  # model/perf.worth_asking: no swarm lookup when prefill is faster
+    fetch_deadline: bool = True     # model/perf.fetch_deadline: compute once a fetch runs past the prefill it saves
     # not memnet yet (issue 16): the prefill starts at once, beside the lookup and the fetch, and
     # a cube that arrives first takes over; time to first token is the sooner of the two
     overlap_lookup: bool = False

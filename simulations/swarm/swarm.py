@@ -61,6 +61,7 @@ class Swarm:
         self.ask_count = 0
         self.on_chunk = None   # a test's audit hook: (provider, fetcher, cube) per chunk delivered
         self.grace = scenario.policy.find_grace
+        self.in_flight: dict[int, tuple[float, float, bool]] = {}   # counted prefix asks not answered yet
 
     # -- helpers for the flows ---------------------------------------------------------------
 
@@ -234,4 +235,12 @@ class Swarm:
             self.env.run(until=t)
             if progress is not None:
                 progress(t)
-        return self.metrics
+        m = self.metrics
+        for start, solo, flash in self.in_flight.values():   # censored: waiting at least this long
+            m.ttft.append(end - start)
+            m.ttft_solo.append(solo)
+            m.decisions["unanswered at the end"] += 1
+            if flash:
+                m.flash.append(end - start)
+        self.in_flight.clear()
+        return m
