@@ -16,10 +16,11 @@ from typing import Any
 
 from memnet import home as home_mod
 from memnet import ingest
-from memnet.cube.build import Cube
 from memnet.cube import cid
+from memnet.cube.build import Cube
 from memnet.errors import DaemonError, DaemonTimeout, FetchDeadline, FetchError, UsageError
 from memnet.governance import audit
+from memnet.model import perf
 
 Prompt = str | list[dict[str, str]]
 FETCH_POLICIES = ("auto", "always", "never")
@@ -43,11 +44,13 @@ class DaemonSwarm:
         # Past the deadline the caller computes instead; the daemon's get runs on and stores it
         known = self.found.get(cube_id, {})
         try:
-            result = self.client.call("get", timeout=deadline if deadline is not None else 600.0,
-                                      cube=cube_id, pin=True, wait_announce=False, auto=True,
+            give_up = None if deadline is None else (
+                lambda elapsed, done, total: not perf.keep_waiting(elapsed, done, total, deadline))
+            result = self.client.call("get", give_up=give_up, cube=cube_id, pin=True, wait_announce=False, auto=True,
                                       providers=known.get("providers", []), manifest=known.get("manifest"))
         except DaemonTimeout:
-            raise FetchDeadline(f"the fetch of {cid.to_text(cube_id)} did not finish within {deadline:.1f} s") from None
+            raise FetchDeadline(f"the fetch of {cid.to_text(cube_id)} was not going to finish sooner than a "
+                                f"prefill ({deadline:.1f} s)") from None
         except DaemonError as exc:   # no provider served it, or the daemon went away: compute instead
             raise FetchError(str(exc)) from None
         if result["already"]:

@@ -367,3 +367,10 @@ def test_a_fetch_may_take_as_long_as_the_prefill_it_replaces():
     assert perf.fetch_deadline(None) == perf.FETCH_DEADLINE_UNMEASURED   # nothing measured: a fixed bound
     assert perf.fetch_deadline(30.0) == 30.0                 # at worst twice the better choice
     assert perf.fetch_deadline(0.01) == perf.FETCH_DEADLINE_FLOOR   # jitter never cancels a tiny fetch
+
+
+def test_past_its_deadline_a_fetch_is_kept_only_while_it_would_still_win():
+    assert perf.keep_waiting(5.0, 0, 100, deadline=10.0)           # before the deadline: wait
+    assert not perf.keep_waiting(10.0, 0, 100, deadline=10.0)      # nothing came: compute
+    assert perf.keep_waiting(12.0, 90, 100, deadline=10.0)         # 10 % left at 7.5/s: 1.3 s more
+    assert not perf.keep_waiting(12.0, 10, 100, deadline=10.0)     # a trickle: 108 s more

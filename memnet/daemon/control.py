@@ -16,6 +16,7 @@ import hmac
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,9 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
 
 # -- CLI side -------------------------------------------------------------------------------------
 
+POLL = 0.25   # s: how often a waiting call looks at its give_up rule
+
+
 class ControlClient:
     def __init__(self, state: state_mod.DaemonState):
         self.state = state
@@ -215,23 +219,45 @@ class ControlClient:
         return cls(state) if state is not None else None
 
     def call(self, cmd: str, timeout: float = 600.0,
-             on_progress: Callable[[int, int], None] | None = None, **args: Any) -> Any:
+             on_progress: Callable[[int, int], None] | None = None,
+             give_up: Callable[[float, int, int], bool] | None = None, **args: Any) -> Any:
+        """Run a command. give_up(seconds so far, done, total) is asked on every progress frame
+        and every POLL seconds; when it says so, or after timeout seconds, DaemonTimeout (the
+        daemon runs the command to its end regardless)."""
+        started = time.monotonic()
+        done = total = 0
         try:
             with socket.create_connection(("127.0.0.1", self.state.control_port), timeout=10) as sock:
-                sock.settimeout(timeout)
+                sock.settimeout(min(POLL, timeout))
                 sock.sendall(pack({"token": self.state.token}) + pack({"cmd": cmd, "args": args}))
-                reader = sock.makefile("rb")
+                buf = bytearray()
+
+                def read(n: int) -> bytes:
+                    while len(buf) < n:
+                        try:
+                            chunk = sock.recv(65536)
+                        except TimeoutError:
+                            chunk = None
+                        if chunk == b"":
+                            raise DaemonError("the daemon closed the control connection")
+                        if chunk:
+                            buf.extend(chunk)
+                        elapsed = time.monotonic() - started
+                        if elapsed >= timeout or (give_up is not None and give_up(elapsed, done, total)):
+                            raise TimeoutError
+                    out = bytes(buf[:n])
+                    del buf[:n]
+                    return out
+
                 while True:
-                    header = reader.read(HEADER.size)
-                    if len(header) < HEADER.size:
-                        raise DaemonError("the daemon closed the control connection")
-                    (length,) = HEADER.unpack(header)
+                    (length,) = HEADER.unpack(read(HEADER.size))
                     if length > MAX_CONTROL_FRAME:
                         raise DaemonError("control frame too large")
-                    message = unpack(reader.read(length))
+                    message = unpack(read(length))
                     if "progress" in message:
+                        done, total = message["progress"]
                         if on_progress:
-                            on_progress(*message["progress"])
+                            on_progress(done, total)
                         continue
                     if "error" in message:
                         error = DaemonError(str(message["error"]))
@@ -240,6 +266,6 @@ class ControlClient:
                     return message.get("ok")
         except TimeoutError:
             # connected, then no answer in time: the command may still be running in the daemon
-            raise DaemonTimeout(f"the daemon did not answer {cmd} within {timeout:g} s") from None
+            raise DaemonTimeout(f"the daemon did not answer {cmd} within {time.monotonic() - started:.1f} s") from None
         except OSError as exc:
             raise DaemonError(f"cannot reach the daemon (pid {self.state.pid}): {exc}") from None

@@ -255,12 +255,14 @@ def generate(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel,
             moved, seconds, result.peer = swarm.get(best.cube_id, deadline=choice.deadline)
             book.add_fetch(moved, seconds)
         except FetchDeadline:
-            # computing now is at worst twice the better choice; waiting on has no bound. The
-            # sample (all of the cube in the time waited) is a rate it did not reach: the next
-            # choice is warier of fetching
+            # the rest of the fetch would have come later than a prefill from now (perf.keep_waiting):
+            # computing is at worst twice the better choice, waiting on has no bound. The sample
+            # (all of the cube in the time waited) is a rate it did not reach: the next choice is
+            # warier of fetching
             book.add_fetch(best.size, time.perf_counter() - mark)
             result.decision = " · ".join(filter(None, [result.decision, (
-                f"fetch abandoned after {choice.deadline:.1f} s (the prefill it saves takes about that): "
+                f"fetch abandoned after {time.perf_counter() - mark:.1f} s (the prefill it saves takes "
+                f"≈ {choice.deadline:.1f} s, and the rest of the cube was coming slower): "
                 f"computed instead; the daemon finishes the fetch for next time")]))
             best = choice.local
         except FetchError as exc:   # every provider failed: the answer does not need the cube

@@ -75,6 +75,17 @@ def fetch_deadline(prefill_seconds: float | None) -> float:
     return max(FETCH_DEADLINE_FLOOR, prefill_seconds)
 
 
+def keep_waiting(elapsed: float, done_bytes: int, total_bytes: int, deadline: float) -> bool:
+    """Past a fetch's deadline: wait on only while the rest of the cube, at the rate the fetch
+    has had so far, comes sooner than the prefill it replaces (about `deadline`) would take from
+    now. A fetch nearly done is not thrown away; one that trickles is."""
+    if elapsed < deadline:
+        return True
+    if done_bytes <= 0 or elapsed <= 0:
+        return False
+    return (total_bytes - done_bytes) * elapsed / done_bytes < deadline
+
+
 def worth_asking(prefill_seconds: float | None, lookup_seconds: float | None) -> bool:
     """Ask the swarm for a longer cached prefix only when the prefill it could save is measured
     to take longer than a swarm lookup does here (a GPU prefills 2 000 tokens of an 8B model in

@@ -93,12 +93,17 @@ def prefix_ask(swarm, node: int, number: int, p: int, flash: bool = False):
         if choice.fetch:
             yield env.timeout(lookup_seconds)
             lookup_done = env.now
-            pulling = env.process(fetch(swarm, node, cube, holders))
+            watch: dict = {}
+            pulling = env.process(fetch(swarm, node, cube, holders, watch))
             deadline = perf.fetch_deadline(perf.estimate_prefill(mine.prefill, saved)) if pol.fetch_deadline else None
             if deadline is None:
                 yield pulling
             else:
+                # the caller's rule, looked at every tenth of the deadline (the CLI: every 0.25 s)
                 yield pulling | env.timeout(deadline)
+                while pulling.is_alive and perf.keep_waiting(env.now - lookup_done, watch["plan"].done_bytes,
+                                                             cube.size, deadline):
+                    yield pulling | env.timeout(max(0.25, deadline / 10))
             fetch_seconds = env.now - lookup_done
             moved = not pulling.is_alive and pulling.value
             if pulling.is_alive:   # model/generate: computed instead; the daemon finishes the fetch
@@ -293,15 +298,18 @@ def _held(swarm, peer: int, keys: list[bytes]) -> dict[bytes, list[bytes]]:
 
 # -- fetching ----------------------------------------------------------------------------------
 
-def fetch(swarm, node: int, cube: Cube, holders: list[int]):
+def fetch(swarm, node: int, cube: Cube, holders: list[int], progress: dict | None = None):
     """Pull the cube's chunks from its holders with memnet's FetchPlan; returns True when
-    complete. Each provider's share of its upload link is split among its current uploads."""
+    complete. Each provider's share of its upload link is split among its current uploads.
+    progress["plan"] is the plan, for a caller watching done_bytes (the daemon's progress)."""
     env, world, pol, m = swarm.env, swarm.world, swarm.sc.policy, swarm.metrics
     tuning = Config().daemon.fetch
     n_chunks = max(1, -(-cube.size // pol.chunk_size))
     chunk_ids = list(range(n_chunks))
     sizes = {c: min(pol.chunk_size, cube.size - c * pol.chunk_size) for c in chunk_ids}
     fetch_plan = FetchPlan(chunk_ids, sizes, batch=tuning.chunks_per_request * tuning.requests_per_stream)
+    if progress is not None:
+        progress["plan"] = fetch_plan
     peers = [p for p in holders if p != node][:pol.fetch_fanout]
     started = env.now
     if not peers:
