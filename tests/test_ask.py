@@ -172,7 +172,7 @@ def test_cli_ask_explains_and_refuses_bad_input(tmp_path, models, tiny_model_dir
     for text in NOTES.values():
         memnet(where, "remember", text)
     shown = memnet(where, "ask", "Who has the key to the wifi?", "--explain", "-n", "3", "-k", "2")
-    for phrase in ("plan for", "memories", "prompt", "kv ", "lora      none", "promote   no: memory set used 1/3"):
+    for phrase in ("plan for", "memories", "prompt", "kv ", "lora      none", "promote   no: memory set used 1/2"):
         assert phrase in shown.out, (phrase, shown.out)
     assert "TTFT" in shown.err
     as_json = json.loads(memnet(where, "ask", "Who has the key to the wifi?", "--json", "-n", "2").out)
