@@ -44,7 +44,7 @@ def test_defaults(raw):
     assert cfg.listen == ("/ip4/0.0.0.0/tcp/4737",)
     assert cfg.bootstrap == ()
     assert cfg.mdns is False and cfg.provide_fetched is True
-    assert cfg.reprovide_interval == 22 * 3600 < PROVIDER_RECORD_EXPIRY
+    assert cfg.reprovide_interval == 4 * 3600 < PROVIDER_RECORD_EXPIRY
     assert cfg.limits == ServeLimits() and cfg.fetch == FetchTuning()
 
 
