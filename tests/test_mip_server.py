@@ -408,3 +408,37 @@ def test_fetch_drops_and_bans_a_provider_of_a_bad_chunk(store, cube, tmp_path):
     finally:
         liar.close()
         mine.close()
+
+
+def test_a_peer_that_refuses_mip_is_not_asked_twice_but_a_failed_handshake_is():
+    """MipSession.open tries again only when the peer did not refuse: py-libp2p's real refusal
+    ("protocols not supported") is recognised through its StreamFailure wrapper; a handshake
+    that timed out or broke is not a refusal."""
+    from libp2p.host.exceptions import StreamFailure
+    from libp2p.protocol_muxer.exceptions import MultiselectClientError
+
+    from memnet.net.client import refused
+
+    async def scenario():
+        a, b = build_host(factories.key("a")), build_host(factories.key("b"))   # neither serves MIP
+        async with a.run(LOCAL), b.run(LOCAL):
+            await b.connect(PeerInfo(a.get_id(), a.get_addrs()))
+            with trio.fail_after(5), pytest.raises(Exception) as real:
+                await b.new_stream(a.get_id(), [MIP])
+            assert refused(real.value)
+            with trio.fail_after(5), pytest.raises(PeerError, match="does not speak"):
+                await MipSession.open(b, a.get_id())
+    run(scenario)
+
+    def wrapped(message: str) -> StreamFailure:
+        try:
+            try:
+                raise MultiselectClientError(message)
+            except MultiselectClientError as inner:
+                raise StreamFailure("failed to open a stream to peer x") from inner
+        except StreamFailure as outer:
+            return outer
+    assert not refused(wrapped("response timed out after 5s, protocols=['/memnet/mip/1.0.0']"))
+    assert not refused(wrapped("handshake read failed: stream reset"))
+    assert refused(wrapped("protocols not supported: tried ['/memnet/mip/1.0.0'], timeout=5s"))
+    assert not refused(None)

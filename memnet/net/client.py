@@ -4,6 +4,7 @@ streams are cheap)."""
 
 from __future__ import annotations
 
+import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 
@@ -14,6 +15,19 @@ from memnet.net.streams import FramedStream
 
 REQUEST_TIMEOUT = 30.0
 FRAME_TIMEOUT = 10.0
+OPEN_RETRY_PAUSE = 0.2
+
+
+def refused(exc: BaseException) -> bool:
+    """Did the peer answer that it does not speak the protocol (py-libp2p's multiselect says
+    "protocols not supported"), as opposed to a stream that failed on the way?"""
+    for _ in range(8):  # a cause chain, bounded
+        if exc is None:
+            return False
+        if "not supported" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class MipSession:
@@ -24,11 +38,18 @@ class MipSession:
 
     @classmethod
     async def open(cls, host: IHost, peer: ID) -> MipSession:
-        try:
-            stream = await host.new_stream(peer, [wire.PROTOCOL_ID])
-        except Exception as exc:
-            raise PeerError(f"peer {peer} does not speak {wire.PROTOCOL_ID}: {exc}") from None
-        return cls(stream)
+        """A stream to peer speaking MIP. A failed open that the peer did not refuse (a handshake
+        read or write that failed, a negotiation that timed out: seen on loopback under load, on
+        a connection both sides dialled at once) is tried once more before the peer counts as
+        gone; a peer that answered "na" is not asked again."""
+        for attempt in (1, 2):
+            try:
+                return cls(await host.new_stream(peer, [wire.PROTOCOL_ID]))
+            except Exception as exc:
+                if attempt == 2 or refused(exc):
+                    raise PeerError(f"peer {peer} does not speak {wire.PROTOCOL_ID}: {exc}") from None
+            await trio.sleep(OPEN_RETRY_PAUSE)
+        raise AssertionError("unreachable")
 
     @property
     def peer(self) -> str:
