@@ -15,6 +15,7 @@ from memnet.net.streams import FramedStream
 
 REQUEST_TIMEOUT = 30.0
 FRAME_TIMEOUT = 10.0
+OPEN_TRIES = 2
 OPEN_RETRY_PAUSE = 0.2
 
 
@@ -42,14 +43,16 @@ class MipSession:
         read or write that failed, a negotiation that timed out: seen on loopback under load, on
         a connection both sides dialled at once) is tried once more before the peer counts as
         gone; a peer that answered "na" is not asked again."""
-        for attempt in (1, 2):
+        for attempt in range(OPEN_TRIES):
+            if attempt:
+                await trio.sleep(OPEN_RETRY_PAUSE)
             try:
                 return cls(await host.new_stream(peer, [wire.PROTOCOL_ID]))
             except Exception as exc:
-                if attempt == 2 or refused(exc):
-                    raise PeerError(f"peer {peer} does not speak {wire.PROTOCOL_ID}: {exc}") from None
-            await trio.sleep(OPEN_RETRY_PAUSE)
-        raise AssertionError("unreachable")
+                failure = exc
+                if refused(exc):
+                    break
+        raise PeerError(f"peer {peer} does not speak {wire.PROTOCOL_ID}: {failure}") from None
 
     @property
     def peer(self) -> str:
