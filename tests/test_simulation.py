@@ -101,6 +101,34 @@ def test_window_holds_the_true_nearest_and_answers_skip_their_owner():
     assert overlay.answers([servers[0]], nodes, 20) == overlay.answers([servers[0]], nodes, 20)
 
 
+def test_compiled_answers_match_the_membership_hash_and_the_bound_changes_nothing_below_it():
+    import random
+
+    import numpy as np
+
+    from simulations.swarm.overlay import _mix
+
+    sc = Scenario(nodes=4000, seed=4)
+    world = World(sc, random.Random(4))
+    servers = [i for i in range(sc.nodes) if world.server[i]]
+    overlay = Overlay(world.pyids, servers, capacity=200)
+    rng = random.Random(2)
+    for _ in range(20):
+        nodes, node_list = overlay.window(rng.getrandbits(64), 400)
+        askers, requester = rng.sample(servers, 4), rng.choice(servers)
+        full = overlay.answers(askers, nodes, 20)
+        for asker, answer in zip(askers, full):
+            # the rule written out with numpy: a contact is in asker's table when the hash of
+            # the pair falls under the threshold
+            member = _mix(overlay.ids[nodes] ^ overlay.salt[asker]) <= overlay.threshold
+            expected = [i for i in np.flatnonzero(member).tolist() if node_list[i] != asker][:28]
+            assert answer == expected
+        below = rng.randrange(1, len(nodes))
+        bounded = overlay.answers(askers, nodes, 20, below, requester=requester)
+        for answer, whole in zip(bounded, full):
+            assert answer == [i for i in whole if node_list[i] != requester and i < below][:20]
+
+
 def test_walks_find_the_nearest_when_everyone_is_online():
     sc = Scenario(nodes=2000, seed=5).with_options(offline_share=0.0, nat_share=0.0)
     row = walks_at(sc, 200)

@@ -139,13 +139,13 @@ def prefix_ask(swarm, node: int, number: int, p: int, flash: bool = False):
         finish = min(solo, swarm_path) if decision == "fetch" else solo
         if usable == 0:
             mine.add(mine.prefill, n_prompt, compute)
-            swarm.known.setdefault(p, set()).add(node)
+            swarm.computed(p, node)
         yield env.timeout(max(0.0, start + finish - env.now))
         ttft = finish
     else:
         if usable == 0:
             mine.add(mine.prefill, n_prompt, compute)
-            swarm.known.setdefault(p, set()).add(node)
+            swarm.computed(p, node)
         yield env.timeout(lookup_seconds + load + compute)
         ttft = env.now - start
     if counting:
@@ -188,7 +188,11 @@ def _worth_fetching(swarm, node: int, p: int, n_prefix: int) -> bool:
     computed it (no lookup, its whole upload) and loaded, arrive before this node prefills it?
     Saving compute by fetching what a GPU recomputes faster would lengthen time to first token."""
     world = swarm.world
-    up = max((world.upload_rate(x) for x in swarm.known.get(p, ()) if world.online[x] and x != node), default=0.0)
+    online = world.online
+    # the fastest uploader online: by rate class, fastest first (a popular prefix has thousands)
+    by_rate = swarm.known_by_rate.get(p, {})
+    up = next((rate for rate in sorted(by_rate, reverse=True)
+               if any(online[x] and x != node for x in by_rate[rate])), 0.0)
     if up <= 0:
         return False
     size = n_prefix * swarm.sc.spec.kv_bytes_per_token

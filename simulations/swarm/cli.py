@@ -9,6 +9,7 @@ Any scenario knob can be set with --set name=value (see simulations/swarm/params
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import sys
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
+    gc.set_threshold(*GC_THRESHOLDS)
     console = Console(stderr=True)
     try:
         sc = scenario_from(args)
@@ -103,11 +105,21 @@ def _progress(console, quiet: bool, total: float):
     return bar, task
 
 
+# A run allocates millions of short-lived lists and keeps millions of objects (windows, records,
+# per-ask figures): with CPython's default thresholds the collector spent a fifth of a 10^5-node
+# run walking that heap. The young generation is collected every 100 000 allocations instead of
+# 700 (SimPy's processes and events form cycles that still need collecting), and a built world
+# is frozen out of collection.
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
 def _run(sc: Scenario, args, out: Path, console) -> int:
     from simulations.swarm.report import write_run
     from simulations.swarm.swarm import Swarm
 
     swarm = Swarm(sc)
+    gc.collect()
+    gc.freeze()
     bar, task = _progress(console, args.quiet, sc.hours * HOUR)
     started = time.perf_counter()
 

@@ -111,8 +111,10 @@ class Dht:
             if not alive:
                 continue  # every answer empty: go on while someone is left to ask
             heard = set(closest)
-            for answer in overlay.answers(alive, nodes, kad.k):   # a responder never lists the requester
-                heard.update([i for i in answer if node_list[i] != start][:kad.k])
+            # only contacts nearer than the 20th nearest so far can enter the 20
+            below = closest[-1] + 1 if len(closest) >= kad.k else None
+            for answer in overlay.answers(alive, nodes, kad.k, below, requester=start):
+                heard.update(answer)
             merged = sorted(heard)[:kad.k]
             if merged == closest:
                 break

@@ -51,6 +51,7 @@ class Swarm:
         self.prefixes = Prefixes(scenario, self.rng)
         self.stores: dict[int, NodeStore] = {}
         self.known: dict[int, set[int]] = {}          # prefix -> nodes that computed or hold it
+        self.known_by_rate: dict[int, dict[float, set[int]]] = {}   # the same by upload rate
         self.holders: dict[bytes, set[int]] = {}      # cube id -> nodes holding it (the truth)
         self.uses: dict[tuple[int, int], int] = {}     # (node, prefix) -> asks so far
         self.perf: dict[int, asks.Perf] = {}
@@ -95,13 +96,18 @@ class Swarm:
         s = self.stores.get(node)
         return s is not None and s.has(cube.cube_id)
 
+    def computed(self, p: int, node: int) -> None:
+        """node computed or holds prefix p (the oracle behind the limit and worth figures)."""
+        self.known.setdefault(p, set()).add(node)
+        self.known_by_rate.setdefault(p, {}).setdefault(self.world.up[node], set()).add(node)
+
     def put(self, node: int, cube: Cube, pinned: bool) -> None:
         """Store a cube and keep the store within its budget (memnet's eviction policy)."""
         s = self.store(node)
         s.put(cube, self.env.now, pinned)
         self.holders.setdefault(cube.cube_id, set()).add(node)
         if cube.prefix is not None:
-            self.known.setdefault(cube.prefix, set()).add(node)
+            self.computed(cube.prefix, node)
         gone = s.evict(self.sc.policy.store_budget, self.sc.policy.eviction, self.env.now)
         for old in gone:
             self.holders[old.cube_id].discard(node)

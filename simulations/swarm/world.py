@@ -41,6 +41,9 @@ class World:
         self.online = bytearray(n)
         self.last_start = [0.0] * n                  # records held in memory die with a restart
         self.online_count = 0
+        self.up, self.down = self._rates()
+        # the extra round trip to reach each node (through a relay when it is behind NAT)
+        self.relayed = [scenario.relay_rtt_ms / 1000 if x else 0.0 for x in self.nat]
         names = [r.name for r in REGIONS]
         self._rtt = [[RTT_MS.get((a, b), RTT_MS.get((b, a))) / 1000 for b in names] for a in names]
 
@@ -62,38 +65,39 @@ class World:
     def rtt(self, a: int, b: int) -> float:
         if self.loopback:
             return 0.0001
-        extra = self.scenario.relay_rtt_ms / 1000 if self.nat[b] else 0.0  # b can only be reached via a relay
-        return self._rtt[self.region[a]][self.region[b]] + extra
-
-    def connected(self) -> bool:
-        """Whether a peer picked at random is already connected (the auto-connector keeps about
-        `connections` of the online peers connected)."""
-        return self.rng.random() < self.kad.connections / max(1, self.online_count)
-
-    def rpc_seconds(self, a: int, b: int) -> float:
-        """One DHT request from a to b: a stream, multistream-select, the request; a dial first
-        when not connected."""
-        rtt = self.rtt(a, b)
-        trips = self.kad.rpc_round_trips + (0 if self.connected() else self.kad.dial_round_trips)
-        return trips * rtt + self.kad.rpc_cpu
+        return self._rtt[self.region[a]][self.region[b]] + self.relayed[b]
 
     def answer_times(self, a: int, peers: list[int]) -> list[float]:
-        """When a's requests sent at once to peers are answered. Across the internet each takes
-        its own round trips; on one machine (loopback) every daemon shares the same cores, so
-        the answers come one CPU cost after another."""
+        """When a's requests sent at once to peers are answered. Across the internet each is a
+        stream, multistream-select and the request (rpc_round_trips), with a dial first when the
+        two are not connected yet (the auto-connector keeps about `connections` of the online
+        peers connected), plus the answer's CPU; on one machine (loopback) every daemon shares
+        the same cores, so the answers come one CPU cost after another."""
         if self.loopback:
             step = self.kad.rpc_cpu
             return [self.kad.rpc_round_trips * 0.0001 + step * (i + 1) for i in range(len(peers))]
-        return [self.rpc_seconds(a, p) for p in peers]
+        # one loop over plain lists: walks ask millions of these
+        kad, relayed, region, rnd = self.kad, self.relayed, self.region, self.rng.random
+        row = self._rtt[region[a]]
+        p_connected = kad.connections / max(1, self.online_count)
+        rpc, dial, cpu = kad.rpc_round_trips, kad.rpc_round_trips + kad.dial_round_trips, kad.rpc_cpu
+        return [(rpc if rnd() < p_connected else dial) * (row[region[p]] + relayed[p]) + cpu for p in peers]
 
     def upload_rate(self, node: int) -> float:
-        if self.loopback:
-            return self.scenario.loopback_mbps * MBIT
-        rate = LINKS[self.link[node]].up_mbps * MBIT
-        return min(rate, self.scenario.relay_mbps * MBIT) if self.nat[node] else rate
+        return self.up[node]
 
     def download_rate(self, node: int) -> float:
-        return self.scenario.loopback_mbps * MBIT if self.loopback else LINKS[self.link[node]].down_mbps * MBIT
+        return self.down[node]
+
+    def _rates(self) -> tuple[list[float], list[float]]:
+        """Each node's upload and download rate (bytes/s): a NAT node uploads through a relay."""
+        if self.loopback:
+            rate = self.scenario.loopback_mbps * MBIT
+            return [rate] * self.n, [rate] * self.n
+        relay = self.scenario.relay_mbps * MBIT
+        up = [min(LINKS[link].up_mbps * MBIT, relay) if nat else LINKS[link].up_mbps * MBIT
+              for link, nat in zip(self.link, self.nat)]
+        return up, [LINKS[link].down_mbps * MBIT for link in self.link]
 
     def prefill_seconds(self, node: int, tokens: int) -> float:
         return tokens / self.scenario.spec.machines[self.machine[node]].prefill_tps
