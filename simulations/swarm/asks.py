@@ -177,9 +177,10 @@ def _keep(swarm, node: int, cube: Cube) -> None:
 def _available(swarm, node: int, p: int) -> tuple[bool, bool]:
     """(computed by a node online now, held as a cube by a node online now): the limit."""
     online = swarm.world.online
-    who = swarm.known.get(p, ())
-    computed = any(online[x] for x in who)
-    cached = any(online[x] and swarm.stores.get(x) is not None and p in swarm.stores[x].by_prefix for x in who)
+    who = swarm.known.get(p, {}).values()
+    computed = any(online[x] for nodes in who for x in nodes)
+    cached = any(online[x] and swarm.stores.get(x) is not None and p in swarm.stores[x].by_prefix
+                 for nodes in who for x in nodes)
     return computed, cached
 
 
@@ -189,8 +190,8 @@ def _worth_fetching(swarm, node: int, p: int, n_prefix: int) -> bool:
     Saving compute by fetching what a GPU recomputes faster would lengthen time to first token."""
     world = swarm.world
     online = world.online
-    # the fastest uploader online: by rate class, fastest first (a popular prefix has thousands)
-    by_rate = swarm.known_by_rate.get(p, {})
+    # the fastest uploader online: by rate class, fastest first
+    by_rate = swarm.known.get(p, {})
     up = next((rate for rate in sorted(by_rate, reverse=True)
                if any(online[x] and x != node for x in by_rate[rate])), 0.0)
     if up <= 0:

@@ -37,9 +37,10 @@ _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 @numba.njit(cache=True)
 def _members(ids, salt, nodes, askers, threshold, keep, other):
     """For each asker, the indices in nodes of its first `keep` table members (the owner and
-    node `other` excluded; -1: none), and how many there are: a scan that stops at the keep-th member. Compiled: walks
-    call it millions of times on a few dozen to a thousand nodes, where numpy's per-call cost
-    was most of the work. The same splitmix64 as _mix, in uint64 arithmetic throughout."""
+    node `other` left out; -1: none) and how many there are, by a scan that stops at the last
+    one. Compiled: walks call it millions of times on a few dozen to a thousand nodes, where
+    numpy's per-call cost was most of the work. The same splitmix64 as _mix, in uint64
+    arithmetic throughout."""
     found = np.empty((len(askers), keep), np.int64)
     counts = np.zeros(len(askers), np.int64)
     for r in range(len(askers)):

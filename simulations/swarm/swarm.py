@@ -50,8 +50,9 @@ class Swarm:
         self.metrics = Metrics(scenario.nodes)
         self.prefixes = Prefixes(scenario, self.rng)
         self.stores: dict[int, NodeStore] = {}
-        self.known: dict[int, set[int]] = {}          # prefix -> nodes that computed or hold it
-        self.known_by_rate: dict[int, dict[float, set[int]]] = {}   # the same by upload rate
+        # prefix -> upload rate -> the nodes that computed or hold it (by rate: the oracle looks
+        # for the fastest one online, and a popular prefix has thousands)
+        self.known: dict[int, dict[float, set[int]]] = {}
         self.holders: dict[bytes, set[int]] = {}      # cube id -> nodes holding it (the truth)
         self.uses: dict[tuple[int, int], int] = {}     # (node, prefix) -> asks so far
         self.perf: dict[int, asks.Perf] = {}
@@ -98,8 +99,7 @@ class Swarm:
 
     def computed(self, p: int, node: int) -> None:
         """node computed or holds prefix p (the oracle behind the limit and worth figures)."""
-        self.known.setdefault(p, set()).add(node)
-        self.known_by_rate.setdefault(p, {}).setdefault(self.world.up[node], set()).add(node)
+        self.known.setdefault(p, {}).setdefault(self.world.up[node], set()).add(node)
 
     def put(self, node: int, cube: Cube, pinned: bool) -> None:
         """Store a cube and keep the store within its budget (memnet's eviction policy)."""
