@@ -119,13 +119,15 @@ def _print_peers(found: list[dict], as_json: bool, noun: str) -> None:
 def find(
     cube: Optional[str] = typer.Argument(None, help="Cube CID."),
     prefix: Optional[str] = typer.Option(None, "--prefix", help="A prefix-chain key (64 hex digits) instead of a CID."),
+    trace: bool = typer.Option(False, "--trace", help="Also show how the lookup went: rounds, queries, "
+                               "seconds, the peers asked and those that gave nothing."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the providers of a cube (or of a KV prefix) in the swarm."""
     if (cube is None) == (prefix is None):
         raise UsageError("give a CID or --prefix KEY")
     if cube is not None:
-        found = daemon_client().call("find", cube=_cid(cube))
+        target = {"cube": _cid(cube)}
     else:
         try:
             key = bytes.fromhex(prefix)
@@ -133,8 +135,21 @@ def find(
             key = b""
         if len(key) != 32:
             raise UsageError("--prefix must be a 32-byte prefix-chain key in hex")
-        found = daemon_client().call("find", prefix=key)
-    _print_peers(found, as_json, "provider(s)")
+        target = {"prefix": key}
+    if not trace:
+        _print_peers(daemon_client().call("find", **target), as_json, "provider(s)")
+        return
+    answer = daemon_client().call("find", stats=True, **target)
+    if as_json:
+        _print_json(answer)
+        return
+    _print_peers(answer["providers"], False, "provider(s)")
+    s = answer["stats"]
+    sys.stderr.write(f"walk: {s['rounds']} round(s), {s['queries']} FIND_NODE queries, {s['walk_seconds']:.2f} s; "
+                     f"providers asked of {s['asked']} peer(s), {len(s['silent'])} gave nothing, "
+                     f"{s['wave_seconds']:.2f} s\n")
+    for peer in s["closest"]:
+        sys.stderr.write(f"  {peer}{'  (gave nothing)' if peer in s['silent'] else ''}\n")
 
 
 @app.command()

@@ -129,9 +129,9 @@ class Children:
         self.procs[name] = (proc, log_path)
         return proc
 
-    def daemon(self, name: str, home: Path, *extra: str) -> subprocess.Popen:
+    def daemon(self, name: str, home: Path, *extra: str, listen: str = LOOPBACK) -> subprocess.Popen:
         return self.start(name, [sys.executable, "-m", "cli.main", "--home", str(home), "daemon",
-                                 "--listen", LOOPBACK, *extra])
+                                 "--listen", listen, *extra])
 
     def wait_state(self, name: str, home: Path, timeout: float = 60.0) -> state_mod.DaemonState:
         proc, _ = self.procs[name]

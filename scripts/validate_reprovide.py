@@ -2,7 +2,7 @@
 """Validation (not a test): what the re-provide interval does on a real swarm of memnet daemons.
 
     .venv/bin/python scripts/validate_reprovide.py [--nodes 40] [--intervals 30,120] [--window 150]
-                                                   [--probe 3] [--json PATH]
+                                                   [--probe 3] [--ports same|new] [--json PATH]
 
 The swarm simulator (docs/simulation.md §4) moved memnet's reprovide_interval from 22 h to 4 h
 on one assumption about py-libp2p: a provider record lives only in the memory of the peers that
@@ -13,8 +13,11 @@ real py-libp2p DHT on loopback). For each interval R (in seconds, standing for h
    pinned cube whose DHT key's 20 nearest daemons (py-libp2p's XOR distance of the sha256 of peer
    id and key) include neither it nor the bootstrap node: the record lives at those 20 only.
 2. Probe finds from the other daemons must name the pinner (the record is there).
-3. The 20 holders are killed with SIGKILL and restarted (same identities), and for --window
-   seconds a probe find runs every --probe seconds.
+3. The 20 holders are killed with SIGKILL and restarted (same identities; on the port each had,
+   as memnet's fixed default listen port gives, or with --ports new on a new one, as an address
+   that changed), and for --window seconds a probe find runs every --probe seconds, traced: how
+   many of the holders its walk ended at, and how many of those answered (a peer kept at a stale
+   address does not).
 The simulator's model predicts: every probe fails until the pinner's first re-provide after the
 holders are back (read from its log), and they succeed from then on. Reported per R: the share of
 probes after the kill that found the cube, the seconds to the first that did, the re-provides,
@@ -37,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_swarm import Children, write_daemon_config  # noqa: E402
+from bench_swarm import LOOPBACK, Children, write_daemon_config  # noqa: E402
 from validate_sim import start_swarm  # noqa: E402
 
 from libp2p.peer.id import ID  # noqa: E402
@@ -76,13 +79,19 @@ def publish_far(home, pinner: int, bootstrap: int, peer_ids: list[str], rng: ran
                      f"{ranks.index(pinner)}, bootstrap at {ranks.index(bootstrap)}; {len(set(peer_ids))} ids)")
 
 
-def probe(client: ControlClient, cube_id: bytes, pinner_id: str) -> bool:
+def probe(client: ControlClient, cube_id: bytes, pinner_id: str, holder_ids: set[str]) -> dict:
+    """One find, traced: did it name the pinner, and how many of the record's holders did its
+    walk end at and hear from."""
     try:
-        answer = client.call("find", timeout=60, cube=cube_id)
+        answer = client.call("find", timeout=60, cube=cube_id, stats=True)
     except Exception as exc:  # a finder that is busy or restarting: not an answer either way
         print(f"    probe failed: {exc!r}")
-        return False
-    return any(p["peer_id"] == pinner_id for p in answer)
+        return {"found": False, "reached": 0, "heard": 0, "closest": 0}
+    stats = answer["stats"]
+    closest = set(stats["closest"])
+    return {"found": any(p["peer_id"] == pinner_id for p in answer["providers"]),
+            "closest": len(closest), "reached": len(closest & holder_ids),
+            "heard": len((closest - set(stats["silent"])) & holder_ids)}
 
 
 def announce_times(log: Path) -> list[float]:
@@ -111,7 +120,9 @@ def run_interval(args, interval: int, rng: random.Random) -> dict:
         time.sleep(args.settle)
         clients[pinner].call("announce", timeout=120, cubes=[cube_id])
         finders = [i for i in range(args.nodes) if i not in holders and i != pinner]
-        before = [probe(clients[rng.choice(finders)], cube_id, peer_ids[pinner]) for _ in range(5)]
+        holder_ids = {peer_ids[i] for i in holders}
+        before = [probe(clients[rng.choice(finders)], cube_id, peer_ids[pinner], holder_ids)["found"]
+                  for _ in range(5)]
         print(f"R = {interval} s: pinner node{pinner:02d}, record at {len(holders)} daemons; "
               f"before the restart {sum(before)}/5 probes found it")
         killed_at = time.time()
@@ -123,15 +134,21 @@ def run_interval(args, interval: int, rng: random.Random) -> dict:
         for lo in range(0, len(holders), 6):
             chunk = holders[lo:lo + 6]
             for i in chunk:
-                children.daemon(names[i], homes[i].home, "--bootstrap", boot)
+                # same port: what a daemon on memnet's fixed default port does; else a new one
+                listen = states[i].addrs[0].split("/p2p/")[0] if args.ports == "same" else LOOPBACK
+                children.daemon(names[i], homes[i].home, "--bootstrap", boot, listen=listen)
             for i in chunk:
                 states[i] = children.wait_state(names[i], homes[i].home)
         back_at = time.time()
         print(f"  holders killed and back in {back_at - killed_at:.1f} s")
-        probes = []
+        probes, traces = [], []
         while time.time() - killed_at < args.window:
             at = time.time()
-            probes.append((at - killed_at, probe(clients[rng.choice(finders)], cube_id, peer_ids[pinner])))
+            traced = probe(clients[rng.choice(finders)], cube_id, peer_ids[pinner], holder_ids)
+            probes.append((at - killed_at, traced["found"]))
+            traces.append({"at_s": at - killed_at, **traced})
+            print(f"    {at - killed_at:6.1f} s  {'found' if traced['found'] else 'not found':9}  walk ended at "
+                  f"{traced['reached']:2d} of the {len(holders)} holders, heard from {traced['heard']:2d}")
             time.sleep(max(0.0, args.probe - (time.time() - at)))
         announced = [t - killed_at for t in announce_times(root / f"{names[pinner]}.log") if t > killed_at]
         first = next((t for t, ok in probes if ok), None)
@@ -147,7 +164,8 @@ def run_interval(args, interval: int, rng: random.Random) -> dict:
                 "restart_s": back_at - killed_at, "probes": probes, "found_share": found,
                 "first_found_s": first, "reprovided_s": announced,
                 "found_before_reprovide": sum(early), "probes_before_reprovide": len(early),
-                "found_after_reprovide": sum(late), "probes_after_reprovide": len(late)}
+                "found_after_reprovide": sum(late), "probes_after_reprovide": len(late),
+                "ports": args.ports, "traces": traces}
     finally:
         children.stop()
 
@@ -160,6 +178,9 @@ def main() -> int:
     ap.add_argument("--probe", type=float, default=3.0, help="seconds between probes")
     ap.add_argument("--settle", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ports", choices=("same", "new"), default="same",
+                    help="restart the holders on the port they had (memnet's default listen port is "
+                         "fixed) or on a new one (an address that changed)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.nodes < K + 3:

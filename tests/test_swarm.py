@@ -68,6 +68,17 @@ def test_publish_on_a_get_on_c_through_the_dht(swarm, tmp_path):
     assert wait_for(lambda: providers(b, cube_id) >= {a.peer_id, c.peer_id})
     listed = json.loads(b.cli("find", cid.to_text(cube_id), "--json").out)
     assert len(listed) == len({p["peer_id"] for p in listed})
+    # --trace: whom the lookup asked (both other daemons, both answered) and how it went
+    traced = json.loads(c.cli("find", cid.to_text(cube_id), "--trace", "--json").out)
+    assert {p["peer_id"] for p in traced["providers"]} >= {a.peer_id}
+    stats = traced["stats"]
+    assert set(stats["closest"]) == {a.peer_id, b.peer_id} and stats["silent"] == []
+    assert stats["asked"] == 2 and stats["rounds"] >= 1 and stats["walk_seconds"] >= 0
+    text = c.cli("find", cid.to_text(cube_id), "--trace")
+    assert "walk:" in text.err and a.peer_id in text.err
+    # after its own-id lookup, c refreshed the buckets farther than its nearest neighbour
+    refresh = wait_for(lambda: [line for line in c.log_text().splitlines() if "bucket refresh:" in line])
+    assert "routing table: 2 peers" in refresh[0]
     status = json.loads(c.cli("status", "--json").out)
     assert status["peer_id"] == c.peer_id and status["connected"] >= 1
     assert again_already_stored(c, cube_id)
@@ -98,6 +109,9 @@ def test_provider_killed_mid_fetch_completes_from_another(swarm, tmp_path):
     assert out.strip() == cid.to_text(cube_id)
     assert f"dropped peer {a.peer_id}" in err
     assert c.cli("verify", cid.to_text(cube_id)).code == 0
+    # the trace names the dead provider among the peers that gave nothing, and only it
+    stats = json.loads(c.cli("find", cid.to_text(cube_id), "--trace", "--json").out)["stats"]
+    assert b.peer_id in stats["closest"] and set(stats["silent"]) == {a.peer_id} & set(stats["closest"])
 
 
 def test_lying_peer_is_dropped_and_the_store_never_holds_bad_bytes(swarm, tmp_path):

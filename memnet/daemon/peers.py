@@ -1,9 +1,12 @@
-"""The peers service: join the swarm at start (bootstrap peers, then a lookup of our own id that
-fills the routing table), bring LAN peers found by mDNS into the DHT, and list connected peers."""
+"""The peers service: join the swarm at start (bootstrap peers, a lookup of our own id that fills
+the routing table, then in the background a refresh of the farther buckets that makes this node
+known across the key space: net/bucket_refresh.py), bring LAN peers found by mDNS into the DHT,
+and list connected peers."""
 
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import trio
@@ -14,12 +17,15 @@ from libp2p.peer.peerinfo import PeerInfo
 from memnet.config import Config
 from memnet.daemon.base import Service
 from memnet.daemon.commands import Command, NoArgs, Progress
+from memnet.net import bucket_refresh
 from memnet.net.host import peer_info
 
 log = logging.getLogger("memnet.daemon")
 
 JOIN_TIMEOUT = 10.0
 LAN_POLL = 10.0
+REFRESH_LOOKUPS = 3        # bucket-refresh lookups at once (each is a walk of up to 30 s)
+REFRESH_TIMEOUT = 120.0    # s: the whole refresh, in the background
 
 
 def peer_dict(info: Any) -> dict[str, Any]:
@@ -39,10 +45,13 @@ class Peers(Service):
         return [Command("peers", self._cmd_peers, NoArgs, "connected peers and their addresses")]
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        await self._bootstrap()
+        joined = await self._bootstrap()
         task_status.started()
-        if self.mdns:
-            await self._lan_peers()
+        async with trio.open_nursery() as nursery:
+            if joined:
+                nursery.start_soon(self._refresh_buckets)
+            if self.mdns:
+                nursery.start_soon(self._lan_peers)
 
     async def join(self, info: PeerInfo) -> bool:
         try:
@@ -54,7 +63,7 @@ class Peers(Service):
             log.warning("cannot reach peer %s: %s", info.peer_id, exc or type(exc).__name__)
             return False
 
-    async def _bootstrap(self) -> None:
+    async def _bootstrap(self) -> int:
         joined = 0
         for info in self.bootstrap:
             joined += await self.join(info)
@@ -65,6 +74,35 @@ class Peers(Service):
             with trio.move_on_after(30):
                 await self.dht.peer_routing.find_closest_peers_network(self.host.get_id().to_bytes())
             log.info("routing table: %d peers", self.dht.get_routing_table_size())
+        return joined
+
+    async def _refresh_buckets(self) -> None:
+        """One lookup of a random key in each bucket farther than our nearest neighbour: the
+        peers met on the way learn our current address (net/bucket_refresh.py)."""
+        own = bucket_refresh.position(self.host.get_id().to_bytes())
+        neighbours = [bucket_refresh.position(p.to_bytes()) for p in self.dht.routing_table.get_peer_ids()]
+        buckets = bucket_refresh.buckets_to_refresh(own, neighbours)
+        rng, limit = random.Random(), trio.Semaphore(REFRESH_LOOKUPS)
+        began, done = trio.current_time(), [0]
+
+        async def lookup(cpl: int) -> None:
+            async with limit:
+                # up to ~65 000 hashes for the nearest buckets: off the network loop
+                key = await trio.to_thread.run_sync(bucket_refresh.key_in_bucket, own, cpl,
+                                                    random.Random(rng.getrandbits(64)))
+                with trio.move_on_after(30):
+                    try:
+                        await self.dht.peer_routing.find_closest_peers_network(key)
+                        done[0] += 1
+                    except Exception as exc:  # a failed refresh lookup costs reach, not service
+                        log.debug("bucket refresh lookup %d failed: %r", cpl, exc)
+
+        with trio.move_on_after(REFRESH_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for cpl in buckets:
+                    nursery.start_soon(lookup, cpl)
+        log.info("bucket refresh: %d of %d lookups in %.1f s, routing table: %d peers", done[0], len(buckets),
+                 trio.current_time() - began, self.dht.get_routing_table_size())
 
     async def _lan_peers(self) -> None:
         """mDNS puts LAN peers in the peerstore; bring them into the DHT."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from libp2p.kad_dht.kad_dht import KadDHT
@@ -29,7 +29,10 @@ QUERY_TIMEOUT = 10.0   # py-libp2p's; the daemon passes daemon.dht_query_timeout
 @dataclass
 class FindStats:
     """How one find went: the walk's rounds and FIND_NODE queries (a round is a batch of queries
-    that py-libp2p sends together and waits for), and the seconds of the walk and of the wave."""
+    that py-libp2p sends together and waits for), the seconds of the walk and of the wave, and
+    whom it asked: the peers the walk ended with (base58 ids) and those of them whose
+    GET_PROVIDERS gave nothing by the wave's end (failed, timed out, or cut off by the grace) —
+    a trace of finds that come back empty."""
 
     rounds: int = 0
     queries: int = 0
@@ -38,6 +41,8 @@ class FindStats:
     asked: int = 0
     answered: int = 0
     in_flight: int = 0
+    closest: list[str] = field(default_factory=list)
+    silent: list[str] = field(default_factory=list)
 
 
 _STATS: ContextVar[FindStats | None] = ContextVar("memnet_find_stats", default=None)
@@ -94,11 +99,15 @@ class Discovery:
         start = trio.current_time()
         wake = [trio.Event()]
 
+        silent: set[ID] = set(peers)
+
         async def ask(peer: ID) -> None:
             providers = None
             with trio.move_on_after(self.query_timeout):
                 try:
-                    providers, _ = await store._get_providers_from_peer_with_closers(peer, key)
+                    providers, closer = await store._get_providers_from_peer_with_closers(peer, key)
+                    if providers or closer:   # py-libp2p answers ([], []) for a failed request
+                        silent.discard(peer)
                 except Exception as exc:  # an unreachable peer just does not answer
                     log.debug("providers from %s failed: %r", peer, exc)
             for info in providers or ():
@@ -119,6 +128,8 @@ class Discovery:
         if stats is not None:
             stats.walk_seconds, stats.wave_seconds = start - began, trio.current_time() - start
             stats.asked, stats.answered = wave.asked, wave.answered
+            stats.closest = [str(p) for p in peers]
+            stats.silent = [str(p) for p in peers if p in silent]
         found.pop(self.me, None)
         return list(found.values())[:count]
 
