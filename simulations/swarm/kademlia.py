@@ -139,7 +139,7 @@ class Dht:
         world, last_start = self.world, self.world.last_start
         alive = [h for h in walk.closest if world.online[h]]
         answers = [(at, self.records.at(h, key, now, last_start))
-                   for h, at in zip(alive, world.answer_times(node, alive))]
+                   for h, at in zip(alive, world.answer_times(node, alive, self.kad.provider_rpc_cpu))]
         answers += [(self.dead_cost(node, h, now), None) for h in walk.closest if not world.online[h]]
         local = self.records.at(node, key, now, last_start) if world.server[node] else []
         seconds, found = wait(answers, local)

@@ -36,6 +36,7 @@ class Kademlia:
     rpc_round_trips: int = 3       # stream open: 2 for multistream-select, 1 for request/answer
     dial_round_trips: int = 4      # TCP 1, Noise 1.5, muxer negotiation ~1.5
     rpc_cpu: float = 0.002         # s per RPC: ~20 Ed25519 record checks + protobuf (estimate)
+    provider_rpc_cpu: float | None = None  # s per GET_PROVIDERS answer (None: rpc_cpu; calibrated on loopback)
     connections: int = 200         # py-libp2p's auto-connector keeps about this many
     record_ttl: float = float(PROVIDER_RECORD_EXPIRY)
     providers_per_key: int = 20    # a node keeps this many providers per key (memnet evicts the stalest)

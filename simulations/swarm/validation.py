@@ -15,10 +15,13 @@ from memnet.net.provider_wave import run_wave
 
 
 def predict(nodes: int, keys: int, stopped: float, rpc_cpu: float, query_timeout: float,
-            grace: float | None, seed: int = 1, overhead: float = 0.0, table: float | None = None) -> dict:
-    """table: how many peers a daemon's routing table holds (measured; None: everyone)."""
+            grace: float | None, seed: int = 1, overhead: float = 0.0, table: float | None = None,
+            provider_rpc_cpu: float | None = None) -> dict:
+    """table: how many peers a daemon's routing table holds (measured; None: everyone);
+    rpc_cpu and provider_rpc_cpu: the CPU of a FIND_NODE and of a GET_PROVIDERS answer."""
     sc = Scenario(nodes=nodes, seed=seed, loopback=True, nat_share=0.0).with_options(
-        rpc_cpu=rpc_cpu, query_timeout=query_timeout, always_on=1.0, offline_share=0.0, dead_hung=True)
+        rpc_cpu=rpc_cpu, provider_rpc_cpu=provider_rpc_cpu, query_timeout=query_timeout, always_on=1.0,
+        offline_share=0.0, dead_hung=True)
     rng = random.Random(seed)
     world = World(sc, rng)
     # a table of `table` peers of the nodes - 1 others: the overlay draws each pair's knowledge

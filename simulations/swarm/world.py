@@ -67,20 +67,23 @@ class World:
             return 0.0001
         return self._rtt[self.region[a]][self.region[b]] + self.relayed[b]
 
-    def answer_times(self, a: int, peers: list[int]) -> list[float]:
+    def answer_times(self, a: int, peers: list[int], cpu: float | None = None) -> list[float]:
         """When a's requests sent at once to peers are answered. Across the internet each is a
         stream, multistream-select and the request (rpc_round_trips), with a dial first when the
         two are not connected yet (the auto-connector keeps about `connections` of the online
         peers connected), plus the answer's CPU; on one machine (loopback) every daemon shares
-        the same cores, so the answers come one CPU cost after another."""
+        the same cores, so the answers come one CPU cost after another. cpu: an answer's CPU
+        (None: kad.rpc_cpu)."""
+        if cpu is None:
+            cpu = self.kad.rpc_cpu
         if self.loopback:
-            step = self.kad.rpc_cpu
+            step = cpu
             return [self.kad.rpc_round_trips * 0.0001 + step * (i + 1) for i in range(len(peers))]
         # one loop over plain lists: walks ask millions of these
         kad, relayed, region, rnd = self.kad, self.relayed, self.region, self.rng.random
         row = self._rtt[region[a]]
         p_connected = kad.connections / max(1, self.online_count)
-        rpc, dial, cpu = kad.rpc_round_trips, kad.rpc_round_trips + kad.dial_round_trips, kad.rpc_cpu
+        rpc, dial = kad.rpc_round_trips, kad.rpc_round_trips + kad.dial_round_trips
         return [(rpc if rnd() < p_connected else dial) * (row[region[p]] + relayed[p]) + cpu for p in peers]
 
     def upload_rate(self, node: int) -> float:
