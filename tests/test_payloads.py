@@ -17,6 +17,11 @@ KEY = factories.key()
 
 # -- plaintext -------------------------------------------------------------------------------------
 
+def stream(payload: bytes, count: int | None = None, piece: int = 7, **kw) -> None:
+    """check_items_stream over the payload cut in pieces (as a cube's chunks would be)."""
+    payloads.check_items_stream((payload[i:i + piece] for i in range(0, len(payload), piece)), count, **kw)
+
+
 def test_items_round_trip():
     items = [{"text": "the sky is blue"}, {"text": "\u00e9t\u00e9 \U0001f600", "meta": {"source": "x", "lang": "fr"}}]
     payload = payloads.encode_items(items)
@@ -25,6 +30,8 @@ def test_items_round_trip():
     assert payload == canonical.encode({"items": items})
     payloads.validate_payload("plaintext", payload, {"items": 2})
     payloads.validate_payload("plaintext", memoryview(payload), {"items": 2})
+    for piece in (1, 2, 5, 64, len(payload)):
+        stream(payload, 2, piece)
 
 
 def test_no_items_is_a_valid_payload():
@@ -50,6 +57,8 @@ def test_bad_items(items, error, phrase):
         payloads.encode_items(items)
     with pytest.raises(error, match=phrase):
         payloads.decode_items(canonical.encode({"items": items}))
+    with pytest.raises(error, match=phrase):
+        stream(canonical.encode({"items": items}), piece=3)
 
 
 def test_item_text_at_its_limit():
@@ -61,6 +70,8 @@ def test_too_many_items():
     doc = canonical.encode({"items": [{"text": "a"}] * (limits.MAX_PLAINTEXT_ITEMS + 1)})
     with pytest.raises(LimitError, match="plaintext items, the limit"):
         payloads.decode_items(doc)
+    with pytest.raises(LimitError, match="plaintext items, the limit"):
+        stream(doc, piece=4096)
 
 
 @pytest.mark.parametrize("doc", [
@@ -69,6 +80,8 @@ def test_too_many_items():
 def test_payload_shape(doc):
     with pytest.raises(FormatError, match="one field, items"):
         payloads.decode_items(canonical.encode(doc))
+    with pytest.raises(FormatError, match="one field, items"):
+        stream(canonical.encode(doc))
 
 
 def test_non_canonical_payload():
@@ -77,6 +90,33 @@ def test_non_canonical_payload():
         payloads.decode_items(payload + b"\x00")
     with pytest.raises(CanonicalError):
         payloads.decode_items(b"\xde\x00\x01" + payload[1:])
+    with pytest.raises(CanonicalError, match="trailing"):
+        stream(payload + b"\x00")
+    with pytest.raises(FormatError, match="one field"):    # a map header in a longer form
+        stream(b"\xde\x00\x01" + payload[1:])
+
+
+def test_stream_refuses_truncated_forged_and_oversized_payloads(monkeypatch):
+    items = [{"text": f"fact {i}", "meta": {"source": "s"}} for i in range(50)]
+    payload = payloads.encode_items(items)
+    for cut in (1, 5, 8, len(payload) // 2, len(payload) - 1):     # truncated anywhere
+        with pytest.raises(CanonicalError, match="truncated"):
+            stream(payload[:cut], 50)
+    # an item re-encoded with its keys out of order: same value, other bytes (a forged CID input)
+    import msgpack
+    forged = (b"\x81\xa5items" + msgpack.Packer().pack_array_header(1)
+              + msgpack.packb({"text": "a", "meta": {"z": "1", "a": "2"}}))
+    with pytest.raises(CanonicalError, match="canonical form"):
+        stream(forged)
+    # an array length in a longer encoding than the smallest
+    with pytest.raises(CanonicalError, match="array length"):
+        stream(b"\x81\xa5items\xdc\x00\x01" + canonical.encode({"text": "a"}))
+    # malformed bytes inside an item, and an item that is not msgpack at all
+    with pytest.raises(CanonicalError):
+        stream(payload[:12] + b"\xc1" + payload[13:], 50)
+    monkeypatch.setattr(limits, "MAX_PLAINTEXT_PAYLOAD", 200)   # oversized: refused once past the limit
+    with pytest.raises(LimitError, match="over 200 bytes"):
+        stream(payload, 50, piece=64)
 
 
 def test_item_count_must_match_manifest():
@@ -85,6 +125,8 @@ def test_item_count_must_match_manifest():
         payloads.decode_items(payload, 3)
     with pytest.raises(FormatError, match="manifest says 1"):
         payloads.validate_payload("plaintext", payload, {"items": 1})
+    with pytest.raises(FormatError, match="payload has 2 items but the manifest says 3"):
+        stream(payload, 3)
 
 
 # -- parameter (LoRA) ------------------------------------------------------------------------------

@@ -814,6 +814,28 @@ def test_staged_chunks_survive_gc_within_the_grace_then_go(store):
     assert store.has_chunks([c for c, _ in staged]) == [False] * 3
 
 
+def test_a_cube_read_back_from_staging_commits_without_its_bytes(store):
+    """A fetched cube is verified from the store (a ChunkReader) and committed: only its manifest
+    and references are written, no chunk is read for it."""
+    from memnet.cube.build import ChunkReader
+
+    cube = factories.plaintext_cube(texts=["staged " * 500, "then committed " * 300], chunk_size=1024)
+    store.stage_chunks([(c, bytes(d)) for c, d in cube.chunks.items()])
+    reads = []
+
+    def chunk(chunk_id):
+        reads.append(chunk_id)
+        return store.chunk(chunk_id)
+
+    lazy = build.verify(cube.manifest_bytes, cube.cube_id, chunk, keep_chunks=False)
+    assert isinstance(lazy.chunks, ChunkReader) and lazy.payload() == cube.payload()
+    reads.clear()
+    assert store.put(lazy, "fetched")
+    assert reads == []
+    assert store.verify(cube.cube_id).manifest == cube.manifest
+    assert store._read(lambda txn: txn.stat(store._db["staged"])["entries"]) == 0
+
+
 def test_put_after_staging_keeps_the_staged_copy_and_clears_the_marker(store):
     from memnet.store import gc
 

@@ -7,7 +7,7 @@ its payload's structure, after opening it (open_payload)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from memnet.cube import cid, keys, limits, sealed
 from memnet.cube.keys import Recipient
 from memnet.cube.manifest import Manifest, decode
 from memnet.cube.meta import validate_meta
-from memnet.cube.payloads import validate_payload
+from memnet.cube.payloads import check_items_stream, validate_payload
 from memnet.errors import FormatError, LimitError, PolicyError
 
 
@@ -28,7 +28,7 @@ class Cube:
     manifest: Manifest
     manifest_bytes: bytes
     cube_id: bytes
-    chunks: dict[bytes, bytes | memoryview]
+    chunks: Mapping[bytes, bytes | memoryview]   # a dict, or a ChunkReader of a stored cube
 
     def payload(self) -> bytes:
         return b"".join(bytes(self.chunks[c]) for c in self.manifest.chunks)
@@ -102,35 +102,67 @@ def verify(
     *,
     check_expiry: bool = True,
     hashed: Collection[bytes] = (),
+    keep_chunks: bool = True,
 ) -> Cube:
     """Authenticate a cube from untrusted sources, in MIP's order: manifest hash, signature,
     fields, expiry, then every chunk against its CID and length, then the payload's structure
     (for a sealed cube, a recipient checks that after opening it: open_payload). Chunks in
-    `hashed` were checked against their CID on arrival (a fetch) and are not hashed again."""
+    `hashed` were checked against their CID on arrival (a fetch) and are not hashed again.
+    keep_chunks False: the chunks are read one at a time and not held; the cube's chunks then
+    read through get_chunk again when asked for (a fetched cube, staged in the store); where
+    `hashed` maps chunks to their lengths, those are not even read (but for a plaintext cube,
+    whose items are checked)."""
     manifest = decode(manifest_bytes, cube_id)
     if check_expiry:
         check_fresh(manifest)
     chunks: dict[bytes, bytes | memoryview] = {}
+    lengths: dict[bytes, int] = {}
     for index, chunk_id in enumerate(manifest.chunks):
-        if chunk_id in chunks:
-            data = chunks[chunk_id]
-        else:
+        length = lengths.get(chunk_id)
+        if length is None and not keep_chunks and isinstance(hashed, Mapping) and chunk_id in hashed:
+            length = lengths[chunk_id] = hashed[chunk_id]
+        if length is None:
             data = get_chunk(chunk_id)
             if data is None:
                 raise FormatError(f"chunk {index} ({cid.to_text(chunk_id)}) is missing")
             if chunk_id not in hashed:
                 cid.verify_block(chunk_id, data)
-            chunks[chunk_id] = data
-        if len(data) != manifest.chunk_length(index):
-            raise FormatError(f"chunk {index} has {len(data)} bytes, expected {manifest.chunk_length(index)}")
-    cube = Cube(manifest, manifest_bytes, cube_id, chunks)
+            length = lengths[chunk_id] = len(data)
+            if keep_chunks:
+                chunks[chunk_id] = data
+        if length != manifest.chunk_length(index):
+            raise FormatError(f"chunk {index} has {length} bytes, expected {manifest.chunk_length(index)}")
+    cube = Cube(manifest, manifest_bytes, cube_id, chunks if keep_chunks else ChunkReader(lengths, get_chunk))
     if manifest.seal is not None:
         return cube
-    # safetensors kinds are checked from their header and total length alone: joining the whole
-    # payload for that was a second full copy of every byte
-    checked = cube.payload() if manifest.kind == "plaintext" else _ChunkedPayload(cube)
-    validate_payload(manifest.kind, checked, manifest.meta)
+    if manifest.kind == "plaintext":  # item by item, chunk by chunk: never the whole payload at once
+        check_items_stream((cube.chunks[c] for c in manifest.chunks), manifest.meta["items"],
+                           embedded="embedding" in manifest.meta)
+    else:
+        # safetensors kinds are checked from their header and total length alone: joining the
+        # whole payload for that was a second full copy of every byte
+        validate_payload(manifest.kind, _ChunkedPayload(cube), manifest.meta)
     return cube
+
+
+class ChunkReader(Mapping):
+    """A verified cube's chunks, read when asked for (from the store) rather than held. Every
+    chunk is in the store already (Store.put writes none of them for such a cube)."""
+
+    def __init__(self, chunk_ids: Collection[bytes], get_chunk: Callable[[bytes], bytes | memoryview | None]):
+        self._ids, self._get = chunk_ids, get_chunk
+
+    def __getitem__(self, chunk_id: bytes) -> bytes | memoryview:
+        data = self._get(chunk_id) if chunk_id in self._ids else None
+        if data is None:
+            raise KeyError(chunk_id)
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 def open_payload(manifest: Manifest, data: bytes, identity: Ed25519PrivateKey) -> bytes:

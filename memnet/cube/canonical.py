@@ -8,6 +8,7 @@ re-encode to themselves, so two parties that agree on a value agree on its bytes
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgpack
@@ -100,3 +101,72 @@ def decode(data: bytes, max_size: int) -> Any:
     if len(again) != len(data) or not again.startswith(data):
         raise CanonicalError("msgpack is not in canonical form (key order or integer/length encoding)")
     return value
+
+
+def decode_array_field(pieces: Iterable[bytes | memoryview], field: str, max_size: int) -> Iterator[Any]:
+    """Decode canonical msgpack {field: [v0, v1, ...]} (a map of exactly that key) from its bytes
+    in consecutive pieces: yields the array's length, then each value. decode()'s rules (each
+    value re-encodes to its own bytes, headers in their smallest form, no trailing bytes) with
+    one value in memory at a time, so a payload of hundreds of MiB is checked chunk by chunk."""
+    unpacker = msgpack.Unpacker(raw=False, use_list=True, strict_map_key=False,
+                                object_pairs_hook=_pairs_to_dict, ext_hook=_reject_ext)
+    source = iter(pieces)
+    window = bytearray()   # bytes fed and not yet checked start at window[start]
+    start = fed = 0
+
+    def more() -> bool:
+        nonlocal fed
+        piece = next(source, None)
+        if piece is None:
+            return False
+        fed += len(piece)
+        if fed > max_size:
+            raise LimitError(f"encoded value is over {max_size} bytes")
+        unpacker.feed(piece)
+        window.extend(piece)
+        return True
+
+    def take(read: Callable[[], Any]) -> tuple[Any, bytes]:
+        nonlocal start
+        while True:
+            try:
+                value = read()
+                break
+            except msgpack.OutOfData:
+                if not more():
+                    raise CanonicalError("truncated msgpack") from None
+            except CanonicalError:
+                raise
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise CanonicalError(f"malformed msgpack: {exc}") from None
+            except RecursionError:
+                raise CanonicalError("msgpack nested too deeply") from None
+        end = unpacker.tell() - (fed - len(window))   # unpacker.tell() counts every byte fed
+        raw = bytes(window[start:end])
+        start = end
+        if start > 1 << 20:   # drop what is checked, now and then (not per value: O(n^2))
+            del window[:start]
+            start = 0
+        return value, raw
+
+    size, raw = take(unpacker.read_map_header)
+    if size != 1 or raw != b"\x81":
+        raise CanonicalError(f"expected a map with the one field {field!r}")
+    key, raw = take(unpacker.unpack)
+    if key != field or raw != msgpack.packb(field):
+        raise CanonicalError(f"expected a map with the one field {field!r}")
+    count, raw = take(unpacker.read_array_header)
+    if raw != msgpack.Packer().pack_array_header(count):
+        raise CanonicalError("msgpack is not in canonical form (array length encoding)")
+    yield count
+    for _ in range(count):
+        value, raw = take(unpacker.unpack)
+        try:
+            again = encode(value)
+        except CanonicalError as exc:
+            raise CanonicalError(f"not canonical: {exc}") from None
+        if again != raw:
+            raise CanonicalError("msgpack is not in canonical form (key order or integer/length encoding)")
+        yield value
+    if start < len(window) or more():
+        raise CanonicalError("trailing bytes after the encoded value")

@@ -12,11 +12,12 @@ activation: one safetensors file with "k.{layer}" and "v.{layer}" of shape [kv_h
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from memnet.cube import canonical, limits
 from memnet.cube.safetensors_header import Header, parse_header, with_metadata
-from memnet.errors import FormatError, LimitError, TensorError
+from memnet.errors import CanonicalError, FormatError, LimitError, TensorError
 
 PEFT_CONFIG_KEY = "memnet.peft_config"
 KV_TENSOR_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "int8": "I8"}
@@ -47,19 +48,21 @@ def _check_vec(vec: Any, i: int) -> int:
     return len(vec) // 2
 
 
-def decode_items(payload: bytes, expected_count: int | None = None, *,
-                 embedded: bool | None = None) -> list[dict[str, Any]]:
-    """The items of a plaintext payload. embedded: True = every item must carry vec (the manifest
-    meta has an embedding), False = none may, None = either, but all or none."""
-    doc = canonical.decode(payload, limits.MAX_PLAINTEXT_PAYLOAD)
-    if not isinstance(doc, dict) or set(doc) != {"items"} or not isinstance(doc["items"], list):
-        raise FormatError("plaintext payload must be a map with one field, items")
-    items = doc["items"]
-    if len(items) > limits.MAX_PLAINTEXT_ITEMS:
-        raise LimitError(f"{len(items)} plaintext items, the limit is {limits.MAX_PLAINTEXT_ITEMS}")
-    dims: set[int] = set()
-    with_vec = 0
-    for i, item in enumerate(items):
+class _ItemRules:
+    """The rules of plaintext items, one item at a time (a whole payload or a stream of chunks).
+    embedded: True = every item must carry vec (the manifest meta has an embedding), False = none
+    may, None = either, but all or none."""
+
+    def __init__(self, embedded: bool | None):
+        self.embedded, self.dims, self.with_vec = embedded, set(), 0
+
+    def count(self, n: int, expected: int | None) -> None:
+        if n > limits.MAX_PLAINTEXT_ITEMS:
+            raise LimitError(f"{n} plaintext items, the limit is {limits.MAX_PLAINTEXT_ITEMS}")
+        if expected is not None and n != expected:
+            raise FormatError(f"payload has {n} items but the manifest says {expected}")
+
+    def check(self, i: int, item: Any) -> None:
         if not isinstance(item, dict) or "text" not in item or not set(item) <= {"text", "meta", "vec"}:
             raise FormatError(f"plaintext item {i} must be a map with text (and optional meta, vec)")
         if not isinstance(item["text"], str) or not item["text"]:
@@ -71,20 +74,54 @@ def decode_items(payload: bytes, expected_count: int | None = None, *,
                                  or not all(isinstance(v, str) for v in meta.values())):
             raise FormatError(f"plaintext item {i}: meta must map strings to strings (omit it when empty)")
         if "vec" in item:
-            if embedded is False:
+            if self.embedded is False:
                 raise FormatError(f"plaintext item {i} has a vec but the manifest meta names no embedding")
-            dims.add(_check_vec(item["vec"], i))
-            with_vec += 1
-            if len(dims) > 1:
+            self.dims.add(_check_vec(item["vec"], i))
+            self.with_vec += 1
+            if len(self.dims) > 1:
                 raise FormatError(f"plaintext item {i}: vec dimension differs from the items before it")
-        elif embedded or with_vec:
+        elif self.embedded or self.with_vec:
             raise FormatError(f"plaintext item {i} has no vec but "
-                              + ("the manifest meta names an embedding" if embedded else "earlier items have one"))
-    if with_vec and with_vec != len(items):  # items before the first vec lacked one
-        raise FormatError("plaintext items must all carry a vec or none")
-    if expected_count is not None and len(items) != expected_count:
-        raise FormatError(f"payload has {len(items)} items but the manifest says {expected_count}")
+                              + ("the manifest meta names an embedding" if self.embedded else "earlier items have one"))
+
+    def finish(self, n: int) -> None:
+        if self.with_vec and self.with_vec != n:  # items before the first vec lacked one
+            raise FormatError("plaintext items must all carry a vec or none")
+
+
+def decode_items(payload: bytes, expected_count: int | None = None, *,
+                 embedded: bool | None = None) -> list[dict[str, Any]]:
+    """The items of a plaintext payload (the rules: _ItemRules)."""
+    doc = canonical.decode(payload, limits.MAX_PLAINTEXT_PAYLOAD)
+    if not isinstance(doc, dict) or set(doc) != {"items"} or not isinstance(doc["items"], list):
+        raise FormatError("plaintext payload must be a map with one field, items")
+    items = doc["items"]
+    rules = _ItemRules(embedded)
+    rules.count(len(items), None)
+    for i, item in enumerate(items):
+        rules.check(i, item)
+    rules.finish(len(items))
+    rules.count(len(items), expected_count)
     return items
+
+
+def check_items_stream(pieces: Iterable[bytes | memoryview], expected_count: int | None = None, *,
+                       embedded: bool | None = None) -> None:
+    """decode_items' checks on a payload given as consecutive pieces (a cube's chunks), one item
+    in memory at a time; nothing is returned."""
+    values = canonical.decode_array_field(pieces, "items", limits.MAX_PLAINTEXT_PAYLOAD)
+    rules = _ItemRules(embedded)
+    try:
+        n = next(values)
+    except CanonicalError as exc:   # a header that is there but not {"items": [...]}
+        if "one field" in str(exc) or str(exc).startswith("malformed"):
+            raise FormatError("plaintext payload must be a map with one field, items") from None
+        raise
+    rules.count(n, None)
+    rules.count(n, expected_count)
+    for i, item in enumerate(values):
+        rules.check(i, item)
+    rules.finish(n)
 
 
 # -- parameter (LoRA) --------------------------------------------------------------------------

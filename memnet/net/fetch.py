@@ -14,6 +14,8 @@ Stalling providers (they announce the cube, then answer nothing) cost a fetch li
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import time
 from collections import Counter, deque
@@ -39,6 +41,7 @@ from memnet.store.lmdb_store import Store
 log = logging.getLogger("memnet.fetch")
 
 STAGE_BATCH = 16  # chunks (4 MiB at the default size) written to the store per staging commit
+UNSTAGED_LIMIT = 32 << 20  # bytes verified but not yet staged, past which no more are asked for
 CLOSE_TIMEOUT = 5.0  # seconds to hang up a stream
 MANIFEST_FANOUT = 2  # providers asked for the manifest at once at first
 MANIFEST_STAGGER = 0.25  # s before one more provider is asked, while none has answered
@@ -58,12 +61,15 @@ class Transfer:
                  tuning: FetchTuning, progress: Progress | None):
         self.host, self.store, self.cube_id, self.scores = host, store, cube_id, scores
         self.tuning, self.progress = tuning, progress
-        self.data: dict[bytes, bytes] = {}  # every verified chunk of this fetch
+        # Verified chunks go to the store's staging as they come, and are not kept: a fetch holds
+        # at most UNSTAGED_LIMIT bytes besides the answers in flight, whatever the cube's size.
+        self.hashed: dict[bytes, int] = {}  # chunks of this fetch checked against their CID: length
         self._unstaged: list[tuple[bytes, bytes]] = []
+        self._unstaged_bytes = 0
+        self._drained = trio.Event()
         self.bytes_from: Counter[str] = Counter()
         self._staging = trio.Event()
         self._fetching = True
-        self._complete = False
         self.dropped: dict[str, str] = {}
         self._delivered: set[str] = set()  # providers past slow start (a batch came in whole)
         self._changed = trio.Event()
@@ -169,6 +175,9 @@ class Transfer:
         started, received = trio.current_time(), 0
         try:
             while peer not in plan.dropped:
+                while self._unstaged_bytes >= UNSTAGED_LIMIT:  # the disk is behind: ask for no more
+                    self._staging.set()
+                    await self._drained.wait()
                 # slow start: one request in flight until this provider has delivered a batch
                 depth = self.tuning.requests_per_stream if peer in self._delivered else 1
                 while len(pipeline) < depth:
@@ -245,8 +254,9 @@ class Transfer:
             for chunk_id, data in received:
                 outstanding.remove(chunk_id)
                 if plan.received(peer, chunk_id):
-                    self.data[chunk_id] = data
+                    self.hashed[chunk_id] = len(data)
                     self._unstaged.append((chunk_id, data))
+                    self._unstaged_bytes += len(data)
                     if len(self._unstaged) >= STAGE_BATCH:
                         self._staging.set()
                     self.bytes_from[peer] += len(data)
@@ -263,22 +273,23 @@ class Transfer:
 
     async def stage(self) -> None:
         """Write verified chunks to the store in a worker thread while the transfer goes on
-        (py-lmdb drops the GIL for puts and commits), so the final commit is small."""
+        (py-lmdb drops the GIL for puts and commits): every chunk, so the cube's own commit
+        writes only its manifest and references, and an interrupted fetch resumes."""
         while True:
             await self._staging.wait()
             self._staging = trio.Event()
-            if self._complete:  # the cube's own commit writes what is left: one commit, not two
-                return
             batch, self._unstaged = self._unstaged, []
             if batch:
                 await trio.to_thread.run_sync(self.store.stage_chunks, batch)
+                self._unstaged_bytes -= sum(len(data) for _, data in batch)
+                self._drained.set()
+                self._drained = trio.Event()
             if not self._fetching and not self._unstaged:
                 return
 
-    def finish_staging(self, complete: bool) -> None:
-        """The transfer is over: stage what is left only if the cube is incomplete (so a later
-        fetch resumes from it)."""
-        self._fetching, self._complete = False, complete
+    def finish_staging(self) -> None:
+        """The transfer is over: stage what is left."""
+        self._fetching = False
         self._staging.set()
 
 
@@ -359,7 +370,7 @@ async def fetch_cube(
             finally:
                 phases["chunks"] = time.monotonic() - mark
                 mark = time.monotonic()
-                fetch.finish_staging(plan.complete)
+                fetch.finish_staging()
     except* StoreFullError:
         raise StoreFullError(f"the disk holding the store is full: {len(plan.done)} of {len(wanted)} chunks of "
                              f"{cid.to_text(cube_id)} fetched; those already staged are kept, and a later "
@@ -369,11 +380,11 @@ async def fetch_cube(
         raise FetchError(f"{cid.to_text(cube_id)}: {len(plan.done)} of {len(wanted)} chunks fetched,"
                          f" no provider left" + reasons(fetch.dropped))
 
-    def chunk(chunk_id: bytes) -> bytes | None:
-        return fetch.data.get(chunk_id) or store.chunk(chunk_id)
-
     mark = time.monotonic()
-    cube = build.verify(manifest_bytes, cube_id, chunk, hashed=fetch.data.keys())
+    # every chunk is in the store now (staged, or there before): read back one at a time
+    # (in a worker thread: reading and checking a large cube's items must not hold up the daemon)
+    cube = await trio.to_thread.run_sync(functools.partial(
+        build.verify, manifest_bytes, cube_id, store.chunk, hashed=fetch.hashed, keep_chunks=False))
     phases["verify"] = time.monotonic() - mark
     mark = time.monotonic()
     store.put(cube, pin_reason=pin_reason)

@@ -61,7 +61,7 @@ async def fetch_parts(host: IHost, store: Store, cube_id: bytes, find_providers:
         try:
             await fetch.chunks(plan, [p for p in providers if str(p.peer_id) not in fetch.dropped])
         finally:
-            fetch.finish_staging(False)  # every verified chunk goes to staging: nothing else holds it
+            fetch.finish_staging()  # every verified chunk goes to staging: nothing else holds it
     if not plan.complete:
         raise FetchError(f"{cid.to_text(cube_id)}: {len(plan.done)} of {len(wanted)} chunks fetched, no provider "
                          "left" + reasons(fetch.dropped))

@@ -14,7 +14,9 @@ Databases (all in one LMDB environment):
              touched by GC; each layer owns its tables
 
 A cube enters in one write transaction with its chunks, refcounts, indexes and pin, so after a
-crash it is there whole or not at all. GC removes unpinned cubes in bounded transactions; a
+crash it is there whole or not at all. A fetched cube's chunks are staged first (stage_chunks,
+each batch its own transaction; GC spares them for a while), and its own transaction then writes
+only the manifest, references, indexes and pin. GC removes unpinned cubes in bounded transactions; a
 publish in another process is serialised with it by LMDB's single writer lock.
 """
 
@@ -63,7 +65,9 @@ class Store(Collector):
 
     def put_many(self, cubes: list[Cube], pin_reason: str | None = None) -> list[bool]:
         """Store several cubes in one transaction: all of them or none."""
-        need = sum(len(c.manifest_bytes) + sum(len(d) for d in c.chunks.values()) for c in cubes)
+        # a cube read back from the store (a fetched one, its chunks staged) brings no new bytes
+        need = sum(len(c.manifest_bytes) + (sum(len(d) for d in c.chunks.values()) if isinstance(c.chunks, dict) else 0)
+                   for c in cubes)
         now = int(self.clock())
         return self._write(lambda txn: [self._put(txn, c, pin_reason, now) for c in cubes], need)
 
@@ -77,11 +81,15 @@ class Store(Collector):
         if m.name is not None:
             self._check_version(txn, cube_id, m)
             txn.put(_name_key(m.author, m.name, m.version), cube_id, db=db["names"])
+        # a cube read back from this store (a fetch, every chunk staged) has no bytes to write;
+        # its chunks are not even looked at (py-lmdb touches every page of a value it finds)
+        in_store = not isinstance(cube.chunks, dict)
         for chunk_id in set(m.chunks):
             raw = txn.get(chunk_id, db=db["refs"])
             count = struct.unpack(">I", raw)[0] if raw else 0
             if count == 0:  # a staged (or orphaned) copy was verified on its way in: keep it
-                txn.put(chunk_id, cube.chunks[chunk_id], db=db["chunks"], overwrite=False)
+                if not in_store:
+                    txn.put(chunk_id, cube.chunks[chunk_id], db=db["chunks"], overwrite=False)
                 txn.delete(chunk_id, db=db["staged"])
             txn.put(chunk_id, struct.pack(">I", count + 1), db=db["refs"])
         txn.put(cube_id, cube.manifest_bytes, db=db["manifests"])
