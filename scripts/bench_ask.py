@@ -117,7 +117,7 @@ def report(rows: list[dict], args) -> None:
 
     print(f"\n{n} requests ({args.hot} hot questions asked with p={args.repeat}, the rest drawn from all "
           f"{len(json.loads(RECALL_SET.read_text())['queries'])}), k={args.k}, {args.tokens} new tokens each, "
-          f"promote_after {settings.promote_after}")
+          f"promote_after {AskSettings().promote_after}")
     print(f"hit rate: {hits}/{n} = {hits / n:.2f} of requests reused a KV cube "
           f"({hits}/{eligible} of those with memories)")
     print(f"prefill tokens saved: {saved}/{total} = {saved / total:.2f}")
