@@ -16,6 +16,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
 
 from memnet.cube.build import ChunkReader
+from memnet.errors import StoreFullError
 from memnet.net import fetch as fetch_mod
 from memnet.net import wire
 from memnet.net.host import build_host
@@ -87,6 +88,59 @@ def test_a_24_mib_fetch_holds_a_few_mib_and_commits_from_staging(tmp_path, cube,
         # check its items (139 MiB traced, measured); now what is in flight (4 pipelined requests of 4
         # chunks), waiting for the disk (2 MiB here) and one item being checked: 10.7 MiB
         assert peaks["fetch"] < 12 * MIB, f"peak {peaks['fetch'] / MIB:.1f} MiB"
+    finally:
+        provider_store.close()
+        mine.close()
+
+
+class FillingDisk(Store):
+    """A store whose disk fills after `room` bytes of staged chunks."""
+
+    room = 0
+
+    def stage_chunks(self, chunks):
+        size = sum(len(d) for _, d in chunks)
+        if size > self.room:
+            raise StoreFullError("the disk holding the store is full; nothing of this write was kept")
+        self.room -= size
+        super().stage_chunks(chunks)
+
+
+def test_a_full_disk_mid_get_is_one_line_and_what_was_staged_is_kept(tmp_path, cube):
+    """Finding 8: a full disk during a get is one StoreFullError (not an ExceptionGroup) that says
+    what was kept, and a later get resumes from the staged chunks."""
+    provider_store, mine = Store(str(tmp_path / "provider")), FillingDisk(str(tmp_path / "mine"))
+    provider_store.put(cube)
+    mine.room = 8 * MIB
+    outcome = {}
+
+    async def scenario():
+        provider, fetcher = build_host(factories.key("provider")), build_host(factories.key("fetcher"))
+        async with provider.run(LOCAL), fetcher.run(LOCAL):
+            provider.set_stream_handler(MIP, MipServer(provider_store).handle)
+            info = PeerInfo(provider.get_id(), provider.get_addrs())
+            await fetcher.connect(info)
+
+            async def find():
+                return [info]
+            try:
+                await fetch_mod.fetch_cube(fetcher, mine, cube.cube_id, find, scores=PeerScores())
+            except StoreFullError as exc:
+                outcome["error"] = exc
+            staged = mine._read(lambda txn: txn.stat(mine._db["staged"])["entries"])
+            mine.room = 1 << 40                       # room again: the get resumes
+            report = await fetch_mod.fetch_cube(fetcher, mine, cube.cube_id, find, scores=PeerScores())
+            outcome.update(staged=staged, second=sum(report.bytes_from.values()))
+
+    try:
+        trio.run(scenario)
+        error = outcome["error"]
+        assert type(error) is StoreFullError and "\n" not in str(error)
+        assert "already staged are kept" in str(error) and "resumes" in str(error)
+        assert 0 < outcome["staged"] * 256 * 1024 <= 8 * MIB     # what fitted was kept
+        # the second get moved only what the first had not staged
+        assert outcome["second"] == cube.manifest.size - outcome["staged"] * 256 * 1024
+        assert mine.read_payload(cube.cube_id) == cube.payload()
     finally:
         provider_store.close()
         mine.close()

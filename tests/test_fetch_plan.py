@@ -9,6 +9,9 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
 from memnet.net.fetch_plan import FetchPlan
 
 
@@ -302,3 +305,30 @@ def test_stuck_in_simulation_when_no_live_peer_holds_a_chunk():
     assert plan.done == set(chunks) - {missing}
     assert plan.next_batch("A") == [] and plan.next_batch("B") == []
     assert plan.next_batch("C") == [missing]  # a new provider is still asked
+
+
+def test_peer_scores_stay_bounded_and_keep_recent_bans(monkeypatch):
+    """A daemon meets peers without end: scores and rates are kept for the most recent
+    MAX_PEERS, bans apart for the most recent MAX_BANS (a flood of new identities does not
+    unban a liar before that many other bans)."""
+    from memnet.net import peer_scores
+
+    monkeypatch.setattr(peer_scores, "MAX_PEERS", 50)
+    monkeypatch.setattr(peer_scores, "MAX_BANS", 5)
+    scores = peer_scores.PeerScores()
+    scores.lied("liar")
+    for i in range(200):                      # honest newcomers push the liar's score out...
+        scores.delivered(f"peer{i}", 1 << 20)
+        scores.observe_rate(f"peer{i}", 1 << 20, 0.5)
+    assert len(scores.score) == 50 and len(scores.rate) <= 50
+    assert "liar" not in scores.score and scores.banned("liar")   # ...but not its ban
+    assert scores.stall_timeout("peer199", 1 << 20) < peer_scores.STALL_CEILING
+    assert scores.stall_timeout("peer0", 1 << 20) == peer_scores.STALL_TIMEOUT   # forgotten: unmeasured
+    for i in range(5):                        # five newer bans do push it out
+        scores.lied(f"sybil{i}")
+    assert not scores.banned("liar") and scores.banned("sybil4") and len(scores.bans) == 5
+    for _ in range(4):                        # four stalls are a ban, as before
+        scores.stalled("slow")
+    assert scores.banned("slow")
+    order = scores.order([PeerInfo(ID(b"\x00" * 34), []), PeerInfo(ID(b"\x01" * 34), [])])
+    assert len(order) == 2
