@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import time
 import tracemalloc
+from contextlib import asynccontextmanager
 
 import multiaddr
 import pytest
@@ -50,6 +51,21 @@ def cube():
     return factories.plaintext_cube(texts=texts, chunk_size=256 * 1024)
 
 
+@asynccontextmanager
+async def provider_and_fetcher(provider_store: Store):
+    """A host serving provider_store over MIP and a fetcher connected to it: yields
+    (fetcher host, find) where find names the provider."""
+    provider, fetcher = build_host(factories.key("provider")), build_host(factories.key("fetcher"))
+    async with provider.run(LOCAL), fetcher.run(LOCAL):
+        provider.set_stream_handler(MIP, MipServer(provider_store).handle)
+        info = PeerInfo(provider.get_id(), provider.get_addrs())
+        await fetcher.connect(info)
+
+        async def find():
+            return [info]
+        yield fetcher, find
+
+
 def test_a_24_mib_fetch_holds_a_few_mib_and_commits_from_staging(tmp_path, cube, monkeypatch):
     monkeypatch.setattr(fetch_mod, "UNSTAGED_LIMIT", 2 * MIB)
     provider_store, mine = Store(str(tmp_path / "provider")), SlowDisk(str(tmp_path / "mine"))
@@ -57,14 +73,7 @@ def test_a_24_mib_fetch_holds_a_few_mib_and_commits_from_staging(tmp_path, cube,
     peaks = {}
 
     async def scenario():
-        provider, fetcher = build_host(factories.key("provider")), build_host(factories.key("fetcher"))
-        async with provider.run(LOCAL), fetcher.run(LOCAL):
-            provider.set_stream_handler(MIP, MipServer(provider_store).handle)
-            info = PeerInfo(provider.get_id(), provider.get_addrs())
-            await fetcher.connect(info)
-
-            async def find():
-                return [info]
+        async with provider_and_fetcher(provider_store) as (fetcher, find):
             tracemalloc.start()
             try:
                 tracemalloc.reset_peak()
@@ -115,14 +124,7 @@ def test_a_full_disk_mid_get_is_one_line_and_what_was_staged_is_kept(tmp_path, c
     outcome = {}
 
     async def scenario():
-        provider, fetcher = build_host(factories.key("provider")), build_host(factories.key("fetcher"))
-        async with provider.run(LOCAL), fetcher.run(LOCAL):
-            provider.set_stream_handler(MIP, MipServer(provider_store).handle)
-            info = PeerInfo(provider.get_id(), provider.get_addrs())
-            await fetcher.connect(info)
-
-            async def find():
-                return [info]
+        async with provider_and_fetcher(provider_store) as (fetcher, find):
             try:
                 await fetch_mod.fetch_cube(fetcher, mine, cube.cube_id, find, scores=PeerScores())
             except StoreFullError as exc:
