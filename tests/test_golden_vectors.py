@@ -367,6 +367,14 @@ def test_payload_cases(case):
         payloads.validate_payload(case["kind"], payload, meta_map)
     else:
         raises_exactly(case["error"], payloads.validate_payload, case["kind"], payload, meta_map)
+    if case["kind"] == "plaintext":   # a fetched cube's items are checked as a stream of chunks: same verdict
+        pieces = [payload[i:i + 5] for i in range(0, len(payload), 5)]
+        check = lambda: payloads.check_items_stream(pieces, meta_map["items"],  # noqa: E731
+                                                    embedded="embedding" in meta_map)
+        if case["error"] is None:
+            check()
+        else:
+            raises_exactly(case["error"], check)
 
 
 # -- schema ------------------------------------------------------------------------------------
