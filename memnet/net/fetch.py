@@ -15,7 +15,6 @@ Stalling providers (they announce the cube, then answer nothing) cost a fetch li
 from __future__ import annotations
 
 import functools
-
 import logging
 import time
 from collections import Counter, deque
