@@ -26,6 +26,7 @@ from memnet.net.server import MipServer
 from memnet.store import Store
 from tests import factories
 
+pytestmark = pytest.mark.slow   # tens of MiB through real hosts: the full suite, not the fast tier
 LOCAL = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 MIP = TProtocol(wire.PROTOCOL_ID)
 MIB = 1 << 20
