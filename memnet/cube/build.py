@@ -33,6 +33,12 @@ class Cube:
     def payload(self) -> bytes:
         return b"".join(bytes(self.chunks[c]) for c in self.manifest.chunks)
 
+    @property
+    def in_store(self) -> bool:
+        """Its chunks are read from the store (a fetched cube, verified from staging): storing
+        it writes none of them."""
+        return isinstance(self.chunks, ChunkReader)
+
 
 def split(payload: bytes | memoryview, chunk_size: int) -> Iterator[memoryview]:
     view = memoryview(payload)

@@ -66,8 +66,7 @@ class Store(Collector):
     def put_many(self, cubes: list[Cube], pin_reason: str | None = None) -> list[bool]:
         """Store several cubes in one transaction: all of them or none."""
         # a cube read back from the store (a fetched one, its chunks staged) brings no new bytes
-        need = sum(len(c.manifest_bytes) + (sum(len(d) for d in c.chunks.values()) if isinstance(c.chunks, dict) else 0)
-                   for c in cubes)
+        need = sum(len(c.manifest_bytes) + (0 if c.in_store else sum(len(d) for d in c.chunks.values())) for c in cubes)
         now = int(self.clock())
         return self._write(lambda txn: [self._put(txn, c, pin_reason, now) for c in cubes], need)
 
@@ -83,7 +82,7 @@ class Store(Collector):
             txn.put(_name_key(m.author, m.name, m.version), cube_id, db=db["names"])
         # a cube read back from this store (a fetch, every chunk staged) has no bytes to write;
         # its chunks are not even looked at (py-lmdb touches every page of a value it finds)
-        in_store = not isinstance(cube.chunks, dict)
+        in_store = cube.in_store
         for chunk_id in set(m.chunks):
             raw = txn.get(chunk_id, db=db["refs"])
             count = struct.unpack(">I", raw)[0] if raw else 0
