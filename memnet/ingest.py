@@ -4,10 +4,13 @@ parameter. Every problem is reported as one line naming the file and the place."
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from memnet.cube import payloads
+from memnet.cube.spliced import Spliced
 from memnet.errors import FormatError, UsageError
 from memnet.files import write_atomic
 
@@ -33,6 +36,52 @@ def _read(path: Path, limit: int = MAX_INPUT_FILE) -> bytes:
     if len(data) > limit:
         raise UsageError(f"{path}: larger than {limit // 2**20} MiB")
     return data
+
+
+class FileBytes:
+    """A regular file read in place: len() and contiguous slices, each read with pread, so that
+    an adapter's weights (up to gigabytes) go to the chunker in pieces and never whole into
+    memory. A file that shrinks while it is read is one line, not a short payload."""
+
+    _fd = -1  # until opened: close() (and __del__) of a refused path has nothing to do
+
+    def __init__(self, path: Path):
+        if not path.exists():
+            raise UsageError(f"{path}: no such file")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise UsageError(f"{path}: not a regular file (a folder, device or pipe)")
+        self.path, self._fd, self._size = path, fd, info.st_size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index: slice) -> bytes:
+        start, stop, step = index.indices(self._size)
+        if step != 1:
+            raise ValueError("only contiguous slices")
+        if stop <= start:
+            return b""
+        data = os.pread(self._fd, stop - start, start)
+        while len(data) < stop - start:
+            more = os.pread(self._fd, stop - start - len(data), start + len(data))
+            if not more:
+                raise UsageError(f"{self.path}: changed while it was read (now shorter)")
+            data += more
+        return data
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def chat_messages(doc: Any, where: str) -> list[dict[str, str]]:
@@ -107,8 +156,10 @@ def plaintext_payload(items: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any
         raise UsageError(str(exc)) from None
 
 
-def adapter_from_dir(folder: Path, base_model: bytes) -> tuple[bytes, dict[str, Any]]:
-    """A PEFT adapter folder -> (parameter payload, meta). Pickle weights are refused."""
+def adapter_from_dir(folder: Path, base_model: bytes) -> tuple[Spliced, dict[str, Any]]:
+    """A PEFT adapter folder -> (parameter payload, meta). Pickle weights are refused. The
+    payload is a view: the rewritten safetensors header, then the weights file read in pieces
+    when the payload is sliced (a publish chunks it straight into the store)."""
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder")
     if not (folder / ADAPTER_WEIGHTS).is_file():
@@ -122,10 +173,10 @@ def adapter_from_dir(folder: Path, base_model: bytes) -> tuple[bytes, dict[str, 
         raise UsageError(f"{folder / ADAPTER_CONFIG}: invalid JSON") from None
     if not isinstance(config, dict):
         raise UsageError(f"{folder / ADAPTER_CONFIG}: expected a JSON object")
-    weights = _read(folder / ADAPTER_WEIGHTS)
+    weights = FileBytes(folder / ADAPTER_WEIGHTS)
     try:
         meta = {"base_model": base_model, "peft": payloads.peft_summary(config)}
-        payload = payloads.build_parameter_payload(config, weights)
+        payload = payloads.splice_parameter_payload(config, weights)
         payloads.validate_parameter(payload, meta)
     except FormatError as exc:
         raise UsageError(f"{folder}: {exc}") from None

@@ -10,14 +10,20 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from memnet.cube import build, car, keys, limits
-from memnet.cube.build import Cube
+from memnet.cube import build, car, cid, keys, limits
+from memnet.cube.build import ChunkReader, Cube
+from memnet.cube.meta import validate_meta
+from memnet.cube.payloads import validate_payload
+from memnet.cube.spliced import Sliceable
 from memnet.errors import FormatError, UsageError
 from memnet.files import write_atomic
 from memnet.governance import revocations
 from memnet.store import Store
 
 MAX_IMPORT = 4 * 1024**3  # an archive is verified in memory before its one store transaction
+STAGE_ABOVE = 32 * 1024**2  # a larger payload goes into the store in pieces (Publisher._stage)
+STAGE_BATCH = 16 * 1024**2  # bytes of chunks per staging transaction: what a publish holds at once
+MAX_SEALED = 256 * 1024**2  # a sealed payload is encrypted whole, in memory
 
 
 def parse_recipients(texts: list[str]) -> list[keys.Recipient]:
@@ -36,12 +42,13 @@ class Publisher:
     store: Store
     key: Ed25519PrivateKey
     chunk_size: int = limits.DEFAULT_CHUNK_SIZE
+    stage_above: int = STAGE_ABOVE
 
     @property
     def author(self) -> bytes:
         return keys.public_bytes(self.key)
 
-    def publish(self, kind: str, payload: bytes, meta: dict[str, Any], *, name: str | None = None,
+    def publish(self, kind: str, payload: bytes | Sliceable, meta: dict[str, Any], *, name: str | None = None,
                 ttl: int | None = None, pin: bool = True, recipients: list[str] | None = None,
                 **optional: Any) -> Cube:
         """Sign and store a cube; a name gets the next version and supersedes the previous one.
@@ -60,12 +67,53 @@ class Publisher:
             if ttl <= 0:
                 raise UsageError("--ttl must be a positive number of seconds")
             optional["expires"] = created + ttl
+        pin_reason = "published" if pin else None
         try:
+            if sealed_to is None and len(payload) > self.stage_above:
+                return self._stage(kind, payload, meta, pin_reason, created, optional)
+            if sealed_to is not None and len(payload) > MAX_SEALED:
+                raise UsageError(f"a sealed cube is encrypted in memory: at most {MAX_SEALED // 2**20} MiB")
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                payload = payload[0:len(payload)]
             cube = build.build(self.key, kind, payload, meta, chunk_size=self.chunk_size,
                                created=created, recipients=sealed_to, **optional)
         except FormatError as exc:
             raise UsageError(str(exc)) from None
-        self.store.put(cube, "published" if pin else None)
+        self.store.put(cube, pin_reason)
+        return cube
+
+    def _stage(self, kind: str, payload: Sliceable, meta: dict[str, Any], pin_reason: str | None, created: int,
+               optional: dict[str, Any]) -> Cube:
+        """A large public payload, checked, then read and hashed a chunk at a time and written to
+        the store as staged chunks (STAGE_BATCH bytes per transaction: memory stays flat however
+        large the payload, and a daemon's readers are not held up by one long write); the
+        manifest is signed and committed last, as a fetch commits, so a publish killed midway
+        leaves staged chunks that GC reclaims, never a cube with missing chunks."""
+        size, chunk_size = len(payload), self.chunk_size
+        build.check_shape(kind, size, chunk_size)
+        validate_meta(kind, meta)
+        validate_payload(kind, payload, meta)
+        order: list[bytes] = []
+        lengths: dict[bytes, int] = {}
+        batch: list[tuple[bytes, bytes]] = []
+        pending = 0
+        for start in range(0, size, chunk_size):
+            piece = payload[start:start + chunk_size]
+            chunk_id = cid.cid_of(piece)
+            order.append(chunk_id)
+            if chunk_id not in lengths:
+                lengths[chunk_id] = len(piece)
+                batch.append((chunk_id, piece))
+                pending += len(piece)
+            if pending >= STAGE_BATCH:
+                self.store.stage_chunks(batch)
+                batch, pending = [], 0
+        if batch:
+            self.store.stage_chunks(batch)
+        manifest, encoded, cube_id = build.sign_manifest(self.key, kind, size, order, meta, chunk_size=chunk_size,
+                                                         created=created, **optional)
+        cube = Cube(manifest, encoded, cube_id, ChunkReader(lengths, self.store.chunk))
+        self.store.put(cube, pin_reason)
         return cube
 
     def read_payload(self, cube_id: bytes) -> bytes:

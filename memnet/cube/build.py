@@ -46,6 +46,16 @@ def split(payload: bytes | memoryview, chunk_size: int) -> Iterator[memoryview]:
         yield view[start:start + chunk_size]
 
 
+def check_shape(kind: str, stored_size: int, chunk_size: int) -> None:
+    """The kind is known, the chunk size allowed, and the payload fits in MAX_CHUNKS chunks."""
+    if kind not in limits.KINDS:
+        raise FormatError(f"unknown cube kind {kind!r}")
+    if not (isinstance(chunk_size, int) and limits.MIN_CHUNK_SIZE <= chunk_size <= limits.MAX_CHUNK_SIZE):
+        raise FormatError(f"chunk_size must be an integer in [{limits.MIN_CHUNK_SIZE}, {limits.MAX_CHUNK_SIZE}]")
+    if -(-stored_size // chunk_size) > limits.MAX_CHUNKS:
+        raise LimitError(f"payload needs more than {limits.MAX_CHUNKS} chunks of {chunk_size} bytes")
+
+
 def build(
     key: Ed25519PrivateKey,
     kind: str,
@@ -61,13 +71,7 @@ def build(
     """Chunk, hash, check and sign a payload. optional: name, version, supersedes, parents,
     expires, license, tags, description (as in Manifest). With recipients, the payload is
     sealed to them (secrets: fixed randomness, for golden vectors only)."""
-    if kind not in limits.KINDS:
-        raise FormatError(f"unknown cube kind {kind!r}")
-    if not (isinstance(chunk_size, int) and limits.MIN_CHUNK_SIZE <= chunk_size <= limits.MAX_CHUNK_SIZE):
-        raise FormatError(f"chunk_size must be an integer in [{limits.MIN_CHUNK_SIZE}, {limits.MAX_CHUNK_SIZE}]")
-    stored_size = len(payload) if recipients is None else sealed.sealed_size(len(payload))
-    if -(-stored_size // chunk_size) > limits.MAX_CHUNKS:
-        raise LimitError(f"payload needs more than {limits.MAX_CHUNKS} chunks of {chunk_size} bytes")
+    check_shape(kind, len(payload) if recipients is None else sealed.sealed_size(len(payload)), chunk_size)
     validate_meta(kind, meta)  # meta first: the payload check indexes into it
     validate_payload(kind, payload, meta)
     if recipients is not None:
@@ -79,20 +83,29 @@ def build(
         chunk_id = cid.cid_of(piece)
         chunks.setdefault(chunk_id, piece)
         order.append(chunk_id)
+    manifest, encoded, cube_id = sign_manifest(key, kind, len(payload), order, meta, chunk_size=chunk_size,
+                                               created=created, **optional)
+    return Cube(manifest, encoded, cube_id, chunks)
+
+
+def sign_manifest(key: Ed25519PrivateKey, kind: str, size: int, chunk_ids: Sequence[bytes], meta: dict[str, Any],
+                  *, chunk_size: int, created: int | None = None, **optional: Any) -> tuple[Manifest, bytes, bytes]:
+    """(manifest, its encoding, the cube id) of a payload already chunked and hashed (by build,
+    or by a publish that staged the chunks in the store as it read them)."""
     manifest = Manifest(
         kind=kind,
         author=keys.public_bytes(key),
         created=int(time.time()) if created is None else created,
-        size=len(payload),
+        size=size,
         chunk_size=chunk_size,
-        chunks=tuple(order),
+        chunks=tuple(chunk_ids),
         meta=meta,
         **optional,
     ).sign(key)
     encoded = manifest.encode()
     if len(encoded) > limits.MAX_MANIFEST:  # nobody could decode it
         raise LimitError(f"manifest is {len(encoded)} bytes, the limit is {limits.MAX_MANIFEST}")
-    return Cube(manifest, encoded, cid.cid_of(encoded), chunks)
+    return manifest, encoded, cid.cid_of(encoded)
 
 
 def check_fresh(manifest: Manifest, now: int | None = None) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from memnet.cube import canonical, limits
-from memnet.cube.safetensors_header import Header, parse_header, with_metadata
+from memnet.cube.safetensors_header import Header, metadata_prefix, parse_header, with_metadata
+from memnet.cube.spliced import Sliceable, Spliced
 from memnet.errors import CanonicalError, FormatError, LimitError, TensorError
 
 PEFT_CONFIG_KEY = "memnet.peft_config"
@@ -151,6 +152,13 @@ def canonical_json(value: Any) -> str:
 
 def build_parameter_payload(config: dict[str, Any], adapter_safetensors: bytes) -> bytes:
     return with_metadata(adapter_safetensors, {PEFT_CONFIG_KEY: canonical_json(config)})
+
+
+def splice_parameter_payload(config: dict[str, Any], adapter_safetensors: Sliceable) -> Spliced:
+    """The same payload as build_parameter_payload, as a view: the rewritten header, then the
+    weights' tensor data read from adapter_safetensors (a file) only when sliced."""
+    head, data_start = metadata_prefix(adapter_safetensors, {PEFT_CONFIG_KEY: canonical_json(config)})
+    return Spliced(head, adapter_safetensors, data_start)
 
 
 def peft_config_of(payload: bytes) -> dict[str, Any]:

@@ -104,11 +104,20 @@ def parse_header(payload: bytes | memoryview, allowed_dtypes: tuple[str, ...] = 
     return Header(tensors, metadata, 8 + header_len)
 
 
-def with_metadata(payload: bytes, extra: dict[str, str]) -> bytes:
-    """Rewrite a safetensors file's __metadata__ without touching (or loading) tensor data."""
+def metadata_prefix(payload: bytes | memoryview, extra: dict[str, str]) -> tuple[bytes, int]:
+    """(new_head, data_start): the length and JSON header of payload with extra merged into its
+    __metadata__, and where payload's tensor data starts. new_head + payload[data_start:] is the
+    rewritten file; neither the tensor data nor its length is touched (a large adapter is read
+    from disk in pieces after this head, never joined)."""
     header = parse_header(payload)
     raw = json.loads(bytes(payload[8:header.data_start]))
     raw["__metadata__"] = {**header.metadata, **extra}
     text = json.dumps(raw, separators=(",", ":"), sort_keys=True).encode("utf-8")
     text += b" " * (-len(text) % 8)  # keep tensor data 8-byte aligned, as safetensors does
-    return struct.pack("<Q", len(text)) + text + bytes(payload[header.data_start:])
+    return struct.pack("<Q", len(text)) + text, header.data_start
+
+
+def with_metadata(payload: bytes, extra: dict[str, str]) -> bytes:
+    """Rewrite a safetensors file's __metadata__ without touching (or loading) tensor data."""
+    head, data_start = metadata_prefix(payload, extra)
+    return head + bytes(payload[data_start:])
