@@ -73,7 +73,7 @@ def publish(
     if kind == "auto":
         kind = "parameter" if path.is_dir() else "plaintext"
     if kind == "plaintext":
-        payload, meta = ingest.plaintext_payload(ingest.items_from_file(path))
+        payload, meta = ingest.plaintext_from_file(path)
     elif kind == "parameter":
         if base_model is None:
             raise UsageError("parameter cubes need --base-model FINGERPRINT (the model the adapter was trained on)")

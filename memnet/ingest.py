@@ -3,18 +3,21 @@ parameter. Every problem is reported as one line naming the file and the place."
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from memnet.cube import payloads
-from memnet.cube.spliced import Spliced
+from memnet.cube import limits, payloads
+from memnet.cube.payload_views import Spliced, Streamed
 from memnet.errors import FormatError, UsageError
 from memnet.files import write_atomic
 
 MAX_INPUT_FILE = 256 * 1024 * 1024
+READ_BLOCK = 1024 * 1024
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -120,33 +123,120 @@ def _item(value: Any, where: str) -> dict[str, Any]:
     return item
 
 
-def items_from_file(path: Path) -> list[dict[str, Any]]:
-    """.json: a list of items; .jsonl: one item per line; anything else: notes, one item per
-    paragraph (blank-line separated). An item is a string or {"text": ..., other string fields}."""
-    text = read_text(path)
+def _checked_size(path: Path) -> None:
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a regular file (a folder, device or pipe)")
+    if path.stat().st_size > MAX_INPUT_FILE:
+        raise UsageError(f"{path}: larger than {MAX_INPUT_FILE // 2**20} MiB")
+
+
+def _text_blocks(path: Path) -> Iterator[str]:
+    """A UTF-8 file's text in blocks of about READ_BLOCK, "\r\n" made "\n" (a "\r" at a
+    block's end waits for the next block), at most MAX_INPUT_FILE bytes read."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    held, read = "", 0
+    with path.open("rb") as handle:
+        while True:
+            data = handle.read(READ_BLOCK)
+            read += len(data)
+            if read > MAX_INPUT_FILE:
+                raise UsageError(f"{path}: larger than {MAX_INPUT_FILE // 2**20} MiB")
+            try:
+                text = held + decoder.decode(data, final=not data)
+            except UnicodeDecodeError:
+                raise UsageError(f"{path}: not UTF-8 text") from None
+            held = "\r" if text.endswith("\r") and data else ""
+            text = text[:len(text) - len(held)].replace("\r\n", "\n")
+            if text:
+                yield text
+            if not data:
+                return
+
+
+def _paragraphs(path: Path) -> Iterator[str]:
+    """The notes of a text file, one per paragraph (blank-line separated, stripped), read a
+    block at a time: the same items as splitting the whole text on "\n\n", one paragraph in
+    memory at a time. A paragraph longer than an item may be is refused as soon as it is."""
+    rest = ""
+    for block in _text_blocks(path):
+        parts = (rest + block).split("\n\n")
+        rest = parts.pop()
+        if len(rest) > limits.MAX_ITEM_TEXT:  # a char is at least a byte
+            raise UsageError(f"{path}: a paragraph is longer than {limits.MAX_ITEM_TEXT // 1024} KiB "
+                             "(separate notes with a blank line)")
+        for part in parts:
+            if part.strip():
+                yield part.strip()
+    if rest.strip():
+        yield rest.strip()
+
+
+def _jsonl_items(path: Path) -> Iterator[dict[str, Any]]:
+    number, rest = 0, ""
+    for block in _text_blocks(path):
+        lines = (rest + block).split("\n")
+        rest = lines.pop()
+        if len(rest) > 4 * limits.MAX_ITEM_TEXT:
+            raise UsageError(f"{path}:{number + 1}: a line is longer than {4 * limits.MAX_ITEM_TEXT // 2**20} MiB")
+        for line in lines:
+            number += 1
+            if line.strip():
+                yield _json_item(line, f"{path}:{number}")
+    if rest.strip():
+        yield _json_item(rest, f"{path}:{number + 1}")
+
+
+def _json_item(line: str, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise UsageError(f"{where}: invalid JSON ({exc})") from None
+    return _item(value, where)
+
+
+def _file_items(path: Path) -> Iterator[dict[str, Any]]:
+    """.json: a list of items (parsed whole); .jsonl: one item per line; anything else: notes,
+    one item per paragraph. An item is a string or {"text": ..., other string fields}."""
     if path.suffix == ".json":
         try:
-            doc = json.loads(text)
+            doc = json.loads(read_text(path))
         except ValueError as exc:
             raise UsageError(f"{path}: invalid JSON ({exc})") from None
         if not isinstance(doc, list):
             raise UsageError(f"{path}: expected a JSON list of items")
-        items = [_item(v, f"{path} item {i}") for i, v in enumerate(doc)]
+        for i in range(len(doc)):
+            yield _item(doc[i], f"{path} item {i}")
+            doc[i] = None   # what was yielded is the caller's to keep or drop
     elif path.suffix == ".jsonl":
-        items = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    value = json.loads(line)
-                except ValueError as exc:
-                    raise UsageError(f"{path}:{number}: invalid JSON ({exc})") from None
-                items.append(_item(value, f"{path}:{number}"))
+        yield from _jsonl_items(path)
     else:
-        paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n")]
-        items = [{"text": p} for p in paragraphs if p]
-    if not items:
+        yield from ({"text": p} for p in _paragraphs(path))
+
+
+def plaintext_from_file(path: Path) -> tuple[Streamed, dict[str, Any]]:
+    """A file's items as a plaintext payload that is never whole in memory: a first read checks
+    every item and sizes the payload; the publish reads the file again, encoding an item at a
+    time (a file changed in between is refused by the publish's own check)."""
+    _checked_size(path)
+    rules = payloads.ItemRules(embedded=False)
+    count, size = 0, 0
+    try:
+        for item in _file_items(path):
+            rules.check(count, item)
+            count += 1
+            size += payloads.item_size(item)
+            rules.count(count, None)
+    except FormatError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    if not count:
         raise UsageError(f"{path}: holds no items")
-    return items
+    size += payloads.items_header_size(count)
+    if size > limits.MAX_PLAINTEXT_PAYLOAD:
+        raise UsageError(f"{path}: its items take {size // 2**20} MiB, a plaintext cube at most "
+                         f"{limits.MAX_PLAINTEXT_PAYLOAD // 2**20} MiB")
+    return Streamed(size, lambda: payloads.item_pieces(_file_items(path), count)), {"items": count}
 
 
 def plaintext_payload(items: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any]]:

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from memnet.cube import build, car, cid, keys, limits
 from memnet.cube.build import ChunkReader, Cube
 from memnet.cube.meta import validate_meta
-from memnet.cube.payloads import validate_payload
-from memnet.cube.spliced import Sliceable
-from memnet.errors import FormatError, UsageError
+from memnet.cube.payload_views import Sliceable, Streamed
+from memnet.cube.payloads import check_items_stream, validate_payload
+from memnet.errors import FormatError, LimitError, UsageError
 from memnet.files import write_atomic
 from memnet.governance import revocations
 from memnet.store import Store
@@ -48,12 +48,14 @@ class Publisher:
     def author(self) -> bytes:
         return keys.public_bytes(self.key)
 
-    def publish(self, kind: str, payload: bytes | Sliceable, meta: dict[str, Any], *, name: str | None = None,
+    def publish(self, kind: str, payload: bytes | Sliceable | Streamed, meta: dict[str, Any], *, name: str | None = None,
                 ttl: int | None = None, pin: bool = True, recipients: list[str] | None = None,
                 **optional: Any) -> Cube:
         """Sign and store a cube; a name gets the next version and supersedes the previous one.
         recipients: None publishes a public cube; a list (of recipient strings, possibly empty)
-        seals the payload to them and to this node, so the author can always read its own cube."""
+        seals the payload to them and to this node, so the author can always read its own cube.
+        A public payload larger than stage_above is read, hashed and stored a chunk at a time
+        (_stage); a Streamed one is only for plaintext (its check reads a stream)."""
         sealed_to = None
         if recipients is not None:
             sealed_to = [keys.recipient_of(self.key), *parse_recipients(recipients)]
@@ -73,7 +75,9 @@ class Publisher:
                 return self._stage(kind, payload, meta, pin_reason, created, optional)
             if sealed_to is not None and len(payload) > MAX_SEALED:
                 raise UsageError(f"a sealed cube is encrypted in memory: at most {MAX_SEALED // 2**20} MiB")
-            if not isinstance(payload, (bytes, bytearray, memoryview)):
+            if isinstance(payload, Streamed):
+                payload = b"".join(payload.pieces())
+            elif not isinstance(payload, (bytes, bytearray, memoryview)):
                 payload = payload[0:len(payload)]
             cube = build.build(self.key, kind, payload, meta, chunk_size=self.chunk_size,
                                created=created, recipients=sealed_to, **optional)
@@ -82,36 +86,37 @@ class Publisher:
         self.store.put(cube, pin_reason)
         return cube
 
-    def _stage(self, kind: str, payload: Sliceable, meta: dict[str, Any], pin_reason: str | None, created: int,
-               optional: dict[str, Any]) -> Cube:
+    def _stage(self, kind: str, payload: Sliceable | Streamed, meta: dict[str, Any], pin_reason: str | None,
+               created: int, optional: dict[str, Any]) -> Cube:
         """A large public payload, checked, then read and hashed a chunk at a time and written to
         the store as staged chunks (STAGE_BATCH bytes per transaction: memory stays flat however
         large the payload, and a daemon's readers are not held up by one long write); the
         manifest is signed and committed last, as a fetch commits, so a publish killed midway
         leaves staged chunks that GC reclaims, never a cube with missing chunks."""
-        size, chunk_size = len(payload), self.chunk_size
-        build.check_shape(kind, size, chunk_size)
+        build.check_shape(kind, len(payload), self.chunk_size)
         validate_meta(kind, meta)
-        validate_payload(kind, payload, meta)
-        order: list[bytes] = []
-        lengths: dict[bytes, int] = {}
-        batch: list[tuple[bytes, bytes]] = []
-        pending = 0
-        for start in range(0, size, chunk_size):
-            piece = payload[start:start + chunk_size]
-            chunk_id = cid.cid_of(piece)
-            order.append(chunk_id)
-            if chunk_id not in lengths:
-                lengths[chunk_id] = len(piece)
-                batch.append((chunk_id, piece))
-                pending += len(piece)
-            if pending >= STAGE_BATCH:
-                self.store.stage_chunks(batch)
-                batch, pending = [], 0
-        if batch:
-            self.store.stage_chunks(batch)
-        manifest, encoded, cube_id = build.sign_manifest(self.key, kind, size, order, meta, chunk_size=chunk_size,
-                                                         created=created, **optional)
+        stager = _Stager(self.store, self.chunk_size)
+        if isinstance(payload, Streamed):
+            if kind != "plaintext":
+                raise ValueError("a streamed payload is for plaintext cubes")
+
+            def staged(pieces):
+                for piece in pieces:
+                    stager.feed(piece)
+                    yield piece
+
+            # checked as it is read: the pieces go to the store only through the check
+            check_items_stream(staged(payload.pieces()), meta["items"], embedded="embedding" in meta)
+        else:
+            validate_payload(kind, payload, meta)
+            for start in range(0, len(payload), self.chunk_size):
+                stager.feed(payload[start:start + self.chunk_size])
+        order, lengths = stager.finish()
+        size = sum(lengths[c] for c in order)
+        if size != len(payload):
+            raise UsageError(f"the payload gave {size} bytes, {len(payload)} were announced (its file changed?)")
+        manifest, encoded, cube_id = build.sign_manifest(self.key, kind, size, order, meta,
+                                                         chunk_size=self.chunk_size, created=created, **optional)
         cube = Cube(manifest, encoded, cube_id, ChunkReader(lengths, self.store.chunk))
         self.store.put(cube, pin_reason)
         return cube
@@ -122,6 +127,52 @@ class Publisher:
         after opening."""
         manifest = self.store.manifest(cube_id)
         return build.open_payload(manifest, self.store.read_payload(cube_id), self.key)
+
+
+class _Stager:
+    """Bytes in, chunks of chunk_size out: each hashed, new ones staged in the store STAGE_BATCH
+    bytes at a time. finish() -> (chunk ids in order, length of each distinct chunk)."""
+
+    def __init__(self, store: Store, chunk_size: int):
+        self.store, self.chunk_size = store, chunk_size
+        self.order: list[bytes] = []
+        self.lengths: dict[bytes, int] = {}
+        self.batch: list[tuple[bytes, bytes]] = []
+        self.pending = 0
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes | memoryview) -> None:
+        if not self.buffer and len(data) == self.chunk_size:
+            self._chunk(bytes(data))   # a slice of exactly one chunk: no copy through the buffer
+            return
+        self.buffer += data
+        while len(self.buffer) >= self.chunk_size:
+            self._chunk(bytes(self.buffer[:self.chunk_size]))
+            del self.buffer[:self.chunk_size]
+
+    def _chunk(self, piece: bytes) -> None:
+        chunk_id = cid.cid_of(piece)
+        self.order.append(chunk_id)
+        if len(self.order) > limits.MAX_CHUNKS:
+            raise LimitError(f"payload needs more than {limits.MAX_CHUNKS} chunks of {self.chunk_size} bytes")
+        if chunk_id not in self.lengths:
+            self.lengths[chunk_id] = len(piece)
+            self.batch.append((chunk_id, piece))
+            self.pending += len(piece)
+        if self.pending >= STAGE_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.batch:
+            self.store.stage_chunks(self.batch)
+        self.batch, self.pending = [], 0
+
+    def finish(self) -> tuple[list[bytes], dict[bytes, int]]:
+        if self.buffer:
+            self._chunk(bytes(self.buffer))
+            self.buffer.clear()
+        self._flush()
+        return self.order, self.lengths
 
 
 def export(store: Store, cube_ids: list[bytes], path: Path) -> int:

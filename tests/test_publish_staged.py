@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from memnet import ingest
 from memnet.cube import build, payloads
-from memnet.cube.spliced import Spliced
+from memnet.cube.payload_views import Spliced
 from memnet.errors import UsageError
 from memnet.local import Publisher
 from memnet.store import Store, gc
@@ -210,3 +210,82 @@ def test_staged_publish_holds_a_bounded_part_of_the_payload(store, tmp_path):
     assert cube.manifest.size > 48 * MIB
     assert peak < 24 * MIB, f"{peak / MIB:.1f} MiB of Python allocations for a 48 MiB publish"
     assert store.verify(cube.cube_id).manifest.size == cube.manifest.size
+
+
+# -- plaintext read and encoded an item at a time -------------------------------------------------
+
+def whole_text_items(text: str) -> list[dict]:
+    """The notes of a text as the whole-file reader split them (the reference)."""
+    return [{"text": p.strip()} for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(st.sampled_from(["a", "é", "字", " ", "\n", "\r", "\r\n", "\n\n"]), min_size=1,
+                     max_size=120).map("".join),
+       block=st.integers(1, 9))
+def test_notes_read_in_blocks_split_as_the_whole_text_does(tmp_path_factory, text, block):
+    path = tmp_path_factory.mktemp("notes") / "n.md"
+    path.write_bytes(text.encode())
+    saved = ingest.READ_BLOCK
+    ingest.READ_BLOCK = block    # blocks that cut "\r\n", "\n\n" and multi-byte characters
+    try:
+        assert list(ingest._file_items(path)) == whole_text_items(text)
+    finally:
+        ingest.READ_BLOCK = saved
+
+
+@pytest.mark.parametrize("name, body, items", [
+    ("n.md", "first note\r\n\r\nsecond\nline\n\n\n\nthird ✓\n", ["first note", "second\nline", "third ✓"]),
+    ("n.jsonl", '"one"\n\n{"text": "two", "source": "wiki"}\n"three"', ["one", "two", "three"]),
+    ("n.json", '["one", {"text": "two", "source": "wiki"}]', ["one", "two"]),
+])
+def test_plaintext_from_file_streams_the_payload_encode_items_gives(tmp_path, monkeypatch, name, body, items):
+    monkeypatch.setattr(ingest, "READ_BLOCK", 5)
+    path = tmp_path / name
+    path.write_text(body)
+    payload, meta = ingest.plaintext_from_file(path)
+    expected = [{"text": t} for t in items]
+    if "wiki" in body:
+        expected[1]["meta"] = {"source": "wiki"}
+    reference = payloads.encode_items(expected)
+    assert meta == {"items": len(items)} and len(payload) == len(reference)
+    assert b"".join(payload.pieces()) == reference == b"".join(payload.pieces())  # and again
+
+
+def test_a_staged_plaintext_publish_equals_the_in_memory_one(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "READ_BLOCK", 1000)
+    rng = random.Random(4)
+    notes = ["".join(rng.choice("abcdefgh ") for _ in range(rng.randrange(10, 3000))).strip() or "x"
+             for _ in range(60)]
+    path = tmp_path / "notes.md"
+    path.write_text("\n\n".join(notes))
+    payload, meta = ingest.plaintext_from_file(path)
+    cube = publisher(store).publish("plaintext", payload, meta)
+    reference = payloads.encode_items(whole_text_items(path.read_text()))
+    assert isinstance(cube.chunks, build.ChunkReader) and store.verify(cube.cube_id).payload() == reference
+    small = publisher(store, stage_above=len(reference)).publish("plaintext", payload, meta, pin=False)
+    assert small.manifest.chunks == cube.manifest.chunks
+
+
+def test_a_notes_file_changed_between_its_two_reads_is_refused(store, tmp_path):
+    path = tmp_path / "notes.md"
+    path.write_text("one\n\ntwo\n\nthree")
+    payload, meta = ingest.plaintext_from_file(path)
+    path.write_text("one\n\ntwo")
+    with pytest.raises(UsageError, match="2 given"):
+        publisher(store).publish("plaintext", payload, meta)
+    path.write_text("one\n\ntwo\n\nthree\n\nfour")
+    with pytest.raises(UsageError, match="more given"):
+        publisher(store).publish("plaintext", payload, meta)
+    path.write_text("one\n\ntwo, longer\n\nthree")   # as many items, more bytes than announced
+    with pytest.raises(UsageError, match="announced"):
+        publisher(store, stage_above=0).publish("plaintext", payload, meta)
+    assert store.entries() == []
+
+
+def test_a_paragraph_longer_than_an_item_is_refused_as_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr("memnet.cube.limits.MAX_ITEM_TEXT", 100)
+    path = tmp_path / "notes.md"
+    path.write_text("short\n\n" + "x" * 5000)
+    with pytest.raises(UsageError, match="paragraph is longer"):
+        ingest.plaintext_from_file(path)

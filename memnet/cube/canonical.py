@@ -103,6 +103,21 @@ def decode(data: bytes, max_size: int) -> Any:
     return value
 
 
+def encode_array_field(field: str, count: int, values: Iterable[Any]) -> Iterator[bytes]:
+    """encode({field: list(values)}) in pieces: the header, then each value's encoding (msgpack
+    nests by concatenation, so the pieces join into exactly the canonical bytes). values must
+    give count values; CanonicalError otherwise (a source that changed between two reads)."""
+    yield b"\x81" + msgpack.packb(field) + msgpack.Packer().pack_array_header(count)
+    given = 0
+    for value in values:
+        given += 1
+        if given > count:
+            break
+        yield encode(value)
+    if given != count:
+        raise CanonicalError(f"{field}: {count} values announced, {given if given <= count else 'more'} given")
+
+
 def decode_array_field(pieces: Iterable[bytes | memoryview], field: str, max_size: int) -> Iterator[Any]:
     """Decode canonical msgpack {field: [v0, v1, ...]} (a map of exactly that key) from its bytes
     in consecutive pieces: yields the array's length, then each value. decode()'s rules (each

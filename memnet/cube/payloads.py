@@ -12,12 +12,12 @@ activation: one safetensors file with "k.{layer}" and "v.{layer}" of shape [kv_h
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from memnet.cube import canonical, limits
 from memnet.cube.safetensors_header import Header, metadata_prefix, parse_header, with_metadata
-from memnet.cube.spliced import Sliceable, Spliced
+from memnet.cube.payload_views import Sliceable, Spliced
 from memnet.errors import CanonicalError, FormatError, LimitError, TensorError
 
 PEFT_CONFIG_KEY = "memnet.peft_config"
@@ -37,6 +37,21 @@ def encode_items(items: list[dict[str, Any]], *, embedded: bool | None = None) -
     return payload
 
 
+def item_pieces(items: Iterable[dict[str, Any]], count: int) -> Iterator[bytes]:
+    """The bytes of encode_items(list(items)) in pieces, one item at a time (unchecked: the
+    publish that streams them checks them as it reads them, check_items_stream)."""
+    return canonical.encode_array_field("items", count, items)
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """The bytes one item takes in a plaintext payload."""
+    return len(canonical.encode(item))
+
+
+def items_header_size(count: int) -> int:
+    return len(next(canonical.encode_array_field("items", count, ())))
+
+
 def _check_vec(vec: Any, i: int) -> int:
     """A float16 little-endian vector: the dimension, or an error naming the item."""
     if not isinstance(vec, bytes) or not vec or len(vec) % 2:
@@ -49,7 +64,7 @@ def _check_vec(vec: Any, i: int) -> int:
     return len(vec) // 2
 
 
-class _ItemRules:
+class ItemRules:
     """The rules of plaintext items, one item at a time (a whole payload or a stream of chunks).
     embedded: True = every item must carry vec (the manifest meta has an embedding), False = none
     may, None = either, but all or none."""
@@ -92,12 +107,12 @@ class _ItemRules:
 
 def decode_items(payload: bytes, expected_count: int | None = None, *,
                  embedded: bool | None = None) -> list[dict[str, Any]]:
-    """The items of a plaintext payload (the rules: _ItemRules)."""
+    """The items of a plaintext payload (the rules: ItemRules)."""
     doc = canonical.decode(payload, limits.MAX_PLAINTEXT_PAYLOAD)
     if not isinstance(doc, dict) or set(doc) != {"items"} or not isinstance(doc["items"], list):
         raise FormatError("plaintext payload must be a map with one field, items")
     items = doc["items"]
-    rules = _ItemRules(embedded)
+    rules = ItemRules(embedded)
     rules.count(len(items), None)
     for i, item in enumerate(items):
         rules.check(i, item)
@@ -111,7 +126,7 @@ def check_items_stream(pieces: Iterable[bytes | memoryview], expected_count: int
     """decode_items' checks on a payload given as consecutive pieces (a cube's chunks), one item
     in memory at a time; nothing is returned."""
     values = canonical.decode_array_field(pieces, "items", limits.MAX_PLAINTEXT_PAYLOAD)
-    rules = _ItemRules(embedded)
+    rules = ItemRules(embedded)
     try:
         n = next(values)
     except CanonicalError as exc:   # a header that is there but not {"items": [...]}

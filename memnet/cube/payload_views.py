@@ -1,9 +1,15 @@
-"""A payload that is not one bytes object: a short head followed by the tail of a larger
-bytes-like (an adapter's safetensors file with its header rewritten, the file read from disk in
-pieces). Offers what the payload checks and the chunker use: len() and contiguous slices."""
+"""Payloads that are not one bytes object, so that a publish never holds a large one whole:
+
+- Spliced: a short head followed by the tail of a larger bytes-like (an adapter's safetensors
+  file with its header rewritten, the file read from disk in pieces). It offers what the payload
+  checks and the chunker use: len() and contiguous slices.
+- Streamed: a payload known by its size and produced front to back in pieces (a notes file
+  encoded item by item), for kinds whose check reads a stream (plaintext)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -39,3 +45,14 @@ class Spliced:
             first = self.body_start + max(start - head_len, 0)
             out += bytes(self.body[first:self.body_start + stop - head_len])
         return out
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """size bytes, given by pieces() front to back (each call starts again)."""
+
+    size: int
+    pieces: Callable[[], Iterable[bytes]]
+
+    def __len__(self) -> int:
+        return self.size
