@@ -111,6 +111,7 @@ def test_five_stalling_providers_cost_a_16_mib_get_under_two_seconds(tmp_path, b
     assert set(report.bytes_from) == {results["honest"]}  # every chunk from the honest provider
 
 
+@pytest.mark.slow   # 6-7 s of stalls waited out: the full suite, not the fast tier
 def test_stalls_are_scored_when_they_cost_time(tmp_path, big_cube, monkeypatch):
     """With the stall deadline (0.5 s here) shorter than the honest provider's time (4 MiB/s), the
     stallers are waited on past it: each is scored down and dropped from the fetch, and the get
