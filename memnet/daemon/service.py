@@ -49,7 +49,7 @@ from memnet.daemon.upkeep import Upkeep
 from memnet.home import Node
 from memnet.net import names, provider_hygiene
 from memnet.net.discovery import Discovery
-from memnet.net.host import build_host, parse_multiaddr, set_dht_query_timeout, use_memnet_kad_protocol
+from memnet.net.host import build_host, parse_multiaddr, resource_use, set_dht_query_timeout, use_memnet_kad_protocol
 
 log = logging.getLogger("memnet.daemon")
 
@@ -159,6 +159,7 @@ class Daemon:
             "providing": len(self.announcer.providing), "served_bytes": self.mip.server.served_bytes,
             "services": {s.name: f"failed: {s.failed}" if s.failed else "ok" for s in self.services},
             "bridge": self.bridge.state,
+            "resources": resource_use(self.host),
             **usage,
         }
 

@@ -11,6 +11,8 @@ public IPFS DHT. This module fixes both in one place, and installs buffered TCP 
 from __future__ import annotations
 
 import importlib
+import weakref
+from typing import Any
 
 import multiaddr
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,6 +24,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.rcmgr import ResourceManager, new_resource_manager
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
@@ -55,13 +58,26 @@ def key_pair(key: Ed25519PrivateKey) -> KeyPair:
     return KeyPair(private, private.get_public_key())
 
 
-def build_host(key: Ed25519PrivateKey, mdns: bool = False) -> IHost:
+_RESOURCES: weakref.WeakKeyDictionary[IHost, ResourceManager] = weakref.WeakKeyDictionary()
+
+
+def build_host(key: Ed25519PrivateKey, mdns: bool = False, resources: ResourceManager | None = None) -> IHost:
     buffer_tcp_reads()
     yamux_guard.install()
     pair = key_pair(key)
     security = {NOISE_ID: NoiseTransport(pair, noise_privkey=new_x25519_pair().private_key)}
-    return new_host(key_pair=pair, sec_opt=security, muxer_opt={TProtocol(YAMUX_ID): yamux_guard.GuardedYamux},
-                    enable_mDNS=mdns)
+    resources = resources or new_resource_manager()
+    host = new_host(key_pair=pair, sec_opt=security, muxer_opt={TProtocol(YAMUX_ID): yamux_guard.GuardedYamux},
+                    enable_mDNS=mdns, resource_manager=resources)
+    _RESOURCES[host] = resources
+    return host
+
+
+def resource_use(host: IHost) -> dict[str, Any]:
+    """What py-libp2p's resource manager counts as held now, beside its limits."""
+    stats = _RESOURCES[host].get_stats()
+    return {"connections": stats["connections"], "streams": stats["streams"], "memory_bytes": stats["memory_bytes"],
+            "limits": stats["limits"]}
 
 
 def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
