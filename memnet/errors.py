@@ -86,6 +86,11 @@ class PeerTimeout(PeerError):
     """A peer sent nothing within the time allowed (idle, or a frame trickling in): a stall."""
 
 
+class PeerGone(PeerError):
+    """The stream or connection to a peer failed under us (closed early, reset, could not be
+    opened): nothing says the peer lied or stalled, and a new connection may serve."""
+
+
 class FetchError(NetworkError):
     """A cube could not be fetched complete and verified from any provider."""
 

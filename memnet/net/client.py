@@ -8,7 +8,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 
-from memnet.errors import PeerError
+from memnet.errors import PeerError, PeerGone
 from memnet.net import wire
 from memnet.net.session import ClientSession
 from memnet.net.streams import FramedStream
@@ -52,7 +52,10 @@ class MipSession:
                 failure = exc
                 if refused(exc):
                     break
-        raise PeerError(f"peer {peer} does not speak {wire.PROTOCOL_ID}: {failure}") from None
+        cause = f" ({type(failure.__cause__).__name__}: {failure.__cause__})" if failure.__cause__ else ""
+        if refused(failure):
+            raise PeerError(f"peer {peer} does not speak {wire.PROTOCOL_ID}: {failure}{cause}") from None
+        raise PeerGone(f"no stream to peer {peer}: {failure}{cause}") from None
 
     @property
     def peer(self) -> str:
@@ -63,7 +66,7 @@ class MipSession:
         reply is raised as PeerError, and so is no frame starting within idle_timeout."""
         message = await self.framed.receive(idle_timeout, FRAME_TIMEOUT)
         if message is None:
-            raise PeerError(f"peer {self.peer} closed the stream")
+            raise PeerGone(f"peer {self.peer} closed the stream")
         if type(message) is wire.Error:
             raise PeerError(f"peer {self.peer}: {message.code}: {message.message}")
         return message

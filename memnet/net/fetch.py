@@ -30,7 +30,7 @@ from memnet.cube import build, cid, manifest as manifest_mod
 from memnet.cube.build import Cube
 from memnet.cube.manifest import Manifest
 from memnet.config import FetchTuning
-from memnet.errors import CIDError, FetchError, FormatError, MemnetError, PeerTimeout, StoreFullError
+from memnet.errors import CIDError, FetchError, FormatError, MemnetError, PeerGone, PeerTimeout, StoreFullError
 from memnet.net.client import REQUEST_TIMEOUT, MipSession
 from memnet.net import peer_scores
 from memnet.net.peer_scores import PeerScores
@@ -44,6 +44,7 @@ UNSTAGED_LIMIT = 32 << 20  # bytes verified but not yet staged, past which no mo
 CLOSE_TIMEOUT = 5.0  # seconds to hang up a stream
 MANIFEST_FANOUT = 2  # providers asked for the manifest at once at first
 MANIFEST_STAGGER = 0.25  # s before one more provider is asked, while none has answered
+READMIT_PAUSE = 0.5  # s before a provider whose connection failed is asked again (once per fetch)
 Progress = Callable[[int, int], None]
 
 
@@ -70,6 +71,9 @@ class Transfer:
         self._staging = trio.Event()
         self._fetching = True
         self.dropped: dict[str, str] = {}
+        self.infos: dict[str, PeerInfo] = {}
+        self.gone: set[str] = set()         # dropped because a stream or connection failed
+        self.readmitted: set[str] = set()   # given their second chance
         self._delivered: set[str] = set()  # providers past slow start (a batch came in whole)
         self._changed = trio.Event()
         self._round = trio.CancelScope()
@@ -78,9 +82,25 @@ class Transfer:
         self._changed.set()
         self._changed = trio.Event()
 
-    def _drop(self, peer: str, why: str) -> None:
+    def _drop(self, peer: str, why: str, gone: bool = False) -> None:
         log.info("fetch %s: dropping peer %s: %s", cid.to_text(self.cube_id), peer, why)
         self.dropped.setdefault(peer, why)
+        if gone:
+            self.gone.add(peer)
+
+    def readmit(self, plan: FetchPlan | None = None) -> list[PeerInfo]:
+        """Providers dropped because their stream or connection failed (a reset under load, a
+        connection closed by either side), not because they lied or stalled: back in, once
+        each. An honest provider's broken connection must not fail a get it alone can serve."""
+        back = [self.infos[p] for p in sorted(self.gone - self.readmitted) if p in self.infos]
+        for info in back:
+            peer = str(info.peer_id)
+            self.readmitted.add(peer)
+            self.dropped.pop(peer, None)
+            if plan is not None:
+                plan.readmit(peer)
+        self.gone -= self.readmitted
+        return back
 
     async def _connect(self, info: PeerInfo) -> bool:
         try:
@@ -121,6 +141,7 @@ class Transfer:
 
     async def _manifest_from(self, info: PeerInfo) -> tuple[bytes, Manifest] | None:
         peer = str(info.peer_id)
+        self.infos[peer] = info
         if not await self._connect(info):
             return None
         try:
@@ -144,9 +165,9 @@ class Transfer:
                 self.scores.lied(peer)  # bytes that do not authenticate are a lie
             elif isinstance(exc, PeerTimeout):
                 self.scores.stalled(peer)
-            self._drop(peer, str(exc))
-        except Exception as exc:
-            self._drop(peer, f"failed: {exc!r}")
+            self._drop(peer, str(exc), gone=isinstance(exc, PeerGone))
+        except Exception as exc:  # the stream or connection died under us
+            self._drop(peer, f"failed: {exc!r}", gone=True)
         return None
 
     async def chunks(self, plan: FetchPlan, providers: list[PeerInfo]) -> None:
@@ -158,6 +179,7 @@ class Transfer:
 
     async def _peer(self, plan: FetchPlan, info: PeerInfo, peers: set[str]) -> None:
         peer = str(info.peer_id)
+        self.infos[peer] = info
         if peer in self.dropped or not await self._connect(info):
             plan.drop(peer, self.dropped.get(peer, "unreachable"))
             self._notify()
@@ -195,10 +217,10 @@ class Transfer:
                     await self._changed.wait()
         except MemnetError as exc:
             plan.drop(peer, str(exc))
-            self._drop(peer, str(exc))
+            self._drop(peer, str(exc), gone=isinstance(exc, PeerGone))
         except Exception as exc:  # stream reset, connection lost: the provider went away
             plan.drop(peer, f"failed: {exc!r}")
-            self._drop(peer, f"failed: {exc!r}")
+            self._drop(peer, f"failed: {exc!r}", gone=True)
         finally:
             for _, batch in pipeline:
                 plan.failed(peer, batch)
@@ -338,7 +360,14 @@ async def fetch_cube(
     phases = {"find": time.monotonic() - started}
     mark = time.monotonic()
     if manifest_bytes is None:
-        manifest_bytes, manifest = await fetch.manifest(providers)
+        while True:
+            try:
+                manifest_bytes, manifest = await fetch.manifest(providers)
+                break
+            except FetchError:
+                if not fetch.readmit():
+                    raise
+                await trio.sleep(READMIT_PAUSE)
     else:
         manifest = manifest_mod.decode(manifest_bytes, cube_id)  # hash, then signature
         build.check_fresh(manifest)
@@ -364,6 +393,10 @@ async def fetch_cube(
                     if plan.complete:
                         break
                     providers = await fresh_providers()
+                    back = fetch.readmit(plan)
+                    if back:
+                        await trio.sleep(READMIT_PAUSE)
+                        providers += [p for p in back if p.peer_id not in {q.peer_id for q in providers}]
                     if not providers:
                         break
             finally:

@@ -83,6 +83,10 @@ class FetchPlan:
         for chunk_id in [c for c, peers in self._in_flight.items() if peer in peers]:
             self._release(peer, chunk_id)
 
+    def readmit(self, peer: str) -> None:
+        """Use peer again (its connection failed, a new one may serve)."""
+        self.dropped.pop(peer, None)
+
     def _release(self, peer: str, chunk_id: bytes) -> None:
         peers = self._in_flight.get(chunk_id)
         if peers is None:

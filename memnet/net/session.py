@@ -19,7 +19,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from memnet.errors import FormatError, MemnetError, PeerError
+from memnet.errors import FormatError, MemnetError, PeerError, PeerGone
 from memnet.net import wire
 from memnet.net.wire import Message
 
@@ -87,7 +87,8 @@ class ClientSession:
         except FormatError as exc:
             raise self._break(str(exc)) from None
         if self._expected:
-            raise self._break(f"peer {self.peer} closed the stream with {len(self._expected)} request(s) unanswered")
+            raise self._break(f"peer {self.peer} closed the stream with {len(self._expected)} request(s) unanswered",
+                              PeerGone)
 
     def next_event(self) -> Message | None:
         """The next reply, checked to answer the oldest outstanding request (a Chunk or Missing
@@ -124,9 +125,9 @@ class ClientSession:
         self._expected.popleft()
         return message
 
-    def _break(self, why: str) -> PeerError:
+    def _break(self, why: str, kind: type[PeerError] = PeerError) -> PeerError:
         self.broken = why
-        return PeerError(why)
+        return kind(why)
 
 
 class ServerSession:
