@@ -88,10 +88,12 @@ class Transfer:
         if gone:
             self.gone.add(peer)
 
-    def readmit(self, plan: FetchPlan | None = None) -> list[PeerInfo]:
+    async def readmit(self, plan: FetchPlan | None = None) -> list[PeerInfo]:
         """Providers dropped because their stream or connection failed (a reset under load, a
         connection closed by either side), not because they lied or stalled: back in, once
-        each. An honest provider's broken connection must not fail a get it alone can serve."""
+        each, on a connection dialled afresh (py-libp2p goes on opening streams on a connection
+        whose socket is gone: "Failed to send SYN: Broken pipe"). An honest provider's broken
+        connection must not fail a get it alone can serve."""
         back = [self.infos[p] for p in sorted(self.gone - self.readmitted) if p in self.infos]
         for info in back:
             peer = str(info.peer_id)
@@ -99,7 +101,14 @@ class Transfer:
             self.dropped.pop(peer, None)
             if plan is not None:
                 plan.readmit(peer)
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                try:
+                    await self.host.disconnect(info.peer_id)
+                except Exception as exc:  # already gone: the next connect dials anew either way
+                    log.debug("disconnect %s: %r", peer, exc)
         self.gone -= self.readmitted
+        if back:
+            await trio.sleep(READMIT_PAUSE)
         return back
 
     async def _connect(self, info: PeerInfo) -> bool:
@@ -365,9 +374,8 @@ async def fetch_cube(
                 manifest_bytes, manifest = await fetch.manifest(providers)
                 break
             except FetchError:
-                if not fetch.readmit():
+                if not await fetch.readmit():
                     raise
-                await trio.sleep(READMIT_PAUSE)
     else:
         manifest = manifest_mod.decode(manifest_bytes, cube_id)  # hash, then signature
         build.check_fresh(manifest)
@@ -393,10 +401,8 @@ async def fetch_cube(
                     if plan.complete:
                         break
                     providers = await fresh_providers()
-                    back = fetch.readmit(plan)
-                    if back:
-                        await trio.sleep(READMIT_PAUSE)
-                        providers += [p for p in back if p.peer_id not in {q.peer_id for q in providers}]
+                    back = await fetch.readmit(plan)
+                    providers += [p for p in back if p.peer_id not in {q.peer_id for q in providers}]
                     if not providers:
                         break
             finally:
