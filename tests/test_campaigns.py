@@ -29,3 +29,10 @@ def test_one_provider_serves_concurrent_fetchers_and_every_copy_verifies(tmp_pat
     assert verify["checked"] == 6 * 16 and verify["problems"] == [] and verify["dead"] == []
     assert big["provider_anon_peak_mb"] - big["provider_anon_idle_mb"] < 150
     assert big["status_failures"] == small["status_failures"] == 0
+
+
+def test_a_swarm_under_sigkill_churn_loses_no_pin_and_every_store_verifies(tmp_path):
+    row = run_campaign(tmp_path, "campaign_churn.py", "--nodes", "6", "--duration", "24", "--every", "8",
+                       "--settle", "8", timeout=400)
+    assert row["sigkills"] >= 3 and row["pins_lost"] == [] and row["unreachable"] == [] and row["stores_bad"] == []
+    assert row["pinned_cubes"] >= 12 and sum(v for k, v in row["outcomes"].items() if k.endswith("done")) > 10
