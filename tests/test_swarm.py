@@ -121,7 +121,9 @@ def test_lying_peer_is_dropped_and_the_store_never_holds_bad_bytes(swarm, tmp_pa
     memnet(liar_home, "import", str(tmp_path / "cube.car"))
     for chunk_id, data in stored(liar_home).items():  # the liar's disk now lies
         tamper(liar_home, "chunks", chunk_id, bytes([data[0] ^ 0xFF]) + data[1:])
-    honest = swarm.start("honest")
+    # the honest provider at 1 MB/s: the get takes about 2 s, so the liar is surely asked for a
+    # batch (at full speed the honest one could deliver all 8 chunks before the liar's turn)
+    honest = swarm.start("honest", "--upload-rate", str(1_000_000))
     liar = swarm.start("liar", bootstrap=[honest])
     c = swarm.start("c", bootstrap=[honest])
     assert wait_for(lambda: providers(c, cube_id) >= {honest.peer_id, liar.peer_id})
