@@ -25,15 +25,21 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CHAT_ROLES = ("system", "user", "assistant")
 
 
-def _read(path: Path, limit: int = MAX_INPUT_FILE) -> bytes:
-    """A regular file's bytes, at most limit (a device such as /dev/zero, a FIFO or a folder is
-    refused before anything is read; a file that grows while read is cut at the limit)."""
+def _checked_size(path: Path, limit: int = MAX_INPUT_FILE) -> None:
+    """A regular file of at most limit bytes (a device such as /dev/zero, a FIFO or a folder is
+    refused before anything is read)."""
     if not path.exists():
         raise UsageError(f"{path}: no such file")
     if not path.is_file():
         raise UsageError(f"{path}: not a regular file (a folder, device or pipe)")
     if path.stat().st_size > limit:
         raise UsageError(f"{path}: larger than {limit // 2**20} MiB")
+
+
+def _read(path: Path, limit: int = MAX_INPUT_FILE) -> bytes:
+    """A regular file's bytes, at most limit (a device such as /dev/zero, a FIFO or a folder is
+    refused before anything is read; a file that grows while read is cut at the limit)."""
+    _checked_size(path, limit)
     with path.open("rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
@@ -123,13 +129,6 @@ def _item(value: Any, where: str) -> dict[str, Any]:
     return item
 
 
-def _checked_size(path: Path) -> None:
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
-    if not path.is_file():
-        raise UsageError(f"{path}: not a regular file (a folder, device or pipe)")
-    if path.stat().st_size > MAX_INPUT_FILE:
-        raise UsageError(f"{path}: larger than {MAX_INPUT_FILE // 2**20} MiB")
 
 
 def _text_blocks(path: Path) -> Iterator[str]:
