@@ -24,13 +24,13 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.rcmgr import ResourceManager, new_resource_manager
+from libp2p.rcmgr import ResourceManager
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 
 from memnet.errors import UsageError
-from memnet.net import yamux_guard
+from memnet.net import swarm_guard, yamux_guard
 from memnet.net.tcp_reads import buffer_tcp_reads
 
 KAD_PROTOCOL = TProtocol("/memnet/kad/1.0.0")
@@ -61,14 +61,19 @@ def key_pair(key: Ed25519PrivateKey) -> KeyPair:
 _RESOURCES: weakref.WeakKeyDictionary[IHost, ResourceManager] = weakref.WeakKeyDictionary()
 
 
-def build_host(key: Ed25519PrivateKey, mdns: bool = False, resources: ResourceManager | None = None) -> IHost:
+def build_host(key: Ed25519PrivateKey, mdns: bool = False, resources: ResourceManager | None = None,
+               max_connections: int = swarm_guard.MAX_CONNECTIONS) -> IHost:
+    """max_connections: open at once, both ways; inbound ones stop at max_connections -
+    MIN_CONNECTIONS, so that the node can always dial out (memnet/net/swarm_guard.py)."""
     buffer_tcp_reads()
     yamux_guard.install()
     pair = key_pair(key)
     security = {NOISE_ID: NoiseTransport(pair, noise_privkey=new_x25519_pair().private_key)}
-    resources = resources or new_resource_manager()
+    resources = resources or swarm_guard.resource_manager(max_connections)
+    config = swarm_guard.connection_config(max_connections, min(swarm_guard.MIN_CONNECTIONS, max_connections // 5))
     host = new_host(key_pair=pair, sec_opt=security, muxer_opt={TProtocol(YAMUX_ID): yamux_guard.GuardedYamux},
-                    enable_mDNS=mdns, resource_manager=resources)
+                    enable_mDNS=mdns, resource_manager=resources, connection_config=config)
+    swarm_guard.install(host)
     _RESOURCES[host] = resources
     return host
 
