@@ -287,31 +287,46 @@ def test_hello_frame_is_capped_before_the_token_is_checked(server):
     still_serves(server)
 
 
-def test_unauthenticated_connections_are_capped(server):
-    """MAX_UNAUTHENTICATED idle strangers at the door: the next connection is hung up at once,
-    and once they leave the channel serves again."""
+def test_strangers_holding_the_door_full_cannot_keep_the_owner_out(server):
+    """MAX_UNAUTHENTICATED idle strangers at the door, and more arriving: the owner's CLI is still
+    served (a newcomer pushes out the stranger that has waited longest), and no more than
+    MAX_UNAUTHENTICATED are ever kept waiting."""
     idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
             for _ in range(control.MAX_UNAUTHENTICATED)]
     try:
         time.sleep(0.3)
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
-            extra.sendall(control.pack({"token": TOKEN, "cmd": "echo", "args": {}}))
+        still_serves(server)                       # pushed the longest-waiting stranger out
+        more = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(16)]
+        idle += more
+        time.sleep(0.3)
+        hung_up = 0
+        for sock in idle:
+            sock.setblocking(False)
             try:
-                answer = extra.recv(100)
-            except ConnectionResetError:  # closed with our request unread
-                answer = b""
-            assert answer == b""  # hung up without an answer
+                hung_up += sock.recv(1) == b""
+            except BlockingIOError:                 # still waiting at the door
+                pass
+            except ConnectionResetError:
+                hung_up += 1
+        assert hung_up == len(idle) - control.MAX_UNAUTHENTICATED
+        still_serves(server)
     finally:
         for sock in idle:
             sock.close()
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            still_serves(server)
-            break
-        except (AssertionError, DaemonError):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+
+
+def test_the_door_pushes_out_the_longest_waiting():
+    async def scenario():
+        door = control.Door(size=2)
+        scopes = [trio.CancelScope() for _ in range(4)]
+        for i, scope in enumerate(scopes):
+            door.enter(i, scope)
+        assert [s.cancel_called for s in scopes] == [True, True, False, False]
+        assert list(door.waiting) == [2, 3] and door.pushed_out == 2
+        door.leave(2)
+        door.enter(4, trio.CancelScope())
+        assert not scopes[3].cancel_called and list(door.waiting) == [3, 4]
+    trio.run(scenario)
 
 
 @pytest.mark.parametrize("payload", [

@@ -5,7 +5,9 @@ read it).
 Frames are a 4-byte big-endian length and a msgpack map. The client sends a hello {token}, then
 the request {cmd, args} (a hello holding more than the token is the whole request). Before the
 token is checked a frame may be at most MAX_HELLO_FRAME bytes and at most MAX_UNAUTHENTICATED
-connections may be waiting, so a stranger on the machine cannot make the daemon buffer much.
+connections may be waiting, so a stranger on the machine cannot make the daemon buffer much; a
+newcomer pushes out the connection that has waited longest, so a stranger holding the door full
+cannot keep the node's own CLI out (its hello follows its connect within a millisecond).
 The daemon answers with any number of {progress: [done, total]} and then {ok: result} or
 {error: message, exit: code}.
 """
@@ -154,21 +156,39 @@ class _Connection:
             log.debug("control client went away during %s", command.name)
 
 
-async def serve(port_ready: Callable[[int], None], token: str, commands: Table) -> None:
-    waiting = trio.Semaphore(MAX_UNAUTHENTICATED)
+class Door:
+    """The connections waiting to show the token: at most `size`; a newcomer pushes out the one
+    that has waited longest."""
+
+    def __init__(self, size: int = MAX_UNAUTHENTICATED):
+        self.size = size
+        self.waiting: dict[object, trio.CancelScope] = {}   # oldest first
+        self.pushed_out = 0
+
+    def enter(self, key: object, scope: trio.CancelScope) -> None:
+        while len(self.waiting) >= self.size:
+            oldest = next(iter(self.waiting))
+            self.waiting.pop(oldest).cancel()
+            self.pushed_out += 1
+        self.waiting[key] = scope
+
+    def leave(self, key: object) -> None:
+        self.waiting.pop(key, None)
+
+
+async def serve(port_ready: Callable[[int], None], token: str, commands: Table, door: Door | None = None) -> None:
+    door = door or Door()
 
     async def connection(stream: trio.SocketStream) -> None:
         async with stream:
             try:
-                waiting.acquire_nowait()
-            except trio.WouldBlock:
-                return  # too many strangers at the door: hang up at once
-            try:
-                conn = _Connection(stream, token, commands)
-                try:
-                    request = await conn.authenticate()
-                finally:
-                    waiting.release()
+                conn, key, request = _Connection(stream, token, commands), object(), None
+                with trio.CancelScope() as scope:
+                    door.enter(key, scope)
+                    try:
+                        request = await conn.authenticate()
+                    finally:
+                        door.leave(key)
                 if request is not None:
                     await conn.answer(request)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
