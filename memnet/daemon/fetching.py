@@ -30,6 +30,7 @@ from memnet.net.fetch import fetch_cube
 from memnet.net.fetch_parts import fetch_parts
 from memnet.net.peer_scores import PeerScores
 from memnet.net.host import parse_multiaddr, peer_info
+from memnet.net.neighbours import with_neighbours
 from memnet.store import Store
 
 log = logging.getLogger("memnet.daemon")
@@ -182,7 +183,7 @@ class Fetching(Service):
             if hints:
                 found, hints[:] = list(hints), []
                 return found
-            return await self.discovery.find_providers(cube_key(cube_id))
+            return with_neighbours(self.host, await self.discovery.find_providers(cube_key(cube_id)))
 
         report = await fetch_cube(self.host, self.store, cube_id, providers, scores=self.scores,
                                   tuning=self.tuning, progress=progress,

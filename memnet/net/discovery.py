@@ -46,6 +46,8 @@ class FindStats:
 
 
 _STATS: ContextVar[FindStats | None] = ContextVar("memnet_find_stats", default=None)
+_FAILED: ContextVar[set[ID] | None] = ContextVar("memnet_walk_failed", default=None)
+K = 20   # peers a lookup ends with (py-libp2p's bucket size)
 
 
 class Discovery:
@@ -61,20 +63,49 @@ class Discovery:
         routing = self.dht.peer_routing
         query = routing._query_peer_for_closest
 
-        async def counted(*args, **kwargs):
-            stats = _STATS.get()
-            if stats is None:
-                return await query(*args, **kwargs)
-            if stats.in_flight == 0:
-                stats.rounds += 1   # lock-step: a round starts when the previous one has ended
-            stats.queries += 1
-            stats.in_flight += 1
+        network = self.dht.host.get_network()
+
+        async def counted(peer, *args, **kwargs):
+            stats, failed = _STATS.get(), _FAILED.get()
+            if stats is not None:
+                if stats.in_flight == 0:
+                    stats.rounds += 1   # lock-step: a round starts when the previous one has ended
+                stats.queries += 1
+                stats.in_flight += 1
             try:
-                return await query(*args, **kwargs)
+                found = await query(peer, *args, **kwargs)
             finally:
-                stats.in_flight -= 1
+                if stats is not None:
+                    stats.in_flight -= 1
+            if not found and failed is not None and not network.get_connections(peer):
+                failed.add(peer)   # py-libp2p answers [] for a peer it could not reach
+            return found
 
         routing._query_peer_for_closest = counted
+
+    async def closest_live(self, key: bytes, stats: FindStats | None = None) -> list[ID]:
+        """The K peers nearest key that did not fail this lookup, this node excluded.
+
+        py-libp2p's walk ends with the nearest peers it heard of, reachable or not, and its
+        peers learn of others from answers: peers that are gone (Sybils placed near a key and
+        then stopped, say) stay in every table for a while and would take a lookup's K places,
+        so that the live holders of the records were never asked. Here those that failed are
+        dropped and the places filled from this node's own table."""
+        token, failed = _STATS.set(stats), _FAILED.set(set())
+        try:
+            closest = await self.dht.peer_routing.find_closest_peers_network(key)
+            dead = _FAILED.get() or set()
+        finally:
+            _STATS.reset(token)
+            _FAILED.reset(failed)
+        peers = [p for p in closest if p != self.me and p not in dead]
+        if len(peers) < K:
+            for peer in self.dht.routing_table.find_local_closest_peers(key, 2 * K):
+                if len(peers) >= K:
+                    break
+                if peer != self.me and peer not in dead and peer not in peers:
+                    peers.append(peer)
+        return peers
 
     async def provide(self, key: bytes) -> bool:
         """Announce this node for key; True if at least one peer took the record."""
@@ -88,12 +119,7 @@ class Discovery:
         store = self.dht.provider_store
         found: dict[ID, PeerInfo] = {p.peer_id: p for p in store.get_providers(key)}
         began = trio.current_time()
-        token = _STATS.set(stats)
-        try:
-            closest = await self.dht.peer_routing.find_closest_peers_network(key)
-        finally:
-            _STATS.reset(token)
-        peers = [p for p in closest if p != self.me]
+        peers = await self.closest_live(key, stats)
         # when to stop waiting is net/provider_wave.py's rule (the simulator runs the same one)
         wave = ProviderWave(len(peers), self.grace, found, timeout=self.query_timeout)
         start = trio.current_time()
@@ -167,7 +193,7 @@ class Discovery:
         local = self.dht.value_store.get(key_bytes)
         if local is not None:
             values.append(local.value)
-        closest = await self.dht.peer_routing.find_closest_peers_network(key_bytes)
+        closest = await self.closest_live(key_bytes)
 
         async def ask(peer: ID) -> None:
             with trio.move_on_after(self.query_timeout):
