@@ -16,7 +16,7 @@ from rich.table import Table
 from cli.common import _cid, _home_option, _node, _print_json, announce, app, daemon_client, out
 from memnet import home as home_mod
 from memnet import ingest, local, render
-from memnet.cube import cid, keys, sealed
+from memnet.cube import cid, keys, limits, sealed
 from memnet.errors import FormatError, MemnetError, UsageError
 from memnet.scheduler import lifecycle
 
@@ -111,6 +111,8 @@ def list_cubes(
         author_key = keys.author_from_peer_id(author) if author else None
     except FormatError as exc:
         raise UsageError(str(exc)) from None
+    if kind is not None and kind not in limits.KINDS:
+        raise UsageError(f"--kind must be one of {', '.join(sorted(limits.KINDS))}, not {kind!r}")
     store = _node().store
     entries = store.entries(kind=kind, author=author_key, tag=tag, name=name, pinned=pinned,
                             model=_fingerprint(model) if model else None)
@@ -246,6 +248,8 @@ def cat(cube: str, output: Optional[Path] = typer.Option(None, "-o", "--output",
     node = _node()
     cube_id = _cid(cube)
     m = node.store.manifest(cube_id)
+    if output is not None and m.kind != "parameter":
+        raise UsageError(f"-o is for parameter cubes (written as an adapter folder); this is a {m.kind} cube")
     payload = node.publisher.read_payload(cube_id)
     node.store.record_access(cube_id)
     if m.kind == "plaintext":
@@ -275,8 +279,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write("error: interrupted\n")
         sys.exit(130)
     except typer.exceptions.TyperException as exc:  # typer's own (vendored click) usage errors
-        if hasattr(exc, "show"):
-            exc.show()
+        # one line, as for every other mistake (click would print usage, a hint and the error)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        context = getattr(exc, "ctx", None)
+        where = f" (see `{context.command_path} --help`)" if context is not None else ""
+        sys.stderr.write(f"error: {' '.join(message.split())}{where}\n")
         sys.exit(getattr(exc, "exit_code", 2))
     except MemnetError as exc:
         sys.stderr.write(f"error: {exc}\n")

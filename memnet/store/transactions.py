@@ -76,7 +76,8 @@ class Transactions:
         if any(marker in text for marker in _DISK_FULL) or getattr(exc, "errno", None) in (
             errno.ENOSPC, errno.EFBIG, errno.EDQUOT
         ) or ("Input/output error" in text and self._out_of_room(need)):
-            return StoreFullError("the disk holding the store is full; nothing of this write was kept")
+            return StoreFullError("the store has no room to grow (the disk is full, or a quota or file-size limit "
+                                  "was reached); nothing of this write was kept")
         return StoreError(f"store error: {text}")
 
     def _out_of_room(self, need: int) -> bool:
