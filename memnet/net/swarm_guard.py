@@ -27,7 +27,9 @@ log = logging.getLogger("memnet.net")
 
 MAX_CONNECTIONS = 300   # open at once, both ways (py-libp2p's default)
 MIN_CONNECTIONS = 50    # kept free of inbound ones, so that this node can still dial out
-MAX_STREAMS = 10_000    # open at once, all connections (py-libp2p's default)
+# open at once, all connections: the inbound connections' share of MAX_CONNECTIONS at 64 streams
+# each (memnet/net/yamux_guard.py), about 11 KB each (measured: 641 held streams, +7 MB)
+MAX_STREAMS = 16_384
 
 
 class ConnectionEnded(Exception):

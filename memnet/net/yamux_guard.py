@@ -37,7 +37,7 @@ MAX_WINDOW = 1024 * 1024      # bytes one stream may have in flight to us (auto-
 # look like a violator); twice the largest window leaves room for that and bounds memory all the
 # same.
 OVERRUN_LIMIT = 2 * MAX_WINDOW
-MAX_INBOUND_STREAMS = 256     # open inbound streams per connection (MIP allows 16 per peer)
+MAX_INBOUND_STREAMS = 64      # open inbound streams per connection (MIP allows 16 per peer, the DHT a few)
 
 
 class _GuardedBuffer(bytearray):
