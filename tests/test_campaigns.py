@@ -36,3 +36,38 @@ def test_a_swarm_under_sigkill_churn_loses_no_pin_and_every_store_verifies(tmp_p
                        "--settle", "5", timeout=400)
     assert row["sigkills"] >= 2 and row["pins_lost"] == [] and row["unreachable"] == [] and row["stores_bad"] == []
     assert row["pinned_cubes"] >= 10 and sum(v for k, v in row["outcomes"].items() if k.endswith("done")) > 10
+
+
+def test_hostile_peers_do_not_stop_honest_fetches(tmp_path):
+    """DHT poisoning from another network and Sybils nearest a key, kept from the honest records
+    and lookups (the control flood runs in the local campaign below, the MIP attacks in the live
+    fuzzing above and in tests/test_yamux_guard.py, tests/test_fetch_stalls.py)."""
+    row = run_campaign(tmp_path, "campaign_adversary.py", "--attacks", "poison,sybil", "--cube-mib", "2",
+                       "--gets", "1", "--scale", "0.5", "--helpers", "2", timeout=400)
+    assert row["dead"] == [] and not any(row["tracebacks"].values())
+    by_attack = {r["attack"]: r for r in row["rows"]}
+    for attack in ("alone", "poison", "sybil", "after"):
+        assert by_attack[attack]["failures"] == [] and len(by_attack[attack]["get_s"]) == 1, by_attack[attack]
+        for daemon in ("provider", "fetcher"):
+            r = by_attack[attack][daemon]
+            assert r["anon_peak_mb"] - r["anon_idle_mb"] < 100 and r["status_failures"] == 0, (attack, daemon, r)
+    assert by_attack["poison"]["attacker"]["records sent"] > 0 and by_attack["sybil"]["ready"]["identities"] == 10
+
+
+def test_the_local_surfaces_refuse_bad_input_and_stay_private(tmp_path):
+    row = run_campaign(tmp_path, "campaign_local.py", "--flood", "300", "--cli-every", "8", timeout=300)
+    assert row["modes"]["problems"] == [] and row["second"]["problem"] is None and row["second"]["first_serves"]
+    assert row["control"]["problems"] == [] and isinstance(row["control"]["status_during_flood_s"], float)
+    assert row["cli"]["problems"] == [] and row["cli"]["store_unchanged"] and len(row["cli"]["cases"]) >= 15
+    assert row["tracebacks"] == 0 and row["daemon_alive"]
+
+
+def test_kills_mid_gc_upkeep_and_get_lose_nothing(tmp_path):
+    rows = run_campaign(tmp_path, "campaign_crash.py", "--kills", "2", "--only", "gc,upkeep,get", "--get-mib", "8",
+                        timeout=400)
+    by_operation = {r["operation"]: r for r in rows}
+    for operation in ("gc", "upkeep", "get"):
+        assert by_operation[operation]["problems"] == [], by_operation[operation]
+    assert by_operation["get"]["gets_after"] == 2
+    end = by_operation["final gc"]
+    assert end["chunks_held"] == end["chunks_needed"] and end["staged_left"] == 0 and end["problems"] == []
