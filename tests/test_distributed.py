@@ -166,8 +166,9 @@ def test_a_seed_the_servers_cannot_use_is_refused_and_the_chain_starts_unseeded(
 
 def test_admission_and_limits_are_typed_errors(cluster):
     """Sessions longer than any server takes are too_large; sessions beyond a server's cache
-    budget (16384 tokens: two of 6000 fit, a third does not) are refused with admission, and the
-    budget comes back when a session ends."""
+    budget (16384 tokens: two of 6000 fit, a third does not) are refused with admission while the
+    others are in use, and the budget comes back when a session ends; a session that sits silent
+    after its open gives way to a newcomer after the open grace (2 s)."""
     swarm, a, servers = cluster
     client = BridgeClient.for_home(a.home)
     try:
@@ -176,10 +177,12 @@ def test_admission_and_limits_are_typed_errors(cluster):
         assert info.value.code == "too_large"
     finally:
         client.close()
-    holders = [BridgeClient.for_home(a.home) for _ in range(3)]
+    hidden = bytes(64 * 4)   # one token of the tiny model's 64-wide hidden state
+    holders = [BridgeClient.for_home(a.home) for _ in range(4)]
     try:
-        holders[0].open(6000, 1)
-        holders[1].open(6000, 1)
+        for holder in holders[:2]:
+            holder.open(6000, 1)
+            holder.step(0, 1, hidden)   # in use: an idle session keeps its room for 10 s
         with pytest.raises(BridgeError) as info:
             holders[2].open(6000, 1)
         assert info.value.code == "admission", info.value
@@ -187,9 +190,13 @@ def test_admission_and_limits_are_typed_errors(cluster):
         time.sleep(0.5)
         holders[2] = BridgeClient.for_home(a.home)
         assert holders[2].open(6000, 1)["position"] == 0  # room again
+        started = time.monotonic()
+        assert holders[3].open(6000, 1)["position"] == 0  # holders[2] never stepped: it gave way
+        assert time.monotonic() - started < 5
     finally:
         for holder in holders:
             holder.close()
+    assert "span sessions ended to make room: 1" in servers["s1"].log_text()
 
 
 def test_a_garbage_client_does_not_stop_the_server_from_serving(cluster):
@@ -204,6 +211,9 @@ def test_a_garbage_client_does_not_stop_the_server_from_serving(cluster):
     assert lines.get("step before open") == "error bad_request", out
     assert lines.get("other model") == "error wrong_model", out
     assert lines.get("server message") == "error bad_request", out
+    assert lines.get("60 MiB before open") == "error too_large", out
+    assert lines.get("idle streams", "").startswith("20, refused busy: ") and \
+        int(lines["idle streams"].rsplit(" ", 1)[1]) >= 4, out
     node = home.open_node(a.home)
     answer = api.generate(PROMPT, home=node, max_new_tokens=4, local=False, swarm=False, distributed=True)
     assert answer.new_ids == local_answer(node, PROMPT, 4).new_ids

@@ -142,6 +142,26 @@ def test_server_session_refuses_what_breaks_a_rule(opening, steps, code):
     assert info.value.code == code and s.closed
 
 
+def test_frames_are_capped_by_what_the_session_may_send():
+    """Before its open a stream may send an open's worth (a header announcing 60 MiB is refused at
+    the header, not buffered: 32 such streams held 1.9 GB before); after it, a step of the
+    session's max_length at most."""
+    s = ServerSession(LIMITS)
+    s.receive_data(varint(60 << 20) + bytes(1 << 16))
+    with pytest.raises(SpanError) as info:
+        s.next_event()
+    assert info.value.code == "too_large" and s.closed
+    s = ServerSession(LIMITS)
+    feed(s, p.Open(0, 15, 64, MODEL, p.Seed(CUBE, 20, tuple(f"/ip4/10.0.0.{i}/tcp/4001/p2p/{'Q' * 200}"
+                                                                 for i in range(p.MAX_HINTS)))))
+    [step] = feed(s, p.Step(0, 0, 64, step_bytes(64)))   # the biggest step the session allows
+    assert step.tokens == 64
+    s.receive_data(varint(len(p.encode(p.Step(1, 0, 64, step_bytes(64)))) + 4096))
+    with pytest.raises(SpanError) as info:
+        s.next_event()
+    assert info.value.code == "too_large"
+
+
 def test_step_ids_must_increase_so_a_replayed_step_cannot_run_twice():
     s = ServerSession(LIMITS)
     feed(s, p.Open(0, 15, 64, MODEL))
@@ -237,6 +257,32 @@ def test_cache_budget_admission():
     assert budget.admit("b", 60) is None and budget.left == 0
     with pytest.raises(ValueError):
         CacheBudget(0)
+
+
+def test_idle_leases_give_way_to_a_newcomer():
+    """A session that never stepped yields after the open grace (2 s), one that stepped after 10 s
+    idle; a step in progress is use; the newcomer learns whom to end and from when."""
+    budget = CacheBudget(110, yield_after=10.0, open_grace=2.0)
+    assert budget.admit("hog", 50, key="h", now=0.0) is None
+    budget.stepped("h", now=0.0, step=False)                           # opened, never stepped
+    assert budget.admit("user", 40, key="u", now=1.0) is None
+    budget.stepped("u", now=1.0)                                       # stepped at 1
+    assert budget.admit("worker", 10, key="w", now=5.0) is None
+    budget.stepping("w")                                               # a long step in progress
+    assert budget.to_yield(5, now=100.0) == ([], 0.0)                  # it fits: nobody yields
+    assert budget.admit("new", 30, key="n", now=1.5).startswith("admission")
+    assert budget.to_yield(30, now=1.5) == (["h"], 2.0)               # the silent hog, from t = 2
+    assert budget.to_yield(60, now=1.5) == (["h"], 2.0)
+    assert budget.to_yield(100, now=1.5) == (["h", "u"], 11.0)        # the user only after 10 s idle
+    assert budget.to_yield(110, now=1.5) == ([], 0.0)                  # the busy worker never
+    budget.stepped("w", now=20.0)
+    assert budget.to_yield(110, now=20.0) == (["h", "u", "w"], 30.0)
+    assert budget.take_over(["h"], "new", 30, key="n", now=21.0) is None and budget.left == 30
+    budget.release("hog", 50, key="h")                                 # the ended session's own release: a no-op
+    assert budget.left == 30 and budget.admit("hog", 50, key="h2", now=21.0).startswith("admission")
+    budget.stepped("gone")                                             # a lease already ended: ignored
+    with pytest.raises(ValueError):
+        CacheBudget(10, yield_after=1.0, open_grace=2.0)
 
 
 # -- the executor: spans reproduce the whole model -------------------------------------------------

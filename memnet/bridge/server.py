@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from memnet.bridge import streams
@@ -29,6 +30,8 @@ from memnet.store import Store
 log = logging.getLogger("memnet.span")
 
 FRAME_TIMEOUT = 30.0
+OPEN_TIMEOUT = 10.0       # a client sends its open at once; a stream silent this long is ended
+STREAMS_PER_PEER = 16     # streams of one peer in progress, opened or not (8 sessions admitted)
 
 
 class SpanServer:
@@ -44,6 +47,10 @@ class SpanServer:
         self.served_steps = 0
         self.seeded_bytes = 0
         self.manifests: dict[bytes, bytes] = {}  # authenticated manifests of seeds seen
+        self.streams: Counter[str] = Counter()   # per peer, streams in progress
+        self.sessions: dict[object, asyncio.Task] = {}   # lease key -> the task serving it
+        self.yielded: set[object] = set()                # leases ended to make room
+        self.waiting: dict[object, tuple[int, float]] = {}   # newcomers waiting for room: tokens, since
 
     def _measure(self) -> float:
         """Seconds per token per layer (one-token steps on a short cache), for routing."""
@@ -91,27 +98,43 @@ class SpanServer:
 
     async def handle(self, info: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = info.peer_id.to_base58()
+        if self.streams[peer] >= STREAMS_PER_PEER:
+            await self._refuse(writer, "busy", f"{self.streams[peer]} streams of this peer are in progress")
+            streams.close(writer)
+            return
+        self.streams[peer] += 1
         session = ServerSession(self.limits)
-        reserved, cache = 0, None
+        reserved, cache, key = 0, None, object()
+        self.sessions[key] = asyncio.current_task()
         try:
             while True:
-                message = await streams.next_event(session, reader, self.step_timeout, FRAME_TIMEOUT)
+                idle = self.step_timeout if session.opened else min(self.step_timeout, OPEN_TIMEOUT)
+                message = await streams.next_event(session, reader, idle, FRAME_TIMEOUT)
                 if message is None or type(message) is p.Close:
                     return
+                self.budget.stepping(key)   # a step in progress is use of the lease, however long
                 if type(message) is p.Open:
-                    refusal = self.budget.admit(peer, message.max_length)
+                    refusal = await self._admit(peer, message.max_length, key)
                     if refusal is not None:
                         code, why = refusal.split(": ", 1)
                         raise SpanError(code, why)
                     reserved = message.max_length
+                    self.budget.stepping(key)
                     cache, opened = await self._open(message)
                     session.seeded(opened.position)
                     await streams.send(writer, p.encode(opened))
+                    self.budget.stepped(key, step=False)
                 else:
                     output = await self._step(cache, message)
                     session.stepped(message)
                     self.served_steps += 1
                     await streams.send(writer, p.encode(output))
+                    self.budget.stepped(key)
+        except asyncio.CancelledError:
+            if key not in self.yielded:
+                raise
+            await self._refuse(writer, "timeout", "the session sat idle while a newcomer needed its room in the "
+                                                  "cache budget")
         except SpanError as exc:
             await self._refuse(writer, exc.code, str(exc))
         except SeedError as exc:
@@ -127,8 +150,44 @@ class SpanServer:
             await self._refuse(writer, "internal", repr(exc))
         finally:
             if reserved:
-                self.budget.release(peer, reserved)
+                self.budget.release(peer, reserved, key)
+            self.sessions.pop(key, None)
+            self.yielded.discard(key)
+            self.streams[peer] -= 1
+            if self.streams[peer] <= 0:
+                del self.streams[peer]
             streams.close(writer)
+
+    async def _admit(self, peer: str, tokens: int, key: object) -> str | None:
+        """Admission against the budget. When the session does not fit, idle sessions give way
+        (memnet/span/admission.py): it waits, at most the open grace (and a second: a silent session
+        opened just before it is due then), until enough of them have idled their grace, then ends
+        those and takes their room in one step. Newcomers that wait take turns, the smallest first
+        (then the earliest): a stream of large opens cannot keep a small one out."""
+        deadline = time.monotonic() + self.budget.open_grace + 1.0
+        self.waiting[key] = (tokens, time.monotonic())
+        try:
+            while True:
+                refusal = self.budget.admit(peer, tokens, key)
+                if refusal is None or not refusal.startswith("admission") or time.monotonic() > deadline:
+                    return refusal
+                if min(self.waiting, key=self.waiting.__getitem__) is not key:
+                    await asyncio.sleep(0.05)   # another newcomer's turn
+                    continue
+                chosen, at = self.budget.to_yield(tokens)
+                if not chosen or at > deadline or any(k not in self.sessions for k in chosen):
+                    return refusal
+                if at > time.monotonic():
+                    await asyncio.sleep(at - time.monotonic())
+                    continue   # sessions may have stepped or ended meanwhile: ask again
+                self.yielded.update(chosen)
+                refusal = self.budget.take_over(chosen, peer, tokens, key)   # their room is this session's
+                for k in chosen:
+                    self.sessions[k].cancel()
+                log.info("span sessions ended to make room: %d idle past their grace", len(chosen))
+                return refusal
+        finally:
+            del self.waiting[key]
 
     async def _refuse(self, writer: asyncio.StreamWriter, code: str, message: str) -> None:
         log.info("span session refused: %s: %s", code, message)

@@ -38,12 +38,23 @@ class Limits:
     max_length: int
 
 
+OPEN_FRAME = 16 * 1024   # an open with MAX_HINTS hints of MAX_HINT_CHARS is under 3 KiB
+STEP_OVERHEAD = 128      # a step frame's map around its hidden state
+
+
+def step_frame_limit(max_length: int, hidden_size: int) -> int:
+    """The largest frame of a legal step in a session of max_length tokens."""
+    return max_length * hidden_size * 4 + STEP_OVERHEAD
+
+
 class ServerSession:
-    """The server side of one stream."""
+    """The server side of one stream. Its frame limit follows what the client may send: an open's
+    worth until the open, then the largest step of the session (a stranger's stream cannot make
+    the server buffer a 64 MiB frame it never asked for)."""
 
     def __init__(self, limits: Limits, max_frame: int = p.MAX_FRAME):
-        self.limits = limits
-        self.decoder = p.Decoder(max_frame)
+        self.limits, self.max_frame = limits, max_frame
+        self.decoder = p.Decoder(min(max_frame, OPEN_FRAME))
         self.opened: p.Open | None = None
         self.length = 0          # tokens the cache holds
         self.last_step = -1
@@ -80,6 +91,7 @@ class ServerSession:
                 raise self._end("bad_request", f"the first message must be open, not {message.t}")
             self._check_open(message)
             self.opened = message
+            self.decoder.max_frame = min(self.max_frame, step_frame_limit(message.max_length, self.limits.hidden_size))
             return message
         if type(message) is p.Open:
             raise self._end("bad_request", "the session is already open")
