@@ -294,14 +294,16 @@ def check_control(node: Node, flood: int) -> dict:
            "flood_seconds": flood_s, "status_during_flood_s": served_during,
            "status_p50_ms": 1000 * percentile(probe.latencies, 0.5), "status_p99_ms": 1000 * percentile(probe.latencies, 0.99),
            "status_failures": probe.failures, "anon_idle_mb": idle["RssAnon"] / 1e6,
-           "anon_peak_mb": sampler.peak["RssAnon"] / 1e6, "door": MAX_UNAUTHENTICATED}
+           "anon_peak_mb": sampler.peak["RssAnon"] / 1e6, "rss_idle_mb": idle["VmRSS"] / 1e6,
+           "rss_peak_mb": sampler.peak["VmRSS"] / 1e6, "door": MAX_UNAUTHENTICATED}
     if not isinstance(served_during, float):
         problems.append(f"status failed while {flood} strangers waited: {served_during}")
     print(f"control: {len(answers)} bad hellos: " + ", ".join(f"{k} -> {v}" for k, v in answers.items()))
     print(f"  flood of {flood} connections (the door admits {MAX_UNAUTHENTICATED}): {refused} refused at "
           f"connect; status during it answered in {served_during if isinstance(served_during, str) else '%.3f s' % served_during}; "
           f"status p50 {row['status_p50_ms']:.1f} ms p99 {row['status_p99_ms']:.1f} ms; anonymous "
-          f"{row['anon_idle_mb']:.0f} -> {row['anon_peak_mb']:.0f} MB; problems: {problems or 'none'}")
+          f"{row['anon_idle_mb']:.0f} -> {row['anon_peak_mb']:.0f} MB, RSS {row['rss_idle_mb']:.0f} -> "
+          f"{row['rss_peak_mb']:.0f} MB; problems: {problems or 'none'}")
     return row
 
 
