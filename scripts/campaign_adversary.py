@@ -38,6 +38,7 @@ import argparse
 import functools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -108,12 +109,15 @@ def _count(value) -> int:
 class Attacker:
     """scripts/adversaries.py ATTACK as a child process; its last stats line kept."""
 
-    def __init__(self, root: Path, name: str, args: dict):
+    def __init__(self, root: Path, name: str, args: dict, script: str = "adversaries.py"):
         self.log = (root / f"attack-{name}.log").open("w")
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "adversaries.py"), name, json.dumps(args)],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=REPO)
+        # a session of its own: stop() ends its children too (hivemind's p2pd daemons)
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / script), name, json.dumps(args)],
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=REPO,
+                                     start_new_session=True)
         self.ready: dict | None = None
         self.stats: dict = {}
+        self.said: dict = {}   # anything else it printed, the latest of each field
         self._seen = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -127,6 +131,7 @@ class Attacker:
                 self.ready = fields
                 self._seen.set()
             self.stats = fields.get("stats", self.stats)
+            self.said |= {k: v for k, v in fields.items() if k not in ("ready", "stats")}
         self._seen.set()
 
     def wait_ready(self, timeout: float) -> dict:
@@ -136,7 +141,10 @@ class Attacker:
         return self.ready
 
     def stop(self) -> None:
-        self.proc.kill()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait()
         self.log.close()
 
