@@ -55,18 +55,18 @@ def test_hostile_peers_do_not_stop_honest_fetches(tmp_path):
 
 
 def test_the_local_surfaces_refuse_bad_input_and_stay_private(tmp_path):
-    row = run_campaign(tmp_path, "campaign_local.py", "--flood", "300", "--cli-every", "8", timeout=300)
+    row = run_campaign(tmp_path, "campaign_local.py", "--flood", "200", "--cli-every", "12", timeout=300)
     assert row["modes"]["problems"] == [] and row["second"]["problem"] is None and row["second"]["first_serves"]
     assert row["control"]["problems"] == [] and isinstance(row["control"]["status_during_flood_s"], float)
-    assert row["cli"]["problems"] == [] and row["cli"]["store_unchanged"] and len(row["cli"]["cases"]) >= 15
+    assert row["cli"]["problems"] == [] and row["cli"]["store_unchanged"] and len(row["cli"]["cases"]) >= 12
     assert row["tracebacks"] == 0 and row["daemon_alive"]
 
 
-def test_kills_mid_gc_upkeep_and_get_lose_nothing(tmp_path):
-    rows = run_campaign(tmp_path, "campaign_crash.py", "--kills", "2", "--only", "gc,upkeep,get", "--get-mib", "8",
+def test_kills_mid_gc_and_get_lose_nothing(tmp_path):
+    rows = run_campaign(tmp_path, "campaign_crash.py", "--kills", "2", "--only", "gc,get", "--get-mib", "8",
                         timeout=400)
     by_operation = {r["operation"]: r for r in rows}
-    for operation in ("gc", "upkeep", "get"):
+    for operation in ("gc", "get"):
         assert by_operation[operation]["problems"] == [], by_operation[operation]
     assert by_operation["get"]["gets_after"] == 2
     end = by_operation["final gc"]
