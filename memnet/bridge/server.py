@@ -32,6 +32,7 @@ log = logging.getLogger("memnet.span")
 FRAME_TIMEOUT = 30.0
 OPEN_TIMEOUT = 10.0       # a client sends its open at once; a stream silent this long is ended
 STREAMS_PER_PEER = 16     # streams of one peer in progress, opened or not (8 sessions admitted)
+REFUSE_DRAIN = 256 * 1024
 
 
 class SpanServer:
@@ -99,7 +100,7 @@ class SpanServer:
     async def handle(self, info: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = info.peer_id.to_base58()
         if self.streams[peer] >= STREAMS_PER_PEER:
-            await self._refuse(writer, "busy", f"{self.streams[peer]} streams of this peer are in progress")
+            await self._refuse(reader, writer, "busy", f"{self.streams[peer]} streams of this peer are in progress")
             streams.close(writer)
             return
         self.streams[peer] += 1
@@ -133,21 +134,21 @@ class SpanServer:
         except asyncio.CancelledError:
             if key not in self.yielded:
                 raise
-            await self._refuse(writer, "timeout", "the session sat idle while a newcomer needed its room in the "
-                                                  "cache budget")
+            await self._refuse(reader, writer, "timeout",
+                               "the session sat idle while a newcomer needed its room in the cache budget")
         except SpanError as exc:
-            await self._refuse(writer, exc.code, str(exc))
+            await self._refuse(reader, writer, exc.code, str(exc))
         except SeedError as exc:
-            await self._refuse(writer, "bad_seed", str(exc))
+            await self._refuse(reader, writer, "bad_seed", str(exc))
         except PeerTimeout as exc:
-            await self._refuse(writer, "timeout", str(exc))
+            await self._refuse(reader, writer, "timeout", str(exc))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away
         except MemnetError as exc:
-            await self._refuse(writer, "bad_request", str(exc))
+            await self._refuse(reader, writer, "bad_request", str(exc))
         except Exception as exc:  # a bug: this session ends, the server goes on
             log.exception("span session of %s failed", peer)
-            await self._refuse(writer, "internal", repr(exc))
+            await self._refuse(reader, writer, "internal", repr(exc))
         finally:
             if reserved:
                 self.budget.release(peer, reserved, key)
@@ -189,10 +190,14 @@ class SpanServer:
         finally:
             del self.waiting[key]
 
-    async def _refuse(self, writer: asyncio.StreamWriter, code: str, message: str) -> None:
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, code: str,
+                      message: str) -> None:
         log.info("span session refused: %s: %s", code, message)
         try:
             await asyncio.wait_for(streams.send(writer, p.encode(p.error(code, message))), 5)
+            # read what the client had sent on, a little (REFUSE_DRAIN bytes, 1 s): a stream closed
+            # with input unread is reset, and the reset can overtake the error on its way
+            await asyncio.wait_for(streams.drain_input(reader, REFUSE_DRAIN), 1.0)
         except Exception:
             pass
 

@@ -29,6 +29,15 @@ async def next_event(session: Any, reader: asyncio.StreamReader, idle: float, fr
         session.receive_data(data)
 
 
+async def drain_input(reader: asyncio.StreamReader, limit: int) -> None:
+    """Read and drop up to limit bytes, until the other side ends its writing."""
+    while limit > 0:
+        data = await reader.read(min(limit, 1 << 16))
+        if not data:
+            return
+        limit -= len(data)
+
+
 async def send(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write(data)
     await writer.drain()
