@@ -3,8 +3,8 @@ its max_length when it opens, as Petals' allocation does, and gives it back when
 sessions per client peer. Pure: the server asks, this answers.
 
 A reservation is a lease that must be used: when a newcomer does not fit, sessions that sit idle
-(no step in progress) give way, longest idle first: one that has not stepped since its open after
-open_grace seconds (a client steps as soon as it is opened), any other after yield_after. So
+(no step in progress) give way, those whose grace ends first first: one that has not stepped since
+its open after open_grace seconds (a client steps as soon as it is opened), any other after yield_after. So
 silent sessions at the largest max_length cannot keep a server's whole budget from everyone (the
 span campaign's 'hog': two silent sessions of 8192 tokens held SmolLM2's 16384 for a minute at a
 time, and reopened). The newcomer waits for them, at most open_grace."""
