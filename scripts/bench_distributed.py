@@ -58,6 +58,22 @@ def bridge_ready(children: Children, name: str, home: Path, timeout: float = 180
     raise BenchError(f"the bridge of {name} did not get ready", name)
 
 
+def wait_servers(home: Path, count: int, timeout: float = 60) -> list[dict]:
+    """The span records a's bridge reads from the DHT, once there are count of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client = BridgeClient.for_home(home)
+        try:
+            found = client.servers()
+        finally:
+            client.close()
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise BenchError(f"only {len(found)} span servers found, {count} expected")
+        time.sleep(0.5)
+
+
 def corpus(loaded, n: int, offset: int = 0) -> list[int]:
     text = "\n\n".join((REPO / f).read_text() for f in TEXT_FILES)
     ids = loaded.encode(text)
@@ -78,16 +94,7 @@ def run(args, root: Path, children: Children) -> dict:
         children.daemon(name, homes[name].home, "--serve-blocks", span, "--hivemind-listen", LISTEN,
                         "--hivemind-peer", a["maddrs"][0], "--bootstrap", a["state_obj"].addrs[0])
     infos = {name: bridge_ready(children, name, homes[name].home) for name in SPANS}
-    deadline = time.monotonic() + 60
-    while True:
-        client = BridgeClient.for_home(homes["a"].home)
-        found = client.servers()
-        client.close()
-        if len(found) == len(SPANS):
-            break
-        if time.monotonic() > deadline:
-            raise BenchError(f"only {len(found)} span servers found")
-        time.sleep(0.5)
+    wait_servers(homes["a"].home, len(SPANS))
     print(f"4 nodes up in {time.perf_counter() - started:.1f} s; span servers: " + ", ".join(
         f"{n} [{s}) {infos[n]['layer_seconds'] * 1e3:.3f} ms/token/layer" for n, s in SPANS.items()))
     node = home_mod.open_node(homes["a"].home)

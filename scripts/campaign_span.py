@@ -42,14 +42,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_distributed import LISTEN, bridge_ready, generate_ids  # noqa: E402
+from bench_distributed import LISTEN, bridge_ready, generate_ids, wait_servers  # noqa: E402
 from bench_memory import Sampler, rss  # noqa: E402
 from bench_swarm import BenchError, Children  # noqa: E402
 from campaign_adversary import Attacker, Probe  # noqa: E402
 from campaign_fuzz import percentile  # noqa: E402
 from memnet import api  # noqa: E402
 from memnet import home as home_mod  # noqa: E402
-from memnet.span.local_client import BridgeClient  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001
 ATTACKS = ("fuzz", "bigframe", "hog", "flood", "trickle")
@@ -155,16 +154,7 @@ def setup(root: Path, children: Children) -> dict:
     children.daemon("s1", homes["s1"].home, "--serve-blocks", "0:30", "--hivemind-listen", LISTEN,
                     "--hivemind-peer", a["maddrs"][0], "--bootstrap", a["state_obj"].addrs[0])
     s1 = bridge_ready(children, "s1", homes["s1"].home)
-    deadline = time.monotonic() + 60
-    while True:
-        client = BridgeClient.for_home(homes["a"].home)
-        found = client.servers()
-        client.close()
-        if found:
-            break
-        if time.monotonic() > deadline:
-            raise BenchError("the span server was not found")
-        time.sleep(0.5)
+    found = wait_servers(homes["a"].home, 1)
     node = home_mod.open_node(homes["a"].home)
     loaded, _ = api.load(node)
     server = found[0]

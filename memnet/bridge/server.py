@@ -113,7 +113,6 @@ class SpanServer:
                 message = await streams.next_event(session, reader, idle, FRAME_TIMEOUT)
                 if message is None or type(message) is p.Close:
                     return
-                self.budget.stepping(key)   # a step in progress is use of the lease, however long
                 if type(message) is p.Open:
                     refusal = await self._admit(peer, message.max_length, key)
                     if refusal is not None:
@@ -126,6 +125,7 @@ class SpanServer:
                     await streams.send(writer, p.encode(opened))
                     self.budget.stepped(key, step=False)
                 else:
+                    self.budget.stepping(key)   # a step in progress is use of the lease, however long
                     output = await self._step(cache, message)
                     session.stepped(message)
                     self.served_steps += 1
