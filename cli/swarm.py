@@ -32,6 +32,10 @@ def daemon(
                                                "model as \"A:B\" (implies --hivemind)."),
     hivemind_listen: list[str] = typer.Option([], "--hivemind-listen", help="hivemind multiaddr to listen on."),
     hivemind_peer: list[str] = typer.Option([], "--hivemind-peer", help="hivemind peer to join (/p2p/ID)."),
+    http: Optional[bool] = typer.Option(None, "--http/--no-http", help="Serve the OpenAI-compatible API and "
+                                        "the dashboard (keeps the pinned model loaded)."),
+    http_listen: Optional[str] = typer.Option(None, "--http-listen", help="HOST:PORT for the API and dashboard "
+                                              "(implies --http; default 127.0.0.1:8377)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Also log libp2p's own messages."),
 ) -> None:
     """Run the node: join the swarm, serve and announce pinned cubes, accept CLI requests."""
@@ -48,7 +52,8 @@ def daemon(
                  "daemon.mdns": mdns, "daemon.reprovide_interval": reprovide_interval,
                  "daemon.limits.upload_bytes_per_s": upload_rate,
                  "hivemind.enabled": True if serve_blocks else hivemind, "hivemind.serve_blocks": serve_blocks,
-                 "hivemind.listen": list(hivemind_listen) or None, "hivemind.initial_peers": list(hivemind_peer) or None}
+                 "hivemind.listen": list(hivemind_listen) or None, "hivemind.initial_peers": list(hivemind_peer) or None,
+                 "http.enabled": True if http_listen else http, "http.listen": http_listen}
     daemon_ = Daemon(node, overrides={k: v for k, v in overrides.items() if v is not None})
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -95,9 +100,34 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         span = bridge.get("serve")
         out.print(f"hivemind:      bridge {bridge['state']}" + (f", {bridge['maddrs'][0]}" if bridge.get("maddrs") else "")
                   + (f", serving layers [{span[0]}, {span[1]})" if span else ""))
+    api = info.get("http") or {}
+    if api.get("url"):
+        model = api.get("model") or {}
+        out.print(f"http:          {api['url']} (OpenAI API at /v1, dashboard at /; model {model.get('model')} "
+                  f"{model.get('state')}, {model.get('requests', 0)} requests)")
     for name, state in (info.get("services") or {}).items():
         if state != "ok":
             out.print(f"service:       {name} {state} (see the daemon's log)")
+
+
+@app.command()
+def dashboard(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The dashboard's URL, with the token that lets the page act (keep it to yourself)."""
+    from memnet.daemon.http import token_of
+
+    info = daemon_client().call("http_status")
+    if not info.get("url"):
+        raise UsageError("the daemon serves no HTTP API: start it with `memnet daemon --http`")
+    url = f"{_browser_url(info['url'])}/#token={token_of(_node().home)}"
+    if as_json:
+        _print_json({"url": url, "api": _browser_url(info["url"]) + "/v1"})
+        return
+    out.print(url, markup=False, highlight=False, soft_wrap=True)
+
+
+def _browser_url(url: str) -> str:
+    """A bind URL a browser can open (a wildcard bind is reached on loopback)."""
+    return url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
 
 
 @app.command()

@@ -106,3 +106,7 @@ class DaemonError(MemnetError):
 
 class DaemonTimeout(DaemonError):
     """The daemon did not answer a command within the caller's timeout (it may still finish it)."""
+
+
+class BusyError(MemnetError):
+    """A server is at its limit (the model's request queue is full): try again shortly."""

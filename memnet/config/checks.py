@@ -100,6 +100,16 @@ def optional(inner: Check) -> Check:
     return check
 
 
+def host_port(value: Any, key: str) -> str:
+    """"HOST:PORT" for a TCP listener: an IPv4 address or a name, or [IPv6]; port 0-65535."""
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if sep and host and port.isdigit() and int(port) <= 65535 and " " not in host and len(value) <= 300:
+            return value
+    raise fail(key, 'must be "HOST:PORT", such as "127.0.0.1:8377"')
+
+
 def text(max_len: int = 4096) -> Check:
     def check(value: Any, key: str) -> str:
         if not isinstance(value, str) or not value.strip() or len(value) > max_len:

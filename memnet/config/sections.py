@@ -140,6 +140,34 @@ class HivemindSettings:
                                   doc="seconds a span session waits for the next step (client and server)")
 
 
+@dataclass(frozen=True)
+class HttpSettings:
+    """The daemon's HTTP face (memnet/daemon/http.py): the OpenAI-compatible API and the dashboard.
+    The resident model costs about 3x its weights in RAM (SmolLM2-135M: ~0.6 GB) plus each active
+    request's KV cache (46 KB per token in float32)."""
+
+    enabled: bool = setting(False, c.flag, live=False, doc="serve the OpenAI-compatible API and the dashboard")
+    listen: str = setting("127.0.0.1:8377", c.host_port, live=False,
+                          doc="HOST:PORT; any address but loopback needs the bearer token on every request")
+    model: str | None = setting(None, c.optional(c.text(200)), live=False,
+                                doc="pinned model the API serves (default: the last pinned)")
+    resident: str = setting("auto", c.choice("auto", "on", "off"), live=False,
+                            doc="keep the model loaded: on, off (load per burst, unload when idle), "
+                                "auto (on when the machine has 4x the weights in available memory)")
+    idle_unload: float = setting(60.0, c.seconds, live=False, doc="a non-resident model is unloaded after this idle time")
+    max_active: int = setting(4, c.whole(1, 64), live=False, doc="requests generating at once (interleaved by step)")
+    max_queue: int = setting(32, c.whole(1, 4096), live=False, doc="requests waiting beyond those; more get HTTP 429")
+    prefill_chunk: int = setting(256, c.whole(16, 8192), live=False,
+                                 doc="prompt tokens per step: a long prompt lets short requests in between")
+    default_max_tokens: int = setting(256, c.count, live=False, doc="new tokens when a request sets no max_tokens")
+    cache_prompts: int = setting(256, c.whole(0), live=False,
+                                 doc="prompt tokens no cube covered before the prompt's K/V is kept as a KV cube; 0 = never")
+    cache_dtype: str = setting("float32", c.choice("float32", "float16", "bfloat16", "int8"), live=False,
+                               doc="dtype of those cubes (float32: the next answer is exactly the same)")
+    share_prompt_caches: bool = setting(False, c.flag, live=False,
+                                        doc="announce those cubes to the swarm (they hold users' prompts)")
+
+
 # -- the whole file ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -156,3 +184,4 @@ class Config:
     ask: AskSettings = section(AskSettings, doc="recall and promotion in `memnet ask`")
     daemon: DaemonSettings = section(DaemonSettings, doc="the swarm daemon")
     hivemind: HivemindSettings = section(HivemindSettings, doc="the hivemind bridge: span servers and distributed generation")
+    http: HttpSettings = section(HttpSettings, doc="the OpenAI-compatible API and the dashboard")

@@ -4,6 +4,7 @@ multi-peer: memnet/net/fetch.py), then pin and announce them as the trust policy
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -86,6 +87,7 @@ class Fetching(Service):
         self.host, self.store, self.discovery = host, store, discovery
         self.gate, self.announcer, self.revocation_watch = gate, announcer, revocation_watch
         self.scores = PeerScores()
+        self.in_flight: dict[bytes, dict[str, Any]] = {}  # gets under way: bytes done of total (the dashboard)
         self._manifests: dict[bytes, bytes] = {}  # authenticated manifests of recent partial fetches
         self._providers: dict[bytes, tuple[float, list]] = {}  # cube -> (when, providers) of partial fetches
         self.configure(config)
@@ -185,11 +187,21 @@ class Fetching(Service):
                 return found
             return with_neighbours(self.host, await self.discovery.find_providers(cube_key(cube_id)))
 
-        report = await fetch_cube(self.host, self.store, cube_id, providers, scores=self.scores,
-                                  tuning=self.tuning, progress=progress,
-                                  pin_reason="fetched" if pin and not auto else None,
-                                  vet=(lambda m: gate.check("fetch", cube_id, m.author)) if auto else None,
-                                  manifest_bytes=args.manifest)
+        track = self.in_flight.setdefault(cube_id, {"cube": cid.to_text(cube_id), "done": 0, "total": 0,
+                                                     "started": time.time(), "auto": auto})
+
+        def tracked(done: int, total: int) -> None:
+            track.update(done=done, total=total)
+            progress(done, total)
+
+        try:
+            report = await fetch_cube(self.host, self.store, cube_id, providers, scores=self.scores,
+                                      tuning=self.tuning, progress=tracked,
+                                      pin_reason="fetched" if pin and not auto else None,
+                                      vet=(lambda m: gate.check("fetch", cube_id, m.author)) if auto else None,
+                                      manifest_bytes=args.manifest)
+        finally:
+            self.in_flight.pop(cube_id, None)
         manifest = report.cube.manifest
         if auto and pin:
             pin = gate.allows("pin", cube_id, manifest.author)

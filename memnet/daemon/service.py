@@ -12,6 +12,7 @@ Each concern is a service in its own module (memnet/daemon/base.py says what a s
     fetching     find and get cubes, prefix lookups, partial fetches daemon/fetching.py
     control      the CLI's channel, serving every service's commands  daemon/control.py
     bridge       the hivemind bridge process (distributed inference)  daemon/bridge.py
+    http         OpenAI-compatible API, dashboard, resident model     daemon/http.py
 
 A new service is one module and one line in Daemon._services. The daemon itself answers
 status, stop and reload_config.
@@ -41,6 +42,7 @@ from memnet.daemon.bridge import Bridge
 from memnet.daemon.commands import Command, NoArgs, Progress, Table
 from memnet.daemon.control import ControlServer
 from memnet.daemon.fetching import Fetching
+from memnet.daemon.http import Http
 from memnet.daemon.mip import Mip
 from memnet.daemon.names import Names
 from memnet.daemon.peers import Peers
@@ -79,8 +81,9 @@ class Daemon:
                                  self.announcer, self.revocations, config)
         self.control = ControlServer(token, self.commands)
         self.bridge = Bridge(node.home, config, self.control)
+        self.http = Http(node, config, self.commands, self.fetching, self.announcer)
         return [self.mip, self.peers, self.announcer, self.names, self.revocations, self.upkeep, self.fetching,
-                self.control, self.bridge]
+                self.control, self.bridge, self.http]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -159,6 +162,7 @@ class Daemon:
             "providing": len(self.announcer.providing), "served_bytes": self.mip.server.served_bytes,
             "services": {s.name: f"failed: {s.failed}" if s.failed else "ok" for s in self.services},
             "bridge": self.bridge.state,
+            "http": {"url": self.http.url, "model": self.http.engine.info() if self.http.engine else None},
             "resources": resource_use(self.host),
             **usage,
         }

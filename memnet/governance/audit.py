@@ -100,7 +100,8 @@ def prune(store: Store, keep: int) -> int:
 
 
 def record_generation(store: Store, *, ids: Sequence[int], result: Any, prompt_text: str | None = None,
-                      adapters: Sequence[tuple[bytes, int]] = (), kind: str = "generate") -> None:
+                      adapters: Sequence[tuple[bytes, int]] = (), kind: str = "generate",
+                      extra: dict[str, Any] | None = None) -> None:
     """Log a memnet.model.generate.Generation: its KV cube (if one was reused) and the LoRA
     cubes applied (adapters: (cube id, weight in thousandths), as lora.activate records them)."""
     cubes = []
@@ -113,6 +114,6 @@ def record_generation(store: Store, *, ids: Sequence[int], result: Any, prompt_t
         cubes.append({"cid": cube_id, "kind": m.kind, "author": m.author, "role": "lora", "source": "local"})
     extra = {"prompt_tokens": result.prompt_tokens, "reused": result.reused, "new_tokens": len(result.new_ids),
              "decision": result.decision[:300] or None,
-             "weights": [m for _, m in adapters] or None}
+             "weights": [m for _, m in adapters] or None, **(extra or {})}
     record_answer(store, kind=kind, prompt_ids_or_text_digest=list(ids), cubes=cubes, answer_digest=result.text,
                   extra=extra, prompt_text=prompt_text)

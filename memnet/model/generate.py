@@ -12,6 +12,7 @@ model, not the network.
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ from memnet.cube import prefix
 from memnet.errors import FetchDeadline, FetchError, MemnetError, UsageError
 from memnet.governance.gate import Gate
 from memnet.local import Publisher
-from memnet.model import kv, perf
+from memnet.model import kv, perf, sampling
 from memnet.model.loader import LoadedModel
 from memnet.model.segments import Segments
 from memnet.store import Store
@@ -48,6 +49,8 @@ class Options:
     check: bool = False         # also run the full prefill and compare the first logits
     fetch: str = "auto"         # auto: measured costs decide; always; never (swarm lookup only)
     boundaries: tuple[int, ...] = ()  # prompt lengths where a cached prefix likely ends (a memory layout)
+    sampling: sampling.Sampling | None = None  # None: greedy
+    prefill_chunk: int = 0      # > 0: prefill this many tokens per step (a server interleaves requests)
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Generation:
     cache: Any = field(default=None, repr=False)  # the final KV cache (prompt + answer), for promotion
     route: list[dict[str, Any]] = field(default_factory=list)  # distributed: the span servers, in order
     failovers: int = 0                # distributed: span servers replaced mid-generation
+    finish: str = ""                  # stop (a stop token) | length (max_new_tokens)
 
     def timing_line(self) -> str:
         if self.reused and self.route:
@@ -229,19 +233,29 @@ def choose_prefix(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedM
     return choice
 
 
-def generate(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, ids: list[int],
-             options: Options, swarm: Swarm | None = None, choice: PrefixChoice | None = None) -> Generation:
-    """Generate from ids, reusing the cached prefix choose_prefix picks (or the given choice,
-    made moments before by a planner: TTFT then starts at the fetch or load)."""
-    from memnet.model.runtime import torch
+@dataclass
+class Prepared:
+    """A generation whose cached prefix is chosen and, if remote, fetched: what is left is the
+    model's work (steps)."""
 
+    result: Generation
+    best: Candidate | None
+    start: float   # perf_counter when the request began: TTFT counts from here
+
+
+def prepare(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, ids: list[int],
+            options: Options, swarm: Swarm | None = None, choice: PrefixChoice | None = None,
+            start: float | None = None) -> Prepared:
+    """Everything before the model runs: check the request, choose the cached prefix (or take the
+    given choice, made moments before by a planner) and fetch it when that was chosen. No tensor
+    is touched, so a server can run this beside another request's forward passes."""
     if not ids:
         raise UsageError("the prompt has no tokens")
     if len(ids) + options.max_new_tokens > loaded.max_tokens:
         raise UsageError(f"{len(ids)} prompt tokens + {options.max_new_tokens} new exceed the model's "
                          f"{loaded.max_tokens}")
     result = Generation("", [], len(ids))
-    start = time.perf_counter()
+    start = time.perf_counter() if start is None else start
     if choice is None:
         choice = choose_prefix(store, gate, book, loaded, ids, options, swarm)
     result.steps.update(choice.steps)
@@ -269,6 +283,18 @@ def generate(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel,
             result.decision = " · ".join(filter(None, [result.decision, f"fetch failed ({exc}): computed instead"]))
             best = choice.local
         result.steps["fetch"] = time.perf_counter() - mark
+    return Prepared(result, best, start)
+
+
+def steps(store: Store, book: perf.PerfBook, loaded: LoadedModel, ids: list[int], options: Options,
+          prepared: Prepared) -> Generator[int | None, None, Generation]:
+    """The model's part of a generation, one unit of work per step: yields each new token id as
+    it is chosen, and None after each prefill chunk (options.prefill_chunk) that made no token,
+    so a server can interleave requests between steps; returns the Generation. Each forward runs
+    in its own inference_mode block: interleaved generators must not nest that context."""
+    from memnet.model.runtime import torch
+
+    result, best = prepared.result, prepared.best
     cache, n_cached = None, 0
     if best is not None:
         mark = time.perf_counter()
@@ -281,36 +307,66 @@ def generate(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel,
         store.record_access(best.cube_id)
         result.reused, result.cube_id, result.dtype = n_cached, best.cube_id, best.meta["dtype"]
         result.source = "local" if best.local else "peer"
-    mark = time.perf_counter()
-    with torch.inference_mode():
-        # logits of the last position only: the others are never used, and at 2048 tokens the
-        # vocabulary projection of every position would be a quarter of the prefill
-        out = loaded.model(input_ids=torch.tensor([ids[n_cached:]]), past_key_values=cache,
-                           position_ids=torch.arange(n_cached, len(ids)).unsqueeze(0), use_cache=True,
-                           logits_to_keep=1)
-        logits = out.logits[0, -1]
-        next_id = int(logits.argmax())
-        result.ttft = time.perf_counter() - start
-        result.steps["prefill"] = time.perf_counter() - mark
-        if n_cached == 0:
-            book.add_prefill(loaded.pinned.fingerprint, len(ids), result.steps["prefill"])
-        if options.check:
+    chunk = options.prefill_chunk or len(ids)
+    compute = 0.0   # the prefill's own seconds, without the time other requests' steps took
+    for begin in range(n_cached, len(ids), chunk):
+        mark = time.perf_counter()
+        end = min(begin + chunk, len(ids))
+        with torch.inference_mode():
+            # logits of the last position only: the others are never used, and at 2048 tokens the
+            # vocabulary projection of every position would be a quarter of the prefill
+            out = loaded.model(input_ids=torch.tensor([ids[begin:end]]), past_key_values=cache,
+                               position_ids=torch.arange(begin, end).unsqueeze(0), use_cache=True,
+                               logits_to_keep=1)
+        cache = out.past_key_values
+        compute += time.perf_counter() - mark
+        if end < len(ids):
+            yield None
+    logits = out.logits[0, -1]
+    pick = sampling.picker(options.sampling)
+    next_id = pick(logits)
+    result.ttft = time.perf_counter() - prepared.start
+    result.steps["prefill"] = compute
+    if n_cached == 0:
+        book.add_prefill(loaded.pinned.fingerprint, len(ids), compute)
+    if options.check:
+        with torch.inference_mode():
             full = loaded.model(input_ids=torch.tensor([ids]), use_cache=False, logits_to_keep=1).logits[0, -1]
-            result.max_logit_diff = float((full - logits).abs().max())
-            result.same_top1 = int(full.argmax()) == next_id
-        stops, cache, position = stop_ids(loaded), out.past_key_values, len(ids)
-        while len(result.new_ids) < options.max_new_tokens and next_id not in stops:
-            result.new_ids.append(next_id)
-            if len(result.new_ids) == options.max_new_tokens:
-                break
+        result.max_logit_diff = float((full - logits).abs().max())
+        result.same_top1 = int(full.argmax()) == int(logits.argmax())
+    stops, position = stop_ids(loaded), len(ids)
+    while len(result.new_ids) < options.max_new_tokens and next_id not in stops:
+        result.new_ids.append(next_id)
+        yield next_id
+        if len(result.new_ids) == options.max_new_tokens:
+            break
+        with torch.inference_mode():
             out = loaded.model(input_ids=torch.tensor([[next_id]]), past_key_values=cache,
                                position_ids=torch.tensor([[position]]), use_cache=True)
-            cache, position = out.past_key_values, position + 1
-            next_id = int(out.logits[0, -1].argmax())
-    result.seconds = time.perf_counter() - start
+        cache, position = out.past_key_values, position + 1
+        next_id = pick(out.logits[0, -1])
+    result.finish = "length" if len(result.new_ids) == options.max_new_tokens else "stop"
+    result.seconds = time.perf_counter() - prepared.start
     result.text = loaded.decode(result.new_ids)
     result.cache = cache
     return result
+
+
+def run(work: Generator[int | None, None, Generation]) -> Generation:
+    """Drive steps() to the end."""
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value
+
+
+def generate(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, ids: list[int],
+             options: Options, swarm: Swarm | None = None, choice: PrefixChoice | None = None) -> Generation:
+    """Generate from ids, reusing the cached prefix choose_prefix picks (or the given choice,
+    made moments before by a planner: TTFT then starts at the fetch or load)."""
+    prepared = prepare(store, gate, book, loaded, ids, options, swarm, choice)
+    return run(steps(store, book, loaded, ids, options, prepared))
 
 
 def build(publisher: Publisher, book: perf.PerfBook, loaded: LoadedModel, ids: list[int], dtype: str,

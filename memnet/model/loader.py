@@ -61,6 +61,11 @@ def load(pinned: PinnedModel) -> LoadedModel:
     return loaded
 
 
+def forget(pinned: PinnedModel) -> None:
+    """Drop this process's loaded copy (the memory returns once no caller holds it)."""
+    _loaded.pop(pinned.fingerprint, None)
+
+
 def _warm_up(model: Any, torch: Any) -> None:
     """Run the two paths generation takes (a prefill, then tokens on top of its cache) once on a
     few tokens: a process's first forward pays one-time kernel and allocator set-up (0.3-4 s

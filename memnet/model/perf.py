@@ -6,6 +6,7 @@ the decision itself is a pure function.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,7 @@ class PerfBook:
 
     def __init__(self, home: Path):
         self.path = home / PERF_FILE
+        self._lock = threading.Lock()  # a server's request threads share one book
         try:
             doc = json.loads(self.path.read_text())
             self.doc = doc if isinstance(doc, dict) else {}
@@ -120,10 +122,11 @@ class PerfBook:
         return series if isinstance(series, list) else []
 
     def _add(self, sample: list[float], *keys: str) -> None:
-        series = self._series(*keys)
-        series.append(sample)
-        del series[:-KEEP]
-        write_atomic(self.path, json.dumps(self.doc, indent=1).encode())
+        with self._lock:
+            series = self._series(*keys)
+            series.append(sample)
+            del series[:-KEEP]
+            write_atomic(self.path, json.dumps(self.doc, indent=1).encode())
 
     def prefill_samples(self, model: bytes) -> list[list[float]]:
         return self._series("prefill", model.hex())
