@@ -39,7 +39,7 @@ async def read_json(request: Request) -> Any:
             raise UsageError(f"the request body is over {MAX_BODY} bytes")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise UsageError("the request body is not valid JSON") from None
 
 

@@ -103,7 +103,8 @@ def _request(body: dict[str, Any], served: list[str], prompt: str | list[dict[st
     _refuse_unsupported(body)
     name = body.get("model")
     lora = model_lora(name, served)
-    extra = body.get("memnet") or {}
+    extra = body.get("memnet")
+    extra = {} if extra is None else extra
     if not isinstance(extra, dict):
         raise UsageError("memnet: an object is expected")
     unknown = sorted(set(extra) - {"recall", "lora", "swarm", "fetch"})
@@ -124,7 +125,8 @@ def _request(body: dict[str, Any], served: list[str], prompt: str | list[dict[st
     stream = body.get("stream", False) or False
     if not isinstance(stream, bool):
         raise UsageError("stream: true or false")
-    options = body.get("stream_options") or {}
+    options = body.get("stream_options")
+    options = {} if options is None else options
     if not isinstance(options, dict):
         raise UsageError("stream_options: an object is expected")
     job = Job(prompt=prompt, max_tokens=_max_tokens(body), sampling=_sampling(body), lora=lora.strip(),

@@ -192,6 +192,10 @@ class Engine:
         gc.collect()
         log.info("model unloaded after %.0f s idle", self.settings.idle_unload)
 
+    def idle(self) -> bool:
+        """Nothing in hand: no request, no prompt being kept as a cube."""
+        return self._in_system == 0 and self._kept_pending == 0
+
     def info(self) -> dict[str, Any]:
         loaded = self.loaded
         return {"state": self.state, "model": loaded.pinned.name if loaded else self.settings.model,
@@ -362,10 +366,16 @@ class Engine:
             return True
 
     def _finish(self, session: _Session, result: generate.Generation) -> None:
-        self._emit(session, Done(result, (session.started or session.arrived) - session.arrived, session.memories))
+        cache, result.cache = result.cache, None  # the reply does not hold the request's K/V
+        uncovered = result.prompt_tokens - result.reused
+        keep = bool(self.settings.cache_prompts and uncovered >= self.settings.cache_prompts and cache is not None)
+        if keep:  # counted before the answer goes out: a repeat sent on receiving it waits for the cube
+            with self._keeping:
+                self._kept_pending += 1
         self.counters["tokens"] += len(result.new_ids)
         self.counters["reused_tokens"] += result.reused
         self.counters["prompt_tokens"] += result.prompt_tokens
+        self._emit(session, Done(result, (session.started or session.arrived) - session.arrived, session.memories))
         store = self.node.store
         try:
             saved = perf.estimate_prefill(self.book.prefill_samples(self.loaded.pinned.fingerprint), result.reused) \
@@ -378,12 +388,11 @@ class Engine:
                 store.record_access(cube_id)
         except MemnetError as exc:
             log.warning("after a request: %s", exc)
-        cache, result.cache = result.cache, None  # the reply does not hold the request's K/V
-        uncovered = result.prompt_tokens - result.reused
-        if self.settings.cache_prompts and uncovered >= self.settings.cache_prompts and cache is not None:
-            with self._keeping:
-                self._kept_pending += 1
-            self._keeper.submit(self._keep_prompt, session, cache, self.loaded)
+        if keep:
+            try:
+                self._keeper.submit(self._keep_prompt, session, cache, self.loaded)
+            except RuntimeError:  # the engine is stopping
+                self._kept(0)
 
     def _keep_prompt(self, session: _Session, cache: Any, loaded: LoadedModel) -> None:
         """The prompt's K/V, cut from the answer's cache, as an unpinned KV cube."""
@@ -398,9 +407,12 @@ class Engine:
         except Exception:  # noqa: BLE001 - a cache not kept costs the next request a prefill, nothing more
             log.exception("keeping a prompt as a KV cube failed")
         finally:
-            with self._keeping:
-                self._kept_pending -= 1
-                self._keeping.notify_all()
+            self._kept(0)
+
+    def _kept(self, _: Any) -> None:
+        with self._keeping:
+            self._kept_pending -= 1
+            self._keeping.notify_all()
 
     def _in_system_done(self) -> None:
         self._last_used = time.monotonic()
