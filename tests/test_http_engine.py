@@ -258,3 +258,36 @@ def test_dashboard_api_needs_the_token_and_acts_on_the_store(node, model_name):
         assert "dashboard.js" in page.text and "script-src 'self'" in page.headers["content-security-policy"]
         assert (await client.get("/static/dashboard.js")).status_code == 200
     run(node, test)
+
+
+def test_lora_cubes_by_model_name_beside_plain_requests(node, model_name, tmp_path):
+    from memnet.model import lora
+    from tests import factories
+
+    config, weights = factories.lora_files(hidden=64, layers=2, targets=("q_proj", "o_proj"), seed=5)
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    (folder / "adapter_model.safetensors").write_bytes(weights)
+    cube = lora.import_adapter(node.publisher, folder, node.models.resolve(None)).cube_id
+    adapted = f"{model_name}+{cid.to_text(cube)}:0.5"
+
+    async def test(engine, client):
+        answers = {}
+
+        async def ask(name, tag):
+            r = await client.post("/v1/completions", json={"model": name, "prompt": "hello", "max_tokens": 8,
+                                                           "temperature": 0})
+            assert r.status_code == 200, r.text
+            answers.setdefault(tag, []).append(r.json()["choices"][0]["text"])
+
+        async with trio.open_nursery() as nursery:   # adapted and plain requests at once: each waits its turn
+            for tag, name in (("plain", model_name), ("lora", adapted), ("plain", model_name), ("lora", adapted)):
+                nursery.start_soon(ask, name, tag)
+        assert len(set(answers["plain"])) == 1 and len(set(answers["lora"])) == 1
+        assert answers["plain"][0] != answers["lora"][0]
+        await settle(engine)
+        from memnet.governance import audit
+        roles = [c["role"] for e in audit.entries(node.store, last=4) for c in e["cubes"]]
+        assert roles.count("lora") == 2
+    run(node, test)
