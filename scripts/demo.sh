@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The memnet demo: node homes on this machine; publish, list, show, verify, export, import; then
-# three daemons on loopback: publish on one, find and fetch (verified) on another, signed names.
+# three daemons on loopback: publish on one, find and fetch (verified) on another, signed names;
+# KV and LoRA cubes, memory and ask, distributed inference; the OpenAI-compatible API and dashboard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -189,6 +190,23 @@ for n in s2 s3; do
 done
 printf '\nthe next generation routes around it, with the same answer:\n'
 memnet --home "$carol" generate --chat "$work/question.json" -n 24 --distributed
+printf '\n\033[1mthe HTTP face: an OpenAI-compatible API with the model resident, and a dashboard\033[0m\n'
+# alice restarts with the API on loopback; any OpenAI client can use her memory unchanged
+memnet --home "$alice" shutdown >/dev/null
+for _ in $(seq 100); do [ -f "$alice/daemon.json" ] || break; sleep 0.1; done
+start "$alice" --bootstrap "$(addr "$bob")" --http-listen 127.0.0.1:0
+for _ in $(seq 600); do
+  [ "$(memnet --home "$alice" status --json | .venv/bin/python -c 'import json,sys; print(((json.load(sys.stdin).get("http") or {}).get("model") or {}).get("state"))')" = ready ] && break; sleep 0.2
+done
+step memnet --home "$alice" status
+api=$(memnet --home "$alice" dashboard --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["api"])')
+.venv/bin/python scripts/demo_http.py "$api" README.md
+dash=$(memnet --home "$alice" dashboard)
+printf '\nthe dashboard (open it in a browser; the token in the URL lets the page act):\n  %s\n' "$dash"
+if command -v chromium >/dev/null; then
+  chromium --headless=new --no-sandbox --disable-gpu --window-size=1400,1700 --virtual-time-budget=4000 \
+    --screenshot="$work/dashboard.png" "$dash" >/dev/null 2>&1 && echo "  (a screenshot of it: $work/dashboard.png)"
+fi
 for home in "$alice" "$bob" "$carol" "$work/s1" "$work/s2" "$work/s3"; do memnet --home "$home" shutdown >/dev/null 2>&1 || true; done
 wait
 echo; echo "demo finished; node homes and daemon logs are in $work"

@@ -160,7 +160,7 @@ class HttpSettings:
     prefill_chunk: int = setting(256, c.whole(16, 8192), live=False,
                                  doc="prompt tokens per step: a long prompt lets short requests in between")
     default_max_tokens: int = setting(256, c.count, live=False, doc="new tokens when a request sets no max_tokens")
-    cache_prompts: int = setting(256, c.whole(0), live=False,
+    cache_prompts: int = setting(128, c.whole(0), live=False,
                                  doc="prompt tokens no cube covered before the prompt's K/V is kept as a KV cube; 0 = never")
     cache_dtype: str = setting("float32", c.choice("float32", "float16", "bfloat16", "int8"), live=False,
                                doc="dtype of those cubes (float32: the next answer is exactly the same)")
