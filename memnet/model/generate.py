@@ -21,7 +21,7 @@ from memnet.cube import prefix
 from memnet.errors import FetchDeadline, FetchError, MemnetError, UsageError
 from memnet.governance.gate import Gate
 from memnet.local import Publisher
-from memnet.model import kv, perf, sampling
+from memnet.model import batch, kv, perf, sampling
 from memnet.model.loader import LoadedModel
 from memnet.model.segments import Segments
 from memnet.store import Store
@@ -287,11 +287,15 @@ def prepare(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, 
 
 
 def steps(store: Store, book: perf.PerfBook, loaded: LoadedModel, ids: list[int], options: Options,
-          prepared: Prepared) -> Generator[int | None, None, Generation]:
-    """The model's part of a generation, one unit of work per step: yields each new token id as
-    it is chosen, and None after each prefill chunk (options.prefill_chunk) that made no token,
-    so a server can interleave requests between steps; returns the Generation. Each forward runs
-    in its own inference_mode block: interleaved generators must not nest that context."""
+          prepared: Prepared) -> Generator[int | None | batch.Decode, Any, Generation]:
+    """The model's part of a generation, one unit of work per step, so that a server can
+    interleave requests between steps; returns the Generation. It yields:
+      None          after each prefill chunk (options.prefill_chunk) that made no token;
+      a token id    as each new token is chosen;
+      batch.Decode  when it needs the next forward: the driver answers with send((logits,
+                    cache)), from batch.forward_one or from one batched forward of several
+                    requests (batch.forward_many).
+    Each forward runs in its own inference_mode block: interleaved generators must not nest it."""
     from memnet.model.runtime import torch
 
     result, best = prepared.result, prepared.best
@@ -340,11 +344,9 @@ def steps(store: Store, book: perf.PerfBook, loaded: LoadedModel, ids: list[int]
         yield next_id
         if len(result.new_ids) == options.max_new_tokens:
             break
-        with torch.inference_mode():
-            out = loaded.model(input_ids=torch.tensor([[next_id]]), past_key_values=cache,
-                               position_ids=torch.tensor([[position]]), use_cache=True)
-        cache, position = out.past_key_values, position + 1
-        next_id = pick(out.logits[0, -1])
+        logits, cache = yield batch.Decode(next_id, position, cache)  # the driver runs the forward
+        position += 1
+        next_id = pick(logits)
     result.finish = "length" if len(result.new_ids) == options.max_new_tokens else "stop"
     result.seconds = time.perf_counter() - prepared.start
     result.text = loaded.decode(result.new_ids)
@@ -352,13 +354,15 @@ def steps(store: Store, book: perf.PerfBook, loaded: LoadedModel, ids: list[int]
     return result
 
 
-def run(work: Generator[int | None, None, Generation]) -> Generation:
-    """Drive steps() to the end."""
+def run(work: Generator[Any, Any, Generation], loaded: LoadedModel) -> Generation:
+    """Drive steps() to the end, one request alone."""
+    reply = None
     while True:
         try:
-            next(work)
+            value = work.send(reply)
         except StopIteration as done:
             return done.value
+        reply = batch.forward_one(loaded, value) if isinstance(value, batch.Decode) else None
 
 
 def generate(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, ids: list[int],
@@ -366,7 +370,7 @@ def generate(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel,
     """Generate from ids, reusing the cached prefix choose_prefix picks (or the given choice,
     made moments before by a planner: TTFT then starts at the fetch or load)."""
     prepared = prepare(store, gate, book, loaded, ids, options, swarm, choice)
-    return run(steps(store, book, loaded, ids, options, prepared))
+    return run(steps(store, book, loaded, ids, options, prepared), loaded)
 
 
 def build(publisher: Publisher, book: perf.PerfBook, loaded: LoadedModel, ids: list[int], dtype: str,

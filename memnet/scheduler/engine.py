@@ -8,10 +8,11 @@ A request goes through two stages, so that no stage waits on another's kind of w
 - prepare (a thread of its own per request, at most max_active at once): tokenize, recall
   memories, choose the cached prefix and fetch it from the swarm (the daemon's own fetch service,
   called back on the trio loop) — no tensor is touched;
-- the model worker (one thread; torch already uses every core): steps every admitted request in
-  turn, one prefill chunk or one token per step (generate.steps), so a long prompt lets short
-  requests through between its chunks, and status, dashboard and peers are served meanwhile by
-  the trio loop. Requests with other adapters wait until the current adapter's requests finish
+- the model worker (one thread; torch already uses every core): in rounds, each admitted request
+  takes one step (generate.steps): a prefill chunk of its own, or its next token, the decode
+  steps of all of them in one batched forward (memnet/model/batch.py). A long prompt lets short
+  requests through between its chunks; status, dashboard and peers are served meanwhile by the
+  trio loop. Requests with other adapters wait until the current adapter's requests finish
   (adapters are applied to the one model in place); admission is first come, first served.
 
 A prompt whose tokens no cube covered (at least cache_prompts of them) is kept afterwards as an
@@ -40,7 +41,7 @@ from memnet.cube import cid
 from memnet.errors import BusyError, MemnetError, NotFoundError, UsageError
 from memnet.governance import audit
 from memnet.home import Node
-from memnet.model import generate, perf
+from memnet.model import batch, generate, perf
 from memnet.model import lora as lora_mod
 from memnet.model.loader import LoadedModel
 from memnet.model.sampling import Sampling
@@ -113,6 +114,7 @@ class _Session:
     memories: list[bytes]
     work: Any = None
     started: float | None = None
+    pending: Any = None      # a batch.Decode waiting for the round's batched forward
 
 
 class Engine:
@@ -303,10 +305,9 @@ class Engine:
                 self._unload_if_idle()
                 continue
             self._admit(pending, active)
-            for session in list(active):
-                if self._step(session):
-                    active.remove(session)
-                    self._in_system_done()
+            for session in self._round(active):
+                active.remove(session)
+                self._in_system_done()
 
     def _admit(self, pending: deque[_Session], active: list[_Session]) -> None:
         """Pending requests join in arrival order while there is room and they need the adapter
@@ -330,8 +331,29 @@ class Engine:
                     continue
             active.append(head)
 
-    def _step(self, session: _Session) -> bool:
-        """One unit of work for a session; True when it is finished (done, failed or abandoned)."""
+    def _round(self, active: list[_Session]) -> list[_Session]:
+        """One step of every admitted request: prefill chunks one by one, then the decode steps
+        of all requests that wait for one in a single batched forward. Returns those finished."""
+        finished = [s for s in active if self._advance(s)]
+        ready = [s for s in active if s not in finished and s.pending is not None]
+        if not ready:
+            return finished
+        try:
+            replies = batch.forward_many(self.loaded, [s.pending for s in ready])
+        except Exception as exc:  # noqa: BLE001 - reported to these requests; the worker serves the others
+            log.exception("a decode step failed")
+            for session in ready:
+                self._fail(session, exc)
+            return finished + ready
+        for session, reply in zip(ready, replies):
+            session.pending = None
+            if self._advance(session, reply):
+                finished.append(session)
+        return finished
+
+    def _advance(self, session: _Session, reply: Any = None) -> bool:
+        """Run a session's generation to its next yield; True when it is finished (done, failed
+        or abandoned). A Decode it yields waits in session.pending for the round's batch."""
         if session.ticket.cancelled:
             if session.work is not None:
                 session.work.close()
@@ -344,13 +366,17 @@ class Engine:
                 result.text = self.loaded.decode(result.new_ids)
             self._finish(session, result)
             return True
+        if session.pending is not None:
+            return False
         try:
             if session.work is None:
                 session.started = time.perf_counter()
                 session.work = generate.steps(self.node.store, self.book, self.loaded, session.ids,
                                               session.options, session.prepared)
-            value = next(session.work)
-            if value is not None:
+            value = session.work.send(reply)
+            if isinstance(value, batch.Decode):
+                session.pending = value
+            elif value is not None:
                 with self._tokenizer:
                     text = self.loaded.decode(session.prepared.result.new_ids)
                 self._emit(session, Token(value, text))
@@ -361,9 +387,12 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - reported to this request; the worker serves the others
             if not isinstance(exc, MemnetError):
                 log.exception("generation failed")
-            self.counters["errors"] += 1
-            self._emit(session, Failed(exc))
+            self._fail(session, exc)
             return True
+
+    def _fail(self, session: _Session, exc: BaseException) -> None:
+        self.counters["errors"] += 1
+        self._emit(session, Failed(exc))
 
     def _finish(self, session: _Session, result: generate.Generation) -> None:
         cache, result.cache = result.cache, None  # the reply does not hold the request's K/V
