@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,10 @@ def daemon(tmp_path_factory, smollm2_models_dir):
     memnet(home, "remember", "The office wifi password is tangerine-42.")
     node = swarm.start("api", "--http-listen", "127.0.0.1:0")
     try:
+        deadline = time.monotonic() + 120
+        while json.loads(node.cli("status", "--json").out)["http"]["model"]["state"] != "ready":
+            assert time.monotonic() < deadline, node.log_text()
+            time.sleep(0.2)
         urls = json.loads(node.cli("dashboard", "--json").out)
         yield node, urls
     finally:
@@ -125,6 +130,29 @@ def test_curl_error_cases_and_the_daemon_goes_on(daemon):
     assert curl(urls["api"].replace("/v1", "/api/overview"))[0] == 401
     status = json.loads(node.cli("status", "--json").out)
     assert status["http"]["model"]["state"] == "ready" and node.alive()
+
+
+def test_idle_and_oversized_connections_do_not_stop_the_api(daemon):
+    """200 connections that send nothing and one request head over 16 KiB: the API still answers
+    at once, and the silent connections are closed after the keep-alive timeout (5 s)."""
+    node, urls = daemon
+    host, port = urls["url"].split("//")[1].split("/")[0].split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(200)]
+    try:
+        big = socket.create_connection((host, int(port)), timeout=5)
+        big.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+        answer = big.recv(4096)
+        assert answer == b"" or answer.split(b" ")[1] in (b"400", b"431"), answer[:100]
+        big.close()
+        start = time.monotonic()
+        assert [m.id for m in client(urls).models.list()] == ["smollm2"]
+        assert time.monotonic() - start < 2
+        idle[0].settimeout(15)
+        assert idle[0].recv(1) == b""                     # closed by the server after its idle timeout
+    finally:
+        for s in idle:
+            s.close()
+    assert node.alive()
 
 
 def _browser():

@@ -119,8 +119,9 @@ class Http(Service):
             config.bind = [self.settings.listen]
             config.accesslog = None
             config.errorlog = logging.getLogger("memnet.http")
-            config.keep_alive_timeout = 30
-            config.h11_max_incomplete_size = 64 * 1024
+            # a connection with no request under way goes after 5 s (hypercorn's default, kept:
+            # clients reconnect unseen); a request head over 16 KiB gets 431; bodies: openai_api.MAX_BODY
+            config.keep_alive_timeout = 5
             binds = await nursery.start(serve, app_mod.build(api, dashboard, token, host), config)
             self.url = binds[0]
             log.info("HTTP API and dashboard on %s", self.url)
