@@ -98,6 +98,8 @@ def test_four_clients_at_once_and_recall(daemon):
         max_tokens=16, temperature=0, extra_body={"memnet": {"recall": 2}})
     assert "tangerine" in answer.choices[0].message.content.lower()
     assert len(answer.model_extra["memnet"]["memories"]) == 1
+    logged = json.loads(node.cli("audit", "--last", "1", "--json").out)[-1]
+    assert [c["role"] for c in logged["cubes"]] == ["plaintext"] and logged["kind"] == "http"
 
 
 def curl(url, *args):

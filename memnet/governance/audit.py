@@ -101,10 +101,14 @@ def prune(store: Store, keep: int) -> int:
 
 def record_generation(store: Store, *, ids: Sequence[int], result: Any, prompt_text: str | None = None,
                       adapters: Sequence[tuple[bytes, int]] = (), kind: str = "generate",
-                      extra: dict[str, Any] | None = None) -> None:
-    """Log a memnet.model.generate.Generation: its KV cube (if one was reused) and the LoRA
-    cubes applied (adapters: (cube id, weight in thousandths), as lora.activate records them)."""
+                      extra: dict[str, Any] | None = None, memories: Sequence[bytes] = ()) -> None:
+    """Log a memnet.model.generate.Generation: the plaintext cubes recalled into its prompt, its
+    KV cube (if one was reused) and the LoRA cubes applied (adapters: (cube id, weight in
+    thousandths), as lora.activate records them)."""
     cubes = []
+    for cube_id in memories:
+        m = store.manifest(cube_id)
+        cubes.append({"cid": cube_id, "kind": m.kind, "author": m.author, "role": "plaintext", "source": "local"})
     if result.cube_id is not None:
         m = store.manifest(result.cube_id)
         cubes.append({"cid": result.cube_id, "kind": m.kind, "author": m.author, "role": "kv",

@@ -411,6 +411,7 @@ class Engine:
                 if result.reused else None
             audit.record_generation(store, ids=session.ids, result=result, prompt_text=session.prompt_text,
                                     adapters=self.loaded.adapters.get("specs", ()), kind="http",
+                                    memories=session.memories,
                                     extra={"ttft": round(result.ttft, 4),
                                            "saved_s": round(saved - result.steps.get("load", 0.0), 4) if saved else None})
             for cube_id in session.memories:
