@@ -8,12 +8,13 @@ One daemon (a separate process, `--http`, loopback) with the model resident. Pro
 messages of --tokens tokens of this repo's docs (every run a different slice: nothing is reused
 unless the row says so). Timed with the official openai client (streaming: TTFT is the first
 content chunk as the client sees it) and with `memnet generate --json --local` as a user runs it
-(a new process: wall time to its exit, its own TTFT, its model load):
+(a new process: wall time to its exit, its own TTFT, its model load). Per repetition, one new
+prompt, in this order:
 
-  cold   a prompt no cube covers: HTTP (the resident model prefills it, then keeps it as a cube)
-         against the CLI (process start, imports, model load, prefill);
-  warm   the same prompt again: HTTP reuses the cube it kept; the CLI reuses the same cube from
-         the store (the daemon's LMDB, opened by the CLI process).
+  cold   no cube covers it: the CLI first (process start, imports, model load, prefill; the CLI
+         keeps no cube), then the API (the resident model prefills it, then keeps it as a cube);
+  warm   the same prompt again: the API reuses the cube it kept; the CLI reuses the same cube
+         from the store (the daemon's LMDB, opened by the CLI process).
 
 Then throughput on short prompts (~20 tokens, 16 new tokens, greedy): requests/s with 1 client
 in sequence and with 4 concurrent clients (requests interleave by step on the one model).
@@ -135,7 +136,7 @@ def main() -> int:
     model, _ = node.models.pin("smollm2", print)
     print(f"model {model.name} {model.short}: pinned in {time.perf_counter() - start:.1f} s")
     loaded = loader.load(model)
-    texts = slices(loaded, args.tokens, 2 * args.reps)
+    texts = slices(loaded, args.tokens, args.reps)
     children = Children(root)
     try:
         children.daemon("daemon", node.home, "--http-listen", "127.0.0.1:0")
@@ -149,16 +150,17 @@ def main() -> int:
         http_api_warmup = http_ttft(api, [{"role": "user", "content": "hello"}])  # the first request's set-up
         del http_api_warmup
         for rep in range(args.reps):
-            a, b = messages(texts[2 * rep]), messages(texts[2 * rep + 1])
-            ttft, _, ext = http_ttft(api, a)
-            assert ext.get("reused_tokens") == 0, ext
-            rows["http_cold"].append(ttft)
-            wall, own, result = cli_ttft(node.home, b, root)
+            a = messages(texts[rep])
+            # the CLI keeps no cube: it runs first, then the API is cold on the same prompt
+            wall, own, result = cli_ttft(node.home, a, root)
             assert result["reused"] == 0, result
             rows["cli_cold"].append(wall)
             rows["cli_cold_ttft"].append(own)
             rows["cli_load"].append(result["model_load_seconds"])
-            time.sleep(1.0)  # the kept cube of prompt a is written (the next request would wait for it)
+            ttft, _, ext = http_ttft(api, a)
+            assert ext.get("reused_tokens") == 0, ext
+            rows["http_cold"].append(ttft)
+            time.sleep(1.0)  # a repeat sent at once would wait for the cube being kept (engine.KEEP_WAIT)
             ttft, _, ext = http_ttft(api, a)
             assert ext.get("reused_tokens", 0) > 0, ext
             rows["http_warm"].append(ttft)

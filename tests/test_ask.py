@@ -169,8 +169,9 @@ def test_cli_ask_explains_and_refuses_bad_input(tmp_path, models, tiny_model_dir
     where = tmp_path / "cli"
     memnet(where, "init")
     memnet(where, "model", "pin", str(tiny_model_dir))
-    for text in NOTES.values():
-        memnet(where, "remember", text)
+    notes = tmp_path / "notes.md"   # one process for the four notes (each CLI run loads the embedder)
+    notes.write_text("\n\n".join(NOTES.values()) + "\n")
+    memnet(where, "notes", "import", str(notes))
     shown = memnet(where, "ask", "Who has the key to the wifi?", "--explain", "-n", "3", "-k", "2")
     for phrase in ("plan for", "memories", "prompt", "kv ", "lora      none", "promote   no: memory set used 1/2"):
         assert phrase in shown.out, (phrase, shown.out)

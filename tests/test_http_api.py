@@ -170,6 +170,19 @@ def _browser():
     return webdriver.Chrome(options=options, service=Service(DRIVER))
 
 
+def _fresh(action, tries=20):
+    """Run action again when the page redrew the element it held (the dashboard redraws a part
+    when its data changed)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(tries - 1):
+        try:
+            return action()
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return action()
+
+
 def _pinned(node, cube):
     return cube in {c["cid"] for c in json.loads(node.cli("ls", "--pinned", "--json").out)}
 
@@ -189,19 +202,21 @@ def test_dashboard_in_headless_chromium(daemon, tmp_path):
         wait.until(lambda b: b.find_element(By.ID, "live").text == "live")
         assert "#token" not in browser.current_url                        # the token left the address bar
         assert browser.find_element(By.ID, "identity").text == node.peer_id
-        rows = browser.find_elements(By.CSS_SELECTOR, "#cubes tbody tr.cube")
-        cids = [r.get_attribute("data-cid") for r in rows]
+        cids = _fresh(lambda: [r.get_attribute("data-cid")
+                               for r in browser.find_elements(By.CSS_SELECTOR, "#cubes tbody tr.cube")])
         listed = {c["cid"] for c in json.loads(node.cli("ls", "--json").out)}
         assert set(cids) == listed and len(cids) >= 2                      # the note and the kept prompt
-        kept = next(r for r in rows if "prompt-cache" in r.text)
-        cube = kept.get_attribute("data-cid")
+        cube = _fresh(lambda: next(r.get_attribute("data-cid") for r in browser.find_elements(
+            By.CSS_SELECTOR, "#cubes tbody tr.cube") if "prompt-cache" in r.text))
         assert not _pinned(node, cube)
-        kept.find_element(By.CSS_SELECTOR, "button.pin").click()
+        pin = f'tr[data-cid="{cube}"] button.pin'
+        _fresh(lambda: browser.find_element(By.CSS_SELECTOR, pin).click())
         wait.until(lambda b: _pinned(node, cube))                          # the click changed the store
-        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, f'tr[data-cid="{cube}"] td.pinned').text == "yes")
-        browser.find_element(By.CSS_SELECTOR, f'tr[data-cid="{cube}"] button.pin').click()
+        wait.until(lambda b: _fresh(lambda: b.find_element(By.CSS_SELECTOR, f'tr[data-cid="{cube}"] td.pinned').text)
+                   == "yes")
+        _fresh(lambda: browser.find_element(By.CSS_SELECTOR, pin).click())
         wait.until(lambda b: not _pinned(node, cube))
-        browser.find_element(By.CSS_SELECTOR, f'tr[data-cid="{cube}"]').click()
+        _fresh(lambda: browser.find_element(By.CSS_SELECTOR, f'tr[data-cid="{cube}"] td').click())
         wait.until(lambda b: b.find_element(By.ID, "d-cid").text == cube)
         assert '"kind": "activation"' in browser.find_element(By.ID, "d-manifest").text
         wait.until(lambda b: "prompt tokens reused" in b.find_element(By.ID, "reuse-summary").text)
@@ -212,3 +227,35 @@ def test_dashboard_in_headless_chromium(daemon, tmp_path):
         browser.save_screenshot(str(tmp_path / "dashboard.png"))
     finally:
         browser.quit()
+
+
+def test_the_api_reuses_a_peers_cube(tmp_path, monkeypatch, tiny_model_dir):
+    """B's API request finds the prefix A built in the swarm, fetches it (through B's own fetch
+    service, from inside the daemon) and says where it came from."""
+    import urllib.request
+
+    monkeypatch.setenv("MEMNET_MODELS", str(tmp_path / "models"))
+    swarm = Swarm(tmp_path)
+    try:
+        a = swarm.start("a")
+        home_b = swarm.home("b")
+        memnet(home_b, "model", "pin", str(tiny_model_dir))
+        b = swarm.start("b", "--http-listen", "127.0.0.1:0", bootstrap=[a])
+        a.cli("model", "pin", str(tiny_model_dir))
+        b.cli("trust", "add", a.peer_id, "--for", "pin,inject")
+        text = " ".join(f"memory {i} is content addressed and shared" for i in range(22))
+        built = json.loads(a.cli("kv", "build", text, "--dtype", "float32", "--json").out)
+        url = json.loads(b.cli("dashboard", "--json").out)["api"] + "/completions"
+        body = json.dumps({"model": "tiny-llama", "prompt": text + " and so on", "max_tokens": 3, "temperature": 0,
+                           "memnet": {"fetch": "always"}}).encode()
+        deadline = time.monotonic() + 30
+        while True:   # A's announcement reaches the DHT asynchronously
+            request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+            ext = json.loads(urllib.request.urlopen(request, timeout=60).read())["memnet"]
+            if ext["source"] == "peer" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert ext["source"] == "peer" and ext["cube"] == built["cube"] and ext["reused_tokens"] == built["tokens"]
+        assert ext["peer"] == a.peer_id and ext["decision"].startswith("fetch")
+    finally:
+        swarm.close()

@@ -41,12 +41,21 @@ function size(n) {
 
 const short = (s) => (s && s.length > 20 ? s.slice(0, 10) + "…" + s.slice(-6) : s || "");
 
+const rendered = new Map();   // what each part last showed: redraw only what changed
+function changed(key, data) {
+  const text = JSON.stringify(data);
+  if (rendered.get(key) === text) return false;
+  rendered.set(key, text);
+  return true;
+}
+
 function setRows(tbody, rows) {
   tbody.replaceChildren(...rows);
 }
 
 async function overview() {
   const o = await api("/api/overview");
+  if (!changed("overview", { ...o, time: 0, node: { ...o.node, uptime: Math.floor(o.node.uptime / 10) } })) return;
   const n = o.node;
   $("identity").textContent = n.peer_id;
   const model = o.model || {};
@@ -64,6 +73,7 @@ async function overview() {
 
 async function peers() {
   const list = await api("/api/peers");
+  if (!changed("peers", list)) return;
   $("peer-count").textContent = `(${list.length})`;
   setRows($("peers").tBodies[0], list.map((p) =>
     el("tr", {}, el("td", { class: "mono" }, short(p.peer_id)), el("td", { class: "mono" }, p.addrs.join(" ")))));
@@ -94,6 +104,7 @@ async function act(cid, action, button) {
 
 async function cubes() {
   const r = await api("/api/cubes?" + filterQuery());
+  if (!changed("cubes", r)) return;
   $("cube-count").textContent = `(${r.total})`;
   setRows($("cubes").tBodies[0], r.cubes.map((c) => {
     const pin = el("button", { type: "button", class: "pin", "data-cid": c.cid },
@@ -124,6 +135,7 @@ async function details(cid) {
 
 async function fetches() {
   const list = await api("/api/fetches");
+  if (!changed("fetches", list)) return;
   const items = list.map((f) => el("li", {}, short(f.cube) + " ",
     el("progress", { max: String(f.total || 1), value: String(f.done) }),
     ` ${size(f.done)} of ${size(f.total)}`));
@@ -160,6 +172,7 @@ function plot(points) {
 
 async function reuse() {
   const r = await api("/api/reuse");
+  if (!changed("reuse", r)) return;
   $("reuse-summary").textContent = `${r.reused_tokens} prompt tokens reused, ≈ ${r.saved_s.toFixed(2)} s of prefill ` +
     `saved over ${r.points.length} generations`;
   plot(r.points);
@@ -167,6 +180,7 @@ async function reuse() {
 
 async function audit() {
   const list = await api("/api/audit?last=50");
+  if (!changed("audit", list)) return;
   setRows($("audit").tBodies[0], list.reverse().map((e) => el("tr", {},
     el("td", {}, new Date(e.time / 1e6).toLocaleTimeString()), el("td", {}, e.kind),
     el("td", {}, (e.preview || "").slice(0, 80)), el("td", {}, e.extra ? `${e.extra.reused ?? "-"}/${e.extra.prompt_tokens ?? "-"}` : ""),
@@ -175,6 +189,7 @@ async function audit() {
 
 async function trust() {
   const t = await api("/api/trust");
+  if (!changed("trust", t)) return;
   $("trust").textContent = JSON.stringify(t.policy, null, 1) + `\n(self = ${t.self})`;
 }
 
