@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_swarm import BenchError, Children  # noqa: E402
+from memnet import config as config_mod  # noqa: E402
 from memnet import home as home_mod  # noqa: E402
 from memnet.daemon.control import ControlClient  # noqa: E402
 from memnet.model import loader  # noqa: E402
@@ -124,6 +125,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=1024, help="prompt tokens for the cold/warm rows")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--requests", type=int, default=24, help="short requests per throughput row")
+    parser.add_argument("--prefill-chunk", type=int, help="http.prefill_chunk for the daemon (default: the config's)")
     parser.add_argument("--models", type=Path, help="A models folder to reuse (else SmolLM2 is converted).")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -132,6 +134,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="memnet-bench-http-"))
     os.environ["MEMNET_MODELS"] = str(args.models or root / "models")
     node = home_mod.init(root / "node")
+    if args.prefill_chunk:
+        config_mod.update(node.home, "http.prefill_chunk", args.prefill_chunk)
     start = time.perf_counter()
     model, _ = node.models.pin("smollm2", print)
     print(f"model {model.name} {model.short}: pinned in {time.perf_counter() - start:.1f} s")

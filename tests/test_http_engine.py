@@ -147,10 +147,13 @@ def test_sampling_with_a_seed_repeats(node, model_name):
 
 
 def test_a_long_prompt_lets_a_short_request_through(node, model_name):
-    """prefill_chunk=16: the 400-token prompt takes 25 steps; the short one, sent after it,
-    finishes first."""
+    """With another request active, prefill_chunk=16 cuts the 360-token prompt into 23 steps;
+    the short request, sent after it, finishes first."""
     async def test(engine, client):
         order = []
+        blocker = await engine.submit(Job(prompt="keep busy", max_tokens=200))
+        async for event in blocker:      # the blocker is generating: the model is not alone
+            break
 
         async def ask(content, tag, tokens):
             r = await client.post("/v1/chat/completions", json=chat_body(content, model=model_name, max_tokens=tokens))
@@ -158,10 +161,11 @@ def test_a_long_prompt_lets_a_short_request_through(node, model_name):
             order.append(tag)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(ask, LONG, "long", 40)
+            nursery.start_soon(ask, LONG, "long", 2)
             await trio.sleep(0.05)
             nursery.start_soon(ask, "hi", "short", 2)
         assert order == ["short", "long"]
+        blocker.close()
     run(node, test, prefill_chunk=16, cache_prompts=0)
 
 
