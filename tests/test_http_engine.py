@@ -37,7 +37,7 @@ async def served(node, **settings):
         return []
 
     table = Table([Command("status", status, NoArgs), Command("peers", peers, NoArgs)])
-    dashboard = Dashboard(node, table, engine.info, lambda: [], {"listen": "127.0.0.1:8377", "token_required_for_api": False})
+    dashboard = Dashboard(node, table, engine.info, lambda: [], {"url": "http://127.0.0.1:8377", "token_required_for_api": False})
     app = app_mod.build(OpenAIApi(engine), dashboard, TOKEN, "127.0.0.1")
     transport = httpx.ASGITransport(app=app)
     try:

@@ -108,7 +108,7 @@ def test_too_many_messages():
         schema.chat({"model": "smollm2", "messages": USER * (schema.MAX_MESSAGES + 1)}, SERVED)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
                     max_leaves=30))
@@ -120,7 +120,7 @@ def test_any_json_value_is_a_request_or_a_usage_error(doc):
             assert isinstance(exc, UsageError) and "\n" not in str(exc)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=200))
 def test_truncated_and_garbled_bodies(raw):
     body = json.dumps({"model": "smollm2", "messages": USER, "max_tokens": 3}).encode()
@@ -175,7 +175,7 @@ def test_half_characters_wait():
     assert s.feed("café") == ("é", False)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet="abE\nN", max_size=4), max_size=12), st.lists(st.text(alphabet="abEN\n", min_size=1, max_size=3), max_size=3))
 def test_streamed_equals_whole(pieces, stops):
     whole = "".join(pieces)

@@ -113,8 +113,8 @@ class Http(Service):
             api = OpenAIApi(self.engine)
             host, _, port = self.settings.listen.rpartition(":")
             host = host.strip("[]")
-            dashboard = Dashboard(self.node, self.table, self.engine.info, self._fetches,
-                                  {"listen": self.settings.listen, "token_required_for_api": not _loopback(host)})
+            about = {"url": None, "token_required_for_api": not _loopback(host)}
+            dashboard = Dashboard(self.node, self.table, self.engine.info, self._fetches, about)
             config = HypercornConfig()
             config.bind = [self.settings.listen]
             config.accesslog = None
@@ -123,7 +123,7 @@ class Http(Service):
             # clients reconnect unseen); a request head over 16 KiB gets 431; bodies: openai_api.MAX_BODY
             config.keep_alive_timeout = 5
             binds = await nursery.start(serve, app_mod.build(api, dashboard, token, host), config)
-            self.url = binds[0]
+            self.url = about["url"] = binds[0]
             log.info("HTTP API and dashboard on %s", self.url)
             nursery.start_soon(self._start_engine)
             task_status.started()

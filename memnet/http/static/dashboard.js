@@ -65,7 +65,7 @@ async function overview() {
     ["cubes", `${n.cubes} stored, ${n.providing} announced`], ["served", size(n.served_bytes || 0)],
     ["model", `${model.model || "?"} (${model.state}), ${model.requests || 0} requests, ` +
               `${model.reused_tokens || 0} of ${model.prompt_tokens || 0} prompt tokens reused`],
-    ["API", `${o.api.listen} /v1` + (o.api.token_required_for_api ? " (token required)" : "")],
+    ["API", `${o.api.url}/v1` + (o.api.token_required_for_api ? " (token required)" : "")],
     ["services", Object.entries(n.services || {}).map(([k, v]) => `${k}: ${v}`).join(", ")],
   ];
   $("node").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
