@@ -304,8 +304,15 @@ class Engine:
             if not (pending or active):
                 self._unload_if_idle()
                 continue
-            self._admit(pending, active)
-            for session in self._round(active, len(pending)):
+            try:
+                self._admit(pending, active)
+                finished = self._round(active, len(pending))
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one round
+                log.exception("a round of the model worker failed")
+                for session in active:
+                    self._fail(session, exc)
+                finished = list(active)
+            for session in finished:
                 active.remove(session)
                 self._in_system_done()
 
@@ -421,7 +428,7 @@ class Engine:
                                            "saved_s": round(saved - result.steps.get("load", 0.0), 4) if saved else None})
             for cube_id in session.memories:
                 store.record_access(cube_id)
-        except MemnetError as exc:
+        except Exception as exc:  # noqa: BLE001 - the answer is out; bookkeeping must not stop the worker
             log.warning("after a request: %s", exc)
         if keep:
             try:
