@@ -55,11 +55,8 @@ class OpenAIApi:
 
     def served(self) -> list[str]:
         """The names the engine's model answers to: its pinned name and fingerprint prefix."""
-        try:
-            pinned = self.engine.node.models.resolve(self.engine.settings.model)
-        except Exception:  # noqa: BLE001 - no model pinned: nothing is served
-            return []
-        return [pinned.name, pinned.short]
+        pinned = self.engine.pinned
+        return [pinned.name, pinned.short] if pinned is not None else []
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [self._model(n) for n in self.served()[:1]]})

@@ -45,6 +45,7 @@ from memnet.home import Node
 from memnet.model import batch, generate, perf
 from memnet.model import lora as lora_mod
 from memnet.model.loader import LoadedModel
+from memnet.model.pinned import PinnedModel
 from memnet.model.sampling import Sampling
 
 log = logging.getLogger("memnet.engine")
@@ -125,6 +126,8 @@ class Engine:
         id) is called on the trio loop after a prompt was kept as a cube."""
         self.node, self.settings, self.swarm, self.on_cached = node, settings, swarm, on_cached
         self.loaded: LoadedModel | None = None
+        self.pinned: PinnedModel | None = None   # the model served, decided at start
+        self.resident = False                    # it stays loaded (http.resident, decided at start)
         self.book = node.perf               # one book for every request (it locks its writes)
         self.state = "idle"                 # idle | loading | ready | failed: ...
         self.started = int(time.time())
@@ -145,22 +148,25 @@ class Engine:
 
     # -- life ------------------------------------------------------------------------------
 
-    def resident(self) -> bool:
+    def _resident(self) -> bool:
         mode = self.settings.resident
-        if mode != "auto":
+        if mode != "auto" or self.pinned is None:
             return mode == "on"
-        try:
-            pinned = self.node.models.resolve(self.settings.model)
-        except MemnetError:
-            return False
-        weights = sum(p.stat().st_size for p in pinned.folder.glob("*.safetensors"))
+        weights = sum(p.stat().st_size for p in self.pinned.folder.glob("*.safetensors"))
         return available_memory() >= MEMORY_FACTOR * weights
 
     async def start(self) -> None:
+        """Decide the model once (a model pinned later is not served until a restart) and
+        whether it stays loaded; start the worker; load the model if it stays."""
+        try:
+            self.pinned = self.node.models.resolve(self.settings.model)
+        except MemnetError as exc:  # nothing pinned: the API lists no model and says why on use
+            self.state = f"failed: {exc}"[:200]
+        self.resident = self._resident()
         self._token = trio.lowlevel.current_trio_token()
         self._thread = threading.Thread(target=self._worker, name="memnet-model", daemon=True)
         self._thread.start()
-        if self.resident():
+        if self.resident:
             await trio.to_thread.run_sync(self._ensure_loaded)
 
     def stop(self) -> None:
@@ -174,7 +180,7 @@ class Engine:
 
                 self.state = "loading"
                 try:
-                    self.loaded = loader.load(self.node.models.resolve(self.settings.model))
+                    self.loaded = loader.load(self.pinned or self.node.models.resolve(self.settings.model))
                 except BaseException as exc:
                     self.state = f"failed: {exc}"[:200]
                     raise
@@ -184,7 +190,7 @@ class Engine:
 
     def _unload_if_idle(self) -> None:
         """A non-resident model goes once nothing used it for idle_unload seconds."""
-        if self.loaded is None or self._in_system or self.resident() \
+        if self.loaded is None or self._in_system or self.resident \
                 or time.monotonic() - self._last_used < self.settings.idle_unload:
             return
         from memnet.model import loader
