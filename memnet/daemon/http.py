@@ -18,6 +18,7 @@ from memnet.daemon.commands import Command, NoArgs, Progress, Table
 from memnet.errors import DaemonError, DaemonTimeout, MemnetError
 from memnet.files import write_atomic
 from memnet.home import Node
+from memnet.http.guard import is_loopback
 
 log = logging.getLogger("memnet.daemon")
 TOKEN_FILE = "http_token"
@@ -113,7 +114,7 @@ class Http(Service):
             api = OpenAIApi(self.engine)
             host, _, port = self.settings.listen.rpartition(":")
             host = host.strip("[]")
-            about = {"url": None, "token_required_for_api": not _loopback(host)}
+            about = {"url": None, "token_required_for_api": not is_loopback(host)}
             dashboard = Dashboard(self.node, self.table, self.engine.info, self._fetches, about)
             config = HypercornConfig()
             config.bind = [self.settings.listen]
@@ -153,9 +154,3 @@ class Http(Service):
     async def _cmd_status(self, args: NoArgs, progress: Progress) -> dict:
         return {"enabled": self.settings.enabled, "url": self.url,
                 "model": self.engine.info() if self.engine is not None else None}
-
-
-def _loopback(host: str) -> bool:
-    from memnet.http.guard import is_loopback
-
-    return is_loopback(host)
