@@ -178,10 +178,18 @@ def test_half_characters_wait():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet="abE\nN", max_size=4), max_size=12), st.lists(st.text(alphabet="abEN\n", min_size=1, max_size=3), max_size=3))
 def test_streamed_equals_whole(pieces, stops):
+    """Whatever the pieces, the answer ends before the stop sequence that is completed first,
+    character by character (hypothesis found pieces ["a\n", "\n"] with stops ["\n", "a\n\n"])."""
     whole = "".join(pieces)
-    cut = min((i for i in (whole.find(s) for s in stops) if i >= 0), default=len(whole))
+    expected, stopped_at = whole, False
+    for i in range(1, len(whole) + 1):
+        starts = [whole[:i].find(s) for s in stops if s in whole[:i]]
+        if starts:
+            expected, stopped_at = whole[:min(starts)], True
+            break
     out, stopped = feed_all(stops, pieces)
-    assert out == whole[:cut] and stopped == (cut < len(whole))
+    assert out == expected and stopped == stopped_at
+    assert feed_all(stops, [whole]) == (expected, stopped_at)   # one piece: the same answer
 
 
 # -- the guard ----------------------------------------------------------------------------------

@@ -23,8 +23,11 @@ class StopText:
         """text: the whole answer so far. Returns (new text to show, whether a stop was hit)."""
         if self.stopped:
             return "", True
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        # the stop sequence completed first ends the answer (as it would have while streaming,
+        # whatever the token boundaries): the earliest end, then the earliest start
+        found = [(i + len(s), i) for s in self.stops if (i := text.find(s)) >= 0]
+        if found:
+            cut = min(found)[1]
             self.text, self.stopped = text[:cut], True
             return self._show(self.text), True
         self.text = text
