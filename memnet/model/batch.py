@@ -67,13 +67,10 @@ def forward_many(loaded: LoadedModel, steps: list[Decode]) -> list[tuple[Any, An
         out = loaded.model(input_ids=torch.tensor([[s.token] for s in steps]), past_key_values=padded,
                            attention_mask=mask, position_ids=torch.tensor([[n] for n in lengths]), use_cache=True)
         results = []
-        for row, n in enumerate(lengths):
-            cache = transformers.DynamicCache(config=loaded.model.config)
-            for index, layer in enumerate(cache.layers):
-                # this request's rows without the padding (a view: the next step copies it anyway)
-                keys = out.past_key_values.layers[index].keys[row:row + 1, :, longest - n:]
-                values = out.past_key_values.layers[index].values[row:row + 1, :, longest - n:]
-                layer.lazy_initialization(keys, values)
-                layer.keys, layer.values = keys, values
-            results.append((out.logits[row, -1], cache))
+        for row, step in enumerate(steps):
+            # the new position goes into the request's own cache (in place for kv_buffer's layers)
+            for index, layer in enumerate(step.cache.layers):
+                done = out.past_key_values.layers[index]
+                layer.update(done.keys[row:row + 1, :, -1:], done.values[row:row + 1, :, -1:])
+            results.append((out.logits[row, -1], step.cache))
     return results

@@ -296,14 +296,18 @@ def steps(store: Store, book: perf.PerfBook, loaded: LoadedModel, ids: list[int]
                     cache)), from batch.forward_one or from one batched forward of several
                     requests (batch.forward_many).
     Each forward runs in its own inference_mode block: interleaved generators must not nest it."""
+    from memnet.model import kv_buffer
     from memnet.model.runtime import torch
 
     result, best = prepared.result, prepared.best
-    cache, n_cached = None, 0
+    # one buffer per layer for the prompt and the answer, filled in place (kv_buffer)
+    capacity = len(ids) + options.max_new_tokens
+    cache, n_cached = kv_buffer.new_cache(loaded.model, capacity), 0
     if best is not None:
         mark = time.perf_counter()
         cache = store.with_payload_views(
-            best.cube_id, lambda views: kv.cache_from_payload(Segments(views), best.meta, loaded, best.usable))
+            best.cube_id, lambda views: kv.cache_from_payload(Segments(views), best.meta, loaded, best.usable,
+                                                              capacity))
         load_seconds = time.perf_counter() - mark
         result.steps["load"] = load_seconds
         book.add_load(best.size, load_seconds)

@@ -124,40 +124,41 @@ def usable_tokens(meta: dict[str, Any], ids: list[int]) -> int:
     return min(matched, len(ids) - 1)
 
 
-def _tensor(source: Segments, header: Any, name: str, n_use: int):
+def _tensor(source: Segments, header: Any, name: str, n_use: int, out: Any = None):
     """One [kv_heads, n, dim] tensor of the payload as float32 [1, kv_heads, n_use, dim], converted
-    straight from the payload's bytes (a cut cube reads each head's first n_use rows)."""
+    straight from the payload's bytes (a cut cube reads each head's first n_use rows) into out
+    when given (a view whose rows are contiguous per head: an in-place cache's buffer)."""
     from memnet.model.runtime import torch
 
     info = header.tensors[name]
     heads, n, dim = info.shape
     st_name = _NAME_BY_ST[info.dtype]
     size = DTYPE_SIZES[info.dtype]
-    out = torch.empty((heads, n_use, dim), dtype=torch.float32)
-    flat = out.view(-1)
+    if out is None:
+        out = torch.empty((1, heads, n_use, dim), dtype=torch.float32)
     base = header.data_start + info.start
-    if n_use == n:
-        segments.copy_range(flat, source, base, info.end + header.data_start, _torch_dtype(st_name), size)
+    if n_use == n and out.is_contiguous():
+        segments.copy_range(out.view(-1), source, base, info.end + header.data_start, _torch_dtype(st_name), size)
     else:
         keep = n_use * dim
         for h in range(heads):
             row = base + h * n * dim * size
-            segments.copy_range(flat[h * keep:(h + 1) * keep], source, row, row + keep * size,
-                                _torch_dtype(st_name), size)
-    return out.unsqueeze(0)
+            segments.copy_range(out[0, h].view(-1), source, row, row + keep * size, _torch_dtype(st_name), size)
+    return out
 
 
 _NAME_BY_ST = {st: name for name, st in payloads.KV_TENSOR_DTYPES.items()} | {"F32": "float32"}
 
 
 def cache_from_payload(payload: bytes | memoryview | Segments, meta: dict[str, Any], loaded: LoadedModel,
-                       n_use: int) -> Any:
-    """A DynamicCache holding the cube's first n_use positions, in the model's fp32. Each tensor is
-    converted once from the payload's bytes (a Segments reads the stored chunks in place: at 2048
-    tokens the load is most of the time to first token after the suffix itself)."""
-    from memnet.model.runtime import transformers
+                       n_use: int, capacity: int = 0) -> Any:
+    """A cache holding the cube's first n_use positions, in the model's fp32, filled in place
+    (kv_buffer) with room for capacity positions in all. Each tensor is converted once from the
+    payload's bytes straight into the cache's buffers (a Segments reads the stored chunks in
+    place: at 2048 tokens the load is most of the time to first token after the suffix itself)."""
+    from memnet.model import kv_buffer
 
-    cache = transformers.DynamicCache(config=loaded.model.config)
+    cache = kv_buffer.new_cache(loaded.model, max(capacity, n_use))
     fill_layers(cache, payload, meta, loaded, n_use, range(len(cache.layers)))
     return cache
 
@@ -171,15 +172,31 @@ def fill_layers(cache: Any, payload: bytes | memoryview | Segments, meta: dict[s
     if not 0 < n_use <= meta["n_tokens"]:
         raise PolicyError(f"cannot use {n_use} of the cube's {meta['n_tokens']} tokens")
     for index in layers:
-        layer = cache.layers[index]
-        pair = []
-        for name in ("k", "v"):
-            t = _tensor(source, header, f"{name}.{index}", n_use)
-            if meta["dtype"] == "int8":
-                t.mul_(_tensor(source, header, f"{name}_scale.{index}", n_use))
-            pair.append(t)
-        # DynamicLayer.update would torch.cat onto an empty tensor: one more full copy. The layer
-        # is filled directly instead (transformers 5.23, pinned in requirements.lock; the exact
-        # round-trip tests catch a change).
-        layer.lazy_initialization(*pair)
-        layer.keys, layer.values = pair
+        fill_layer(cache.layers[index], source, header, meta, index, n_use)
+
+
+def fill_layer(layer: Any, source: Segments, header: Any, meta: dict[str, Any], index: int, n_use: int) -> None:
+    """Layer `index` of a cache from the cube's k.{index} / v.{index} (header already checked)."""
+    from memnet.model import kv_buffer
+    from memnet.model.runtime import torch
+
+    def convert(name: str, out: Any = None):
+        t = _tensor(source, header, f"{name}.{index}", n_use, out)
+        if meta["dtype"] == "int8":
+            t.mul_(_tensor(source, header, f"{name}_scale.{index}", n_use))
+        return t
+
+    if isinstance(layer, kv_buffer.InPlaceLayer):  # converted straight into the cache's buffers
+        heads, _, dim = header.tensors[f"k.{index}"].shape
+        like = torch.empty((1, heads, 0, dim), dtype=torch.float32)
+        keys, values = layer.reserve(like, like, n_use)
+        convert("k", keys)
+        convert("v", values)
+        layer.commit(n_use)
+        return
+    pair = [convert("k"), convert("v")]
+    # DynamicLayer.update would torch.cat onto an empty tensor: one more full copy. The layer
+    # is filled directly instead (transformers 5.23, pinned in requirements.lock; the exact
+    # round-trip tests catch a change).
+    layer.lazy_initialization(*pair)
+    layer.keys, layer.values = pair
