@@ -225,6 +225,29 @@ def test_apply_changes_the_output_and_empty_restores_the_exact_base(node, loaded
     assert torch.equal(logits(loaded), adapted)  # and back again, the same
 
 
+def test_adapters_are_merged_into_the_weights_and_the_base_comes_back_exactly(node, loaded, tmp_path):
+    """No first-token (or any-token) cost for an adapter: activation folds it into the base
+    weights; the merged model answers as the unmerged LoRA layers do (float rounding apart), and
+    deactivation puts back the saved base weights, not base + delta - delta."""
+    from peft.tuners.lora import LoraLayer
+
+    base = logits(loaded)
+    original = loaded.model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    a = imported(node, loaded, tmp_path, seed=1)
+    lora.activate(node.store, node.gate(), loaded, [(a, 0.7)])
+    layers = [m for m in loaded.model.modules() if isinstance(m, LoraLayer)]
+    assert layers and all(m.merged for m in layers)
+    assert not torch.equal(layers[0].get_base_layer().weight, original)
+    merged = logits(loaded)
+    for module in layers:
+        module.unmerge()  # peft subtracts the delta: the unmerged forward, with its rank-r matmuls
+    unmerged = logits(loaded)
+    assert float((merged - unmerged).abs().max()) < 1e-4 and float((merged - base).abs().max()) > 1e-2
+    lora.activate(node.store, node.gate(), loaded, [])
+    assert torch.equal(loaded.model.model.layers[0].self_attn.q_proj.weight, original)
+    assert torch.equal(logits(loaded), base)
+
+
 def test_composition_is_the_weighted_sum_of_the_updates(node, loaded, tmp_path):
     a = imported(node, loaded, tmp_path, seed=1)
     b = imported(node, loaded, tmp_path, seed=2, r=8, targets=("q_proj", "k_proj"))  # another rank and targets
