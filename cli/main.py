@@ -150,9 +150,11 @@ def show(cube: str = typer.Argument(..., help="Cube CID."), as_json: bool = type
         return
     doc["chunks"] = f"{len(m.chunks)} x {render.human_size(m.chunk_size)}"
     doc["size"] = f"{m.size} ({render.human_size(m.size)})"
-    for key in ("prefix_keys",):
-        if key in doc.get("meta", {}):
-            doc["meta"][key] = f"{len(doc['meta'][key])} keys"
+    meta = doc.get("meta", {})
+    if "prefix_keys" in meta:
+        meta["prefix_keys"] = f"{len(meta['prefix_keys'])} keys"
+    if "token_ids" in meta:  # hex of u32le each: 8 digits per token
+        meta["token_ids"] = f"{len(meta['token_ids']) // 8} ids"
     if m.seal is not None:  # who can read it, not the wrapped keys
         doc["seal"] = f"private: {m.seal['alg']}, payload {render.human_size(sealed.plaintext_size(m.size))}"
         doc["recipients"] = ", ".join(doc["recipients"])

@@ -106,14 +106,18 @@ def kv_build(
         raise UsageError(f"--dtype must be one of {', '.join(kv.DTYPE_NAMES)}")
     given = _input(text, file, chat)
     optional = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
-    cube, n_tokens, seconds = api.build_kv(given, home=_node(), model=model, lora=lora, dtype=dtype, ttl=ttl,
-                                           **optional)
+    cube, n_tokens, seconds, held_back = api.build_kv(given, home=_node(), model=model, lora=lora, dtype=dtype,
+                                                      ttl=ttl, **optional)
     announce([cube.cube_id])
     if as_json:
         _print_json({"cube": cid.to_text(cube.cube_id), "tokens": n_tokens, "dtype": dtype,
                      "bytes": cube.manifest.size, "prefill_seconds": seconds,
-                     "prefix_keys": len(cube.manifest.meta["prefix_keys"])})
+                     "prefix_keys": len(cube.manifest.meta["prefix_keys"]), "held_back": held_back})
         return
+    if held_back:
+        _say(f"the text's last {held_back} token(s) (trailing whitespace) merge with whatever a prompt adds "
+             f"after them, so the cube stops before them: every prompt that continues the text reuses all "
+             f"{n_tokens}")
     _say(f"{n_tokens} tokens prefilled in {seconds:.2f} s; {render.human_size(cube.manifest.size)} of "
          f"{dtype} K/V ({cube.manifest.size // n_tokens} B/token), {len(cube.manifest.meta['prefix_keys'])} prefix keys")
     sys.stdout.write(cid.to_text(cube.cube_id) + "\n")

@@ -12,7 +12,7 @@ the home (and swarm=True), prefixes the local store lacks are looked up in the s
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from memnet import home as home_mod
 from memnet import ingest
@@ -138,13 +138,26 @@ def generate(prompt: Prompt, *, home: str | os.PathLike | home_mod.Node | None =
     return result
 
 
+class KvBuild(NamedTuple):
+    cube: Cube
+    n_tokens: int       # tokens the cube holds
+    seconds: float      # their prefill
+    held_back: int = 0  # trailing tokens of the text left out: they merge with whatever follows
+
+
 def build_kv(prompt: Prompt, *, home: str | os.PathLike | home_mod.Node | None = None, model: str | None = None,
-             lora: str | None = None, dtype: str = "float16", **publish_options: Any) -> tuple[Cube, int, float]:
-    """Prefill a prefix and publish its K/V as an activation cube: (cube, tokens, prefill seconds)."""
-    from memnet.model import generate as gen
+             lora: str | None = None, dtype: str = "float16", **publish_options: Any) -> KvBuild:
+    """Prefill a prefix and publish its K/V as an activation cube. A text whose last tokens the
+    tokenizer would merge with what a prompt adds after it (trailing whitespace: "\n" then
+    "\n\n" become one "\n\n\n" token) is cut before them, so that every prompt continuing
+    the text shares all the cube's tokens."""
+    from memnet.model import generate as gen, kv
 
     node = home if isinstance(home, home_mod.Node) else open_node(home)
     loaded, adapter = load(node, model, lora)
     ids = token_ids(loaded, prompt, add_generation_prompt=False)
-    cube, seconds = gen.build(node.publisher, node.perf, loaded, ids, dtype, adapter, **publish_options)
-    return cube, len(ids), seconds
+    keep = kv.stable_length(loaded, prompt, ids) if isinstance(prompt, str) else len(ids)
+    if keep == 0:
+        raise UsageError("the text has no token that stays the same whatever follows it")
+    cube, seconds = gen.build(node.publisher, node.perf, loaded, ids[:keep], dtype, adapter, **publish_options)
+    return KvBuild(cube, keep, seconds, len(ids) - keep)

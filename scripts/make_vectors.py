@@ -305,6 +305,11 @@ ACTIVATION_INT8_TOKENS = [1, 15, 22, 4000, 65535, 65536, 2**31, 2**32 - 1, 0, 7]
 ACTIVATION_F32_TOKENS = [1, 2, 3, 4, 5]
 
 
+def prefix_ids(tokens: list[int]) -> bytes:
+    """meta.token_ids: the ids as little-endian u32."""
+    return struct.pack(f"<{len(tokens)}I", *tokens)
+
+
 def activation_meta(dtype: str, tokens: list[int], block_size: int, layers: int, kv_heads: int,
                     head_dim: int, adapter: bytes | None) -> dict:
     salt = prefix.salt(MODEL_FP, TOKENIZER_FP, adapter, dtype)
@@ -596,6 +601,10 @@ def invalid_manifest_vectors(cubes: dict[str, build.Cube]) -> dict:
         ("activation meta: prefix_keys count does not fit n_tokens",
          of("activation_int8", n_tokens=20), "FormatError", {}),
         ("activation meta: dtype float64", of("activation_int8", dtype="float64"), "FormatError", {}),
+        ("activation meta: token_ids that do not hash to prefix_keys",
+         of("activation_int8", token_ids=prefix_ids(ACTIVATION_INT8_TOKENS[:-1] + [8])), "FormatError", {}),
+        ("activation meta: token_ids one id short",
+         of("activation_int8", token_ids=prefix_ids(ACTIVATION_INT8_TOKENS[:-1])), "FormatError", {}),
         ("activation meta: layout lacks head_dim",
          of("activation_int8", layout={"layers": 2, "kv_heads": 2}), "FormatError", {}),
         ("parameter meta: peft type IA3",

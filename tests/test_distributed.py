@@ -106,7 +106,7 @@ def test_distributed_greedy_equals_local_unseeded_and_seeded(cluster):
     assert [(h["start"], h["end"]) for h in plain.route] == [(0, 2), (2, 4)]
     assert plain.reused == 0 and "route" in plain.timing_line()
     # a float32 cube of the prompt's prefix on the client: the servers seed from their shares of it
-    cube, n_tokens, _ = api.build_kv(PROMPT, home=node, dtype="float32")
+    cube, n_tokens, _, _ = api.build_kv(PROMPT, home=node, dtype="float32")
     ControlClient(a.state).call("announce", cubes=[cube.cube_id])
     seeded = api.generate(PROMPT + " and on", home=node, max_new_tokens=12, swarm=False, distributed=True)
     expected2 = local_answer(node, PROMPT + " and on", 12)
@@ -232,7 +232,7 @@ def test_smollm2_two_spans_seeded_and_unseeded_equal_local(tmp_path, monkeypatch
         node = home.open_node(a.home)
         document = "memnet shares the KV cache of a prompt prefix as a signed cube.\n" * 12  # ends at a line break:
         # the tokenizer does not merge the cube's last token with what follows
-        cube, tokens, _ = api.build_kv(document, home=node, dtype="float32")
+        cube, tokens, _, _ = api.build_kv(document, home=node, dtype="float32")
         ControlClient(a.state).call("announce", cubes=[cube.cube_id])
         prompt = document + "Question: in one sentence, what does memnet share?"
         expected = api.generate(prompt, home=node, max_new_tokens=8, local=False, swarm=False)

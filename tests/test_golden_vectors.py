@@ -30,7 +30,7 @@ SCHEMA = ROOT / "protocol" / "schema" / "manifest.schema.json"
 BINARY_PATHS = {
     ("author",), ("sig",), ("supersedes",), ("chunks", "*"), ("parents", "*"),
     ("meta", "embedding"), ("meta", "model"), ("meta", "tokenizer"), ("meta", "adapter"),
-    ("meta", "prefix_keys", "*"), ("meta", "base_model"),
+    ("meta", "prefix_keys", "*"), ("meta", "token_ids"), ("meta", "base_model"),
     ("seal", "epk"), ("seal", "commit"), ("seal", "recipients", "*", "to"), ("seal", "recipients", "*", "key"),
 }
 

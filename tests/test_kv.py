@@ -158,7 +158,7 @@ def test_partial_prefix_reuse_and_short_cubes(node, tiny):
     generate.build(node.publisher, node.perf, tiny, ids, "float32")
     diverging = ids[:270] + _ids(tiny, 40, seed=9)
     result = generate.generate(node.store, node.gate(), node.perf, tiny, diverging, generate.Options(max_new_tokens=2, check=True))
-    assert result.reused == 256 and result.max_logit_diff <= 1e-4  # the full first block only
+    assert result.reused == 270 and result.max_logit_diff <= 1e-4  # token granularity: the cube carries its ids
     exact = generate.generate(node.store, node.gate(), node.perf, tiny, ids, generate.Options(max_new_tokens=2, check=True))
     assert exact.reused == 299 and exact.max_logit_diff <= 1e-4  # one token left to run
     system = _ids(tiny, 60, seed=2)
@@ -167,6 +167,44 @@ def test_partial_prefix_reuse_and_short_cubes(node, tiny):
     assert short.reused == 60
     unrelated = generate.generate(node.store, node.gate(), node.perf, tiny, _ids(tiny, 100, seed=7)[::-1], generate.Options(max_new_tokens=2))
     assert unrelated.reused == 0 and unrelated.source == "none"
+
+
+def test_stable_length_leaves_out_what_a_continuation_would_re_merge(tiny):
+    for text in ("memory is content addressed.\n", "x = 1\n\n", "trailing space ", "no end"):
+        ids = tiny.encode(text)
+        keep = kv.stable_length(tiny, text, ids)
+        assert 0 < keep <= len(ids)
+        for continuation in kv.CONTINUATIONS + ("\n\nWhat is it?",):
+            assert tiny.encode(text + continuation)[:keep] == ids[:keep]
+
+
+def test_a_cube_without_token_ids_serves_key_boundaries_only(node, tiny):
+    """Cubes made before meta.token_ids (or by another implementation) still load; their reuse
+    stops at the last matching key boundary."""
+    ids = _ids(tiny, 300)
+    cache, _, _ = kv.prefill(tiny, ids)
+    meta = kv.meta_for(kv.binding_for(tiny, None, "float32"), tiny, ids)
+    del meta["token_ids"]
+    node.publisher.publish("activation", kv.payload_from_cache(cache, 300, "float32"), meta)
+    diverging = ids[:270] + _ids(tiny, 40, seed=9)
+    result = generate.generate(node.store, node.gate(), node.perf, tiny, diverging, generate.Options(max_new_tokens=2, check=True))
+    assert result.reused == 256 and result.max_logit_diff <= 1e-4
+
+
+def test_token_ids_are_bound_to_the_prefix_keys(tiny):
+    from memnet.cube import meta as cube_meta
+    from memnet.errors import FormatError
+
+    ids = _ids(tiny, 300)
+    meta = kv.meta_for(kv.binding_for(tiny, None, "float32"), tiny, ids)
+    cube_meta.validate_meta("activation", meta)
+    assert cube_meta.token_ids(meta) == tuple(ids)
+    forged = dict(meta, token_ids=cube_meta.pack_token_ids(ids[:-1] + [ids[-1] ^ 1]))
+    with pytest.raises(FormatError, match="do not hash"):
+        cube_meta.validate_meta("activation", forged)
+    for bad in (meta["token_ids"][:-4], meta["token_ids"] + b"\0", "ids", []):
+        with pytest.raises(FormatError, match="token_ids"):
+            cube_meta.validate_meta("activation", dict(meta, token_ids=bad))
 
 
 def test_matched_tokens_is_exact_about_ids():
@@ -349,13 +387,31 @@ def test_smollm2_fp16_cube_keeps_greedy_tokens(tmp_path, monkeypatch, smollm2_mo
         assert cached.reused == len(ctx_ids) and cached.source == "local"
         assert cached.new_ids == full.new_ids, question
         assert cached.same_top1 and cached.max_logit_diff < 0.1
+    # a document as a new user caches it (kv build --file): its trailing newline would merge with
+    # the "\n\n" a prompt adds after it, so the cube stops before it and the prompt reuses all of it
+    from memnet import api
+    doc = context * 2 + "\n"
+    built = api.build_kv(doc, home=node, dtype="float32")
+    assert built.held_back == 1 and built.n_tokens == len(smol.encode(doc)) - 1 > 256
+    ids = smol.encode(doc + "\n\nWhat does a peer skip?")
+    assert smol.encode(doc) != ids[:len(smol.encode(doc))]  # the merge the cut avoids
+    asked = generate.generate(node.store, node.gate(), node.perf, smol, ids,
+                              generate.Options(max_new_tokens=4, dtypes=("float32",), check=True))
+    assert asked.reused == built.n_tokens and asked.cube_id == built.cube.cube_id and asked.max_logit_diff <= 1e-4
+    # a cube over every token of the text (made before the cut): found under its first block's
+    # key, it serves up to the last token it shares with the prompt, not the last block boundary
+    whole = smol.encode(doc)
+    cube, _ = generate.build(node.publisher, node.perf, smol, whole, "bfloat16")
+    shared = generate.generate(node.store, node.gate(), node.perf, smol, ids,
+                               generate.Options(max_new_tokens=2, dtypes=("bfloat16",)))
+    assert shared.cube_id == cube.cube_id and shared.reused == len(whole) - 1
 
 
 def test_python_api_generates_like_the_cli(node, tiny):
     from memnet import api
 
     text = " ".join(f"memory {i} is content addressed" for i in range(24))
-    cube, n_tokens, _ = api.build_kv(text, home=node, dtype="float32")
+    cube, n_tokens, _, _ = api.build_kv(text, home=node, dtype="float32")
     result = api.generate(text + " and so", home=node, max_new_tokens=3, check=True)
     assert result.reused == n_tokens and result.cube_id == cube.cube_id and result.max_logit_diff <= 1e-4
     assert result.model_load_seconds > 0 and "TTFT" in result.timing_line()

@@ -2,7 +2,8 @@
 
 plaintext:  {"items": n}  (+ "embedding": model fingerprint when embeddings are included)
 activation: {"model", "tokenizer", ["adapter"]: 32-byte fingerprints, "dtype", "n_tokens",
-             "block_size", "prefix_keys": [32-byte keys], "layout": {"layers", "kv_heads", "head_dim"}}
+             "block_size", "prefix_keys": [32-byte keys], "layout": {"layers", "kv_heads", "head_dim"},
+             ["token_ids": n_tokens little-endian u32, checked against prefix_keys]}
 parameter:  {"base_model": 32-byte fingerprint,
              "peft": {"type": "LORA", "r", "alpha", "targets": [sorted module names]}}
 """
@@ -10,9 +11,10 @@ parameter:  {"base_model": 32-byte fingerprint,
 from __future__ import annotations
 
 import re
+import struct
 from typing import Any
 
-from memnet.cube import limits
+from memnet.cube import limits, prefix
 from memnet.errors import FormatError, LimitError
 
 KV_DTYPES = ("float32", "float16", "bfloat16", "int8")
@@ -56,7 +58,7 @@ def _plaintext(m: Any) -> None:
 def _activation(m: Any) -> None:
     _keys(m, "activation meta",
           ("model", "tokenizer", "dtype", "n_tokens", "block_size", "prefix_keys", "layout"),
-          ("adapter",))
+          ("adapter", "token_ids"))
     for name in ("model", "tokenizer", "adapter"):
         if name in m:
             _fingerprint(m[name], f"meta.{name}")
@@ -71,9 +73,31 @@ def _activation(m: Any) -> None:
             f"meta.prefix_keys has {len(keys)} keys but {n_tokens} tokens need {-(-n_tokens // block)}")
     for key in keys:
         _expect(isinstance(key, bytes) and len(key) == 32, "meta.prefix_keys entries must be 32 bytes")
+    if "token_ids" in m:
+        _token_ids(m, n_tokens, block, keys)
     layout = _keys(m["layout"], "meta.layout", ("layers", "kv_heads", "head_dim"))
     for name in ("layers", "kv_heads", "head_dim"):
         _int(layout[name], f"meta.layout.{name}", 1, 4096)
+
+
+def _token_ids(m: Any, n_tokens: int, block: int, keys: list[bytes]) -> None:
+    """The prefix's own ids (a receiver serves the longest common token prefix, not just the
+    longest key boundary): they must hash, under the cube's salt, to exactly its prefix keys."""
+    raw = m["token_ids"]
+    _expect(isinstance(raw, bytes) and len(raw) == 4 * n_tokens,
+            f"meta.token_ids must be {4 * n_tokens} bytes: n_tokens little-endian u32")
+    salt = prefix.salt(m["model"], m["tokenizer"], m.get("adapter"), m["dtype"])
+    _expect(prefix.prefix_keys(token_ids(m), salt, block) == keys, "meta.token_ids do not hash to meta.prefix_keys")
+
+
+def token_ids(m: dict[str, Any]) -> tuple[int, ...] | None:
+    """The token ids an activation cube's meta carries (None when it carries none)."""
+    raw = m.get("token_ids")
+    return None if raw is None else struct.unpack(f"<{len(raw) // 4}I", raw)
+
+
+def pack_token_ids(ids: list[int]) -> bytes:
+    return struct.pack(f"<{len(ids)}I", *ids)
 
 
 def _parameter(m: Any) -> None:

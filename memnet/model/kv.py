@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from memnet.cube import payloads, prefix
+from memnet.cube import meta as cube_meta, payloads, prefix
 from memnet.cube.safetensors_header import DTYPE_SIZES
 from memnet.errors import PolicyError, UsageError
 from memnet.model import segments
@@ -66,6 +66,22 @@ def prefill(loaded: LoadedModel, ids: list[int]) -> tuple[Any, Any, float]:
     return out.past_key_values, out.logits[0, -1], time.perf_counter() - start
 
 
+# what a prompt typically adds after a cached text: a tokenizer may merge the text's last
+# tokens (trailing whitespace above all) with any of these
+CONTINUATIONS = ("\n", "\n\n", " ", "A", "a", "1", ".", "-", "<")
+
+
+def stable_length(loaded: LoadedModel, text: str, ids: list[int]) -> int:
+    """How many leading ids of text (encoded as ids) stay the same ids whatever text follows:
+    "doc\n" ends in a "\n" token, but "doc\n" + "\n\nQuestion" is encoded with one "\n\n\n"."""
+    keep = len(ids)
+    for continuation in CONTINUATIONS:
+        longer = loaded.encode(text + continuation)
+        same = next((i for i, (a, b) in enumerate(zip(ids, longer)) if a != b), min(len(ids), len(longer)))
+        keep = min(keep, same)
+    return keep
+
+
 def payload_from_cache(cache: Any, n_tokens: int, dtype: str) -> bytes:
     """k.{l}/v.{l} as [kv_heads, n_tokens, head_dim]; int8 adds per-(head, token) absmax scales."""
     from safetensors.torch import save
@@ -89,7 +105,7 @@ def payload_from_cache(cache: Any, n_tokens: int, dtype: str) -> bytes:
 def meta_for(binding: Binding, loaded: LoadedModel, ids: list[int]) -> dict[str, Any]:
     meta: dict[str, Any] = {"model": binding.model, "tokenizer": binding.tokenizer, "dtype": binding.dtype,
                             "n_tokens": len(ids), "block_size": BLOCK_SIZE, "prefix_keys": binding.keys(ids),
-                            "layout": dict(loaded.pinned.layout)}
+                            "layout": dict(loaded.pinned.layout), "token_ids": cube_meta.pack_token_ids(ids)}
     if binding.adapter is not None:
         meta["adapter"] = binding.adapter
     return meta
@@ -117,10 +133,20 @@ def check_binding(meta: dict[str, Any], loaded: LoadedModel, adapter: bytes | No
 
 def usable_tokens(meta: dict[str, Any], ids: list[int]) -> int:
     """Leading tokens of ids the cube holds; at least one prompt token is always left to run
-    (its logits start the answer)."""
-    binding = Binding(meta["model"], meta["tokenizer"], meta.get("adapter"), meta["dtype"])
-    matched = prefix.matched_tokens(ids, binding.salt(), meta["block_size"], meta["n_tokens"],
-                                    meta["prefix_keys"])
+    (its logits start the answer). A cube that carries its token ids (checked against its keys
+    when the manifest was decoded) serves the longest common token prefix; one without them,
+    the longest key boundary (every block_size tokens, then n_tokens)."""
+    held = cube_meta.token_ids(meta)
+    if held is not None:
+        matched = 0
+        for mine, theirs in zip(ids, held):
+            if mine != theirs:
+                break
+            matched += 1
+    else:
+        binding = Binding(meta["model"], meta["tokenizer"], meta.get("adapter"), meta["dtype"])
+        matched = prefix.matched_tokens(ids, binding.salt(), meta["block_size"], meta["n_tokens"],
+                                        meta["prefix_keys"])
     return min(matched, len(ids) - 1)
 
 
