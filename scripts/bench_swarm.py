@@ -50,6 +50,7 @@ import random
 import shutil
 import signal
 import statistics
+import socket
 import subprocess
 import sys
 import tempfile
@@ -372,6 +373,7 @@ def part_a(args, root: Path, children: Children) -> dict:
 
     out = trio.run(with_daemon, fetcher, overrides, body)
     children.stop(["a-provider"])
+    tcp = [tcp_once(payload_size) for _ in range(args.reps)]
     raw_t = statistics.median(out["raws"])
     fetch_t = statistics.median(f["seconds"] for f in out["fetches"])
     inner_t = statistics.median(f["fetch_cube_s"] for f in out["fetches"])
@@ -385,8 +387,46 @@ def part_a(args, root: Path, children: Children) -> dict:
         "cpu_fetch_median_s": [statistics.median(c[i] for c in out["cpu"]["fetch"]) for i in (0, 1)],
         "raw_median_s": raw_t, "fetch_median_s": fetch_t, "fetch_cube_median_s": inner_t,
         "raw_mib_s": mib / raw_t, "fetch_mib_s": mib / fetch_t,
+        "tcp_s": tcp, "tcp_median_s": statistics.median(tcp), "tcp_mib_s": mib / statistics.median(tcp),
         "ratio": ratio, "target": TARGET_A, "pass": ratio >= TARGET_A,
     }
+
+
+TCP_SENDER = """
+import socket, sys
+size = int(sys.argv[1])
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+conn, _ = server.accept()
+block = bytes(range(256)) * 4096
+sent = 0
+while sent < size:
+    sent += conn.send(memoryview(block)[:min(len(block), size - sent)])
+conn.close()
+"""
+
+
+def tcp_once(size: int) -> float:
+    """Seconds to move size bytes over a plain loopback TCP socket between two processes (no
+    encryption, no multiplexing, 1 MiB reads): the ceiling under both columns above."""
+    sender = subprocess.Popen([sys.executable, "-c", TCP_SENDER, str(size)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(sender.stdout.readline())
+        buffer = bytearray(MiB)
+        got = 0
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            start = time.perf_counter()
+            while True:
+                n = conn.recv_into(buffer)
+                if not n:
+                    break
+                got += n
+            seconds = time.perf_counter() - start
+        if got != size:
+            raise BenchError(f"plain TCP moved {got} bytes, expected {size}")
+        return seconds
+    finally:
+        sender.wait(timeout=30)
 
 
 # -- (b) four rate-capped providers vs one -------------------------------------------------------
@@ -545,6 +585,7 @@ def report(results: dict) -> None:
               f"ratio = raw time / fetch time")
         cr, cf = a["cpu_raw_median_s"], a["cpu_fetch_median_s"]
         print(f"    {'path':40} {'time':>9} {'MiB/s':>8} {'CPU fetcher':>12} {'CPU provider':>13}")
+        print(f"    {'plain loopback TCP (no Noise, no yamux)':40} {a['tcp_median_s']:8.2f}s {a['tcp_mib_s']:8.1f}")
         print(f"    {'raw py-libp2p stream (same hosts/conn)':40} {a['raw_median_s']:8.2f}s {a['raw_mib_s']:8.1f} "
               f"{cr[0]:11.2f}s {cr[1]:12.2f}s")
         print(f"    {'memnet get (daemon get)':40} {a['fetch_median_s']:8.2f}s {a['fetch_mib_s']:8.1f} "

@@ -12,7 +12,7 @@ import pytest
 from memnet import home
 from memnet.cube import build as build_mod
 from memnet.cube import prefix
-from memnet.errors import PolicyError, TensorError, UsageError
+from memnet.errors import FormatError, PolicyError, TensorError, UsageError
 from memnet.model import fingerprint, generate, kv, loader, perf, pinned
 from tests.cli_helpers import assert_one_line_error, memnet
 from tests.model_factory import tiny_model_folder
@@ -193,7 +193,6 @@ def test_a_cube_without_token_ids_serves_key_boundaries_only(node, tiny):
 
 def test_token_ids_are_bound_to_the_prefix_keys(tiny):
     from memnet.cube import meta as cube_meta
-    from memnet.errors import FormatError
 
     ids = _ids(tiny, 300)
     meta = kv.meta_for(kv.binding_for(tiny, None, "float32"), tiny, ids)
@@ -205,6 +204,18 @@ def test_token_ids_are_bound_to_the_prefix_keys(tiny):
     for bad in (meta["token_ids"][:-4], meta["token_ids"] + b"\0", "ids", []):
         with pytest.raises(FormatError, match="token_ids"):
             cube_meta.validate_meta("activation", dict(meta, token_ids=bad))
+
+
+def test_short_keys_are_the_first_block_keys_of_each_length():
+    salt = bytes(range(32))
+    ids = list(range(5000, 5300))
+    for lengths in (range(16, 256), range(1, 5), range(16, 16), range(200, 300)):
+        expected = [prefix.prefix_keys(ids[:n], salt, 256)[0] for n in lengths if n <= 256]
+        assert prefix.short_keys(ids, salt, lengths)[:len(expected)] == expected
+    assert prefix.short_keys(ids[:7], salt, range(16, 256)) == []   # shorter than the first length
+    assert prefix.short_keys(ids[:16], salt, range(16, 256)) == [prefix.prefix_keys(ids[:16], salt, 256)[0]]
+    with pytest.raises(FormatError):
+        prefix.short_keys([1, -2] * 20, salt, range(16, 30))
 
 
 def test_matched_tokens_is_exact_about_ids():

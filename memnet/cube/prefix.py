@@ -41,6 +41,26 @@ def prefix_keys(token_ids: Sequence[int], salt_bytes: bytes, block_size: int) ->
     return keys
 
 
+def short_keys(token_ids: Sequence[int], salt_bytes: bytes, lengths: range) -> list[bytes]:
+    """The key of each prefix token_ids[:n] for n in lengths, all inside the first block:
+    prefix_keys(token_ids[:n], ...)[0] for each n, in one pass (one running hash, copied at each
+    length, instead of hashing every prefix again)."""
+    if lengths.step != 1 or lengths.start < 1:
+        raise FormatError("lengths must be consecutive and positive")
+    head = token_ids[:lengths.stop - 1]   # keys only for lengths the ids reach
+    if len(head) < lengths.start:
+        return []
+    if any(not isinstance(t, int) or not 0 <= t < 2**32 for t in head):
+        raise FormatError("token ids must be integers in [0, 2**32)")
+    running = hashlib.sha256(salt_bytes)
+    running.update(struct.pack(f"<{lengths.start - 1}I", *head[:lengths.start - 1]))
+    keys = []
+    for t in head[lengths.start - 1:]:
+        running.update(struct.pack("<I", t))
+        keys.append(running.copy().digest())
+    return keys
+
+
 def matched_tokens(token_ids: Sequence[int], salt_bytes: bytes, block_size: int, n_tokens: int,
                    keys: Sequence[bytes]) -> int:
     """How many leading tokens of token_ids a cache with these prefix keys holds exactly: the

@@ -126,8 +126,7 @@ def probe_keys(binding: kv.Binding, ids: list[int], boundaries: tuple[int, ...] 
     system prompt, is keyed by its own length) and the given boundaries."""
     salt = binding.salt()
     keys = prefix.prefix_keys(ids, salt, kv.BLOCK_SIZE)
-    short = [prefix.prefix_keys(ids[:n], salt, kv.BLOCK_SIZE)[0]
-             for n in range(MIN_REUSE, min(len(ids), kv.BLOCK_SIZE))]
+    short = prefix.short_keys(ids, salt, range(MIN_REUSE, max(MIN_REUSE, min(len(ids), kv.BLOCK_SIZE))))
     return keys + short + _boundary_keys(salt, ids, boundaries)
 
 

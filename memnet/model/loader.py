@@ -44,7 +44,7 @@ _loaded: dict[bytes, LoadedModel] = {}
 def load(pinned: PinnedModel) -> LoadedModel:
     if pinned.fingerprint in _loaded:
         return _loaded[pinned.fingerprint]
-    from memnet.model import attention
+    from memnet.model import attention, small_gemm
     from memnet.model.runtime import set_threads, torch, transformers
 
     set_threads()
@@ -54,6 +54,7 @@ def load(pinned: PinnedModel) -> LoadedModel:
         folder, dtype=torch.float32, use_safetensors=True, local_files_only=True,
         attn_implementation=attention.NAME)
     model.eval()
+    small_gemm.install(model)
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     _warm_up(model, torch)
     loaded = LoadedModel(pinned, model, tokenizer, time.perf_counter() - start)
