@@ -147,8 +147,9 @@ def test_sampling_with_a_seed_repeats(node, model_name):
 
 
 def test_a_long_prompt_lets_a_short_request_through(node, model_name):
-    """With another request active, prefill_chunk=16 cuts the 360-token prompt into 23 steps;
-    the short request, sent after it, finishes first."""
+    """With another request active, prefill_chunk=4 cuts the 360-token prompt into 90 steps
+    (enough that the 50 ms head start does not see it through on a fast machine); the short
+    request, sent after it, finishes first."""
     async def test(engine, client):
         order = []
         blocker = await engine.submit(Job(prompt="keep busy", max_tokens=200))
@@ -166,7 +167,7 @@ def test_a_long_prompt_lets_a_short_request_through(node, model_name):
             nursery.start_soon(ask, "hi", "short", 2)
         assert order == ["short", "long"]
         blocker.close()
-    run(node, test, prefill_chunk=16, cache_prompts=0)
+    run(node, test, prefill_chunk=4, cache_prompts=0)
 
 
 def test_concurrent_requests_and_a_full_queue(node, model_name):

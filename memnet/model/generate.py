@@ -21,7 +21,7 @@ from memnet.cube import prefix
 from memnet.errors import FetchDeadline, FetchError, MemnetError, UsageError
 from memnet.governance.gate import Gate
 from memnet.local import Publisher
-from memnet.model import batch, kv, perf, sampling
+from memnet.model import batch, kv, kv_stream, perf, sampling
 from memnet.model.loader import LoadedModel
 from memnet.model.segments import Segments
 from memnet.store import Store
@@ -51,6 +51,7 @@ class Options:
     boundaries: tuple[int, ...] = ()  # prompt lengths where a cached prefix likely ends (a memory layout)
     sampling: sampling.Sampling | None = None  # None: greedy
     prefill_chunk: int = 0      # > 0: prefill this many tokens per step (a server interleaves requests; read per chunk)
+    overlap: bool = True        # a fetched cube feeds the first forward layer by layer as it arrives (kv_stream)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Candidate:
     size: int
     usable: int
     local: bool
+    manifest: manifest_mod.Manifest | None = None  # a remote cube's authenticated manifest (its chunk list)
 
 
 @dataclass
@@ -157,6 +159,7 @@ def find_swarm(swarm: Swarm, gate: Gate, loaded: LoadedModel, ids: list[int], op
         m = manifest_mod.decode(manifest_bytes, cube_id)  # authenticated: hash, then signature
         c = _candidate(cube_id, m, ids, loaded, options.adapter, False, gate)
         if c is not None:
+            c.manifest = m
             found.append(c)
     return found
 
@@ -240,6 +243,8 @@ class Prepared:
     result: Generation
     best: Candidate | None
     start: float   # perf_counter when the request began: TTFT counts from here
+    fetching: kv_stream.BackgroundFetch | None = None  # best, still arriving (options.overlap)
+    fallback: Candidate | None = None                  # what to use if that fetch fails
 
 
 def prepare(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, ids: list[int],
@@ -263,6 +268,9 @@ def prepare(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, 
     if best is not None and choice.fetch:
         if swarm is None:
             raise UsageError("the plan fetches a cube from a peer, but there is no swarm to fetch from")
+        if options.overlap and best.manifest is not None:  # steps() takes each layer as it arrives
+            fetching = kv_stream.BackgroundFetch(lambda: swarm.get(best.cube_id, deadline=choice.deadline))
+            return Prepared(result, best, start, fetching, choice.local)
         mark = time.perf_counter()
         try:
             moved, seconds, result.peer = swarm.get(best.cube_id, deadline=choice.deadline)
@@ -301,19 +309,13 @@ def steps(store: Store, book: perf.PerfBook, loaded: LoadedModel, ids: list[int]
     result, best = prepared.result, prepared.best
     # one buffer per layer for the prompt and the answer, filled in place (kv_buffer)
     capacity = len(ids) + options.max_new_tokens
-    cache, n_cached = kv_buffer.new_cache(loaded.model, capacity), 0
-    if best is not None:
-        mark = time.perf_counter()
-        cache = store.with_payload_views(
-            best.cube_id, lambda views: kv.cache_from_payload(Segments(views), best.meta, loaded, best.usable,
-                                                              capacity))
-        load_seconds = time.perf_counter() - mark
-        result.steps["load"] = load_seconds
-        book.add_load(best.size, load_seconds)
+    cache, n_cached, feed = kv_buffer.new_cache(loaded.model, capacity), 0, None
+    if best is not None and prepared.fetching is not None:
+        feed = kv_stream.LayerFeed(store, best.manifest, best.usable, cache, prepared.fetching)
         n_cached = best.usable
-        store.record_access(best.cube_id)
-        result.reused, result.cube_id, result.dtype = n_cached, best.cube_id, best.meta["dtype"]
-        result.source = "local" if best.local else "peer"
+        result.reused, result.cube_id, result.dtype, result.source = n_cached, best.cube_id, best.meta["dtype"], "peer"
+    elif best is not None:
+        cache, n_cached = _load(store, book, loaded, best, capacity, result)
     compute = 0.0   # the prefill's own seconds, without the time other requests' steps took
     begin = n_cached
     while begin < len(ids):
@@ -321,12 +323,35 @@ def steps(store: Store, book: perf.PerfBook, loaded: LoadedModel, ids: list[int]
         # costs 15-30 % more here: each chunk attends to the cache through a mask)
         mark = time.perf_counter()
         end = min(begin + (options.prefill_chunk or len(ids)), len(ids))
-        with torch.inference_mode():
-            # logits of the last position only: the others are never used, and at 2048 tokens the
-            # vocabulary projection of every position would be a quarter of the prefill
-            out = loaded.model(input_ids=torch.tensor([ids[begin:end]]), past_key_values=cache,
-                               position_ids=torch.arange(begin, end).unsqueeze(0), use_cache=True,
-                               logits_to_keep=1)
+        hooks, threads = [], torch.get_num_threads()
+        try:
+            if feed is not None:  # layer 0 now (the mask is sized from it), the others as the forward reaches them
+                feed.fill(0)
+                hooks = feed.hooks(list(loaded.model.model.layers))
+                # leave a core to the daemon still receiving the cube (Noise and hashing are CPU
+                # work): with every core, the fetch and the forward slow each other down
+                torch.set_num_threads(max(1, threads - 1))
+            with torch.inference_mode():
+                # logits of the last position only: the others are never used, and at 2048 tokens the
+                # vocabulary projection of every position would be a quarter of the prefill
+                out = loaded.model(input_ids=torch.tensor([ids[begin:end]]), past_key_values=cache,
+                                   position_ids=torch.arange(begin, end).unsqueeze(0), use_cache=True,
+                                   logits_to_keep=1)
+        except FetchError as exc:  # the cube stopped arriving: compute instead, as a failed fetch does
+            book.add_fetch(best.size, time.perf_counter() - prepared.fetching.started)
+            why = "ran past the prefill it saves" if isinstance(exc, FetchDeadline) else f"failed ({exc})"
+            result.decision = " · ".join(filter(None, [result.decision, f"fetch {why}: computed instead"]))
+            feed, best = None, prepared.fallback
+            result.reused, result.cube_id, result.dtype, result.source = 0, None, None, "none"
+            cache, n_cached = kv_buffer.new_cache(loaded.model, capacity), 0
+            if best is not None:
+                cache, n_cached = _load(store, book, loaded, best, capacity, result)
+            begin = n_cached
+            continue
+        finally:
+            for hook in hooks:
+                hook.remove()
+            torch.set_num_threads(threads)
         cache = out.past_key_values
         compute += time.perf_counter() - mark
         begin = end
@@ -337,6 +362,8 @@ def steps(store: Store, book: perf.PerfBook, loaded: LoadedModel, ids: list[int]
     next_id = pick(logits)
     result.ttft = time.perf_counter() - prepared.start
     result.steps["prefill"] = compute
+    if feed is not None:   # every layer came: the fetch's own end is not part of the first token
+        _finish_stream(store, book, feed, best, result)
     if n_cached == 0:
         book.add_prefill(loaded.pinned.fingerprint, len(ids), compute)
     if options.check:
@@ -358,6 +385,36 @@ def steps(store: Store, book: perf.PerfBook, loaded: LoadedModel, ids: list[int]
     result.text = loaded.decode(result.new_ids)
     result.cache = cache
     return result
+
+
+def _load(store: Store, book: perf.PerfBook, loaded: LoadedModel, best: Candidate, capacity: int,
+          result: Generation) -> tuple[Any, int]:
+    """A stored cube's first best.usable positions as an in-place cache with room for capacity."""
+    mark = time.perf_counter()
+    cache = store.with_payload_views(
+        best.cube_id, lambda views: kv.cache_from_payload(Segments(views), best.meta, loaded, best.usable, capacity))
+    load_seconds = time.perf_counter() - mark
+    result.steps["load"] = load_seconds
+    book.add_load(best.size, load_seconds)
+    store.record_access(best.cube_id)
+    result.reused, result.cube_id, result.dtype = best.usable, best.cube_id, best.meta["dtype"]
+    result.source = "local" if best.local else "peer"
+    return cache, best.usable
+
+
+def _finish_stream(store: Store, book: perf.PerfBook, feed: kv_stream.LayerFeed, best: Candidate,
+                   result: Generation) -> None:
+    """The fetch that fed the first forward: its figures, once it has committed the cube."""
+    result.steps["load"] = feed.loading
+    result.steps["stream_wait"] = feed.waited
+    try:
+        moved, seconds, result.peer = feed.fetch.wait()
+        book.add_fetch(moved, seconds)
+        store.record_access(best.cube_id)
+    except MemnetError as exc:  # every layer had come, checked: the answer stands
+        result.decision = " · ".join(filter(None, [result.decision, f"the fetch failed after the cube's "
+                                                   f"last layer came ({exc}); the daemon retries for next time"]))
+    result.steps["fetch"] = feed.fetch.seconds
 
 
 def run(work: Generator[Any, Any, Generation], loaded: LoadedModel) -> Generation:

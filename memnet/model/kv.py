@@ -83,23 +83,45 @@ def stable_length(loaded: LoadedModel, text: str, ids: list[int]) -> int:
 
 
 def payload_from_cache(cache: Any, n_tokens: int, dtype: str) -> bytes:
-    """k.{l}/v.{l} as [kv_heads, n_tokens, head_dim]; int8 adds per-(head, token) absmax scales."""
-    from safetensors.torch import save
-
+    """k.{l}/v.{l} as [kv_heads, n_tokens, head_dim]; int8 adds per-(head, token) absmax scales.
+    The data is laid out layer by layer (k.0, v.0 and their scales, then layer 1, ...), so that a
+    receiver can start on layer l as soon as its bytes arrive (kv_stream)."""
     from memnet.model.runtime import torch
 
-    tensors = {}
+    tensors = []
     for index, layer in enumerate(cache.layers):
         for name, states in (("k", layer.keys), ("v", layer.values)):
             t = states[0, :, :n_tokens, :].float()
             if dtype == "int8":
                 scale = t.abs().amax(dim=-1, keepdim=True) / 127.0
                 safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-                tensors[f"{name}.{index}"] = torch.round(t / safe).clamp(-127, 127).to(torch.int8).contiguous()
-                tensors[f"{name}_scale.{index}"] = scale.contiguous()
+                tensors.append((f"{name}.{index}", torch.round(t / safe).clamp(-127, 127).to(torch.int8)))
+                tensors.append((f"{name}_scale.{index}", scale))
             else:
-                tensors[f"{name}.{index}"] = t.to(_torch_dtype(dtype)).contiguous()
-    return save(tensors)
+                tensors.append((f"{name}.{index}", t.to(_torch_dtype(dtype))))
+    return save_in_order(tensors)
+
+
+_ST_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "int8": "I8"}
+
+
+def save_in_order(tensors: list[tuple[str, Any]]) -> bytes:
+    """A safetensors file whose data holds the tensors in the given order (safetensors' own
+    writer sorts them by dtype, then name: every layer's keys before any layer's values)."""
+    import json
+
+    from memnet.model.runtime import torch
+
+    header, pieces, offset = {}, [], 0
+    for name, t in tensors:
+        raw = t.contiguous().view(torch.uint8).reshape(-1).numpy().tobytes()
+        dtype = _ST_NAMES[str(t.dtype).removeprefix("torch.")]
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        pieces.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)   # the data starts 8-byte aligned
+    return b"".join([len(text).to_bytes(8, "little"), text, *pieces])
 
 
 def meta_for(binding: Binding, loaded: LoadedModel, ids: list[int]) -> dict[str, Any]:

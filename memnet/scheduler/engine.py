@@ -257,7 +257,8 @@ class Engine:
             raise UsageError(f"this model's context is {loaded.max_tokens} tokens; the prompt has {len(ids)} "
                              f"and {max_tokens} new were asked for")
         options = generate.Options(max_new_tokens=max_tokens, adapter=adapter, use_swarm=job.swarm and self.swarm is not None,
-                                   fetch=job.fetch, boundaries=boundaries, sampling=job.sampling)
+                                   fetch=job.fetch, boundaries=boundaries, sampling=job.sampling,
+                                   overlap=False)  # a layer waiting for its chunks would stall every request's steps
         prepared = generate.prepare(self.node.store, gate, self.book, loaded, ids, options,
                                     self.swarm if options.use_swarm else None, start=arrived)
         send, receive = trio.open_memory_channel(float("inf"))
