@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--suffix", type=int, default=16)
     parser.add_argument("--long", type=int, default=8160, help="A long prefix measured locally only (0: none).")
     parser.add_argument("--no-lora", action="store_true", help="Skip the LoRA row.")
+    parser.add_argument("--sequential", action="store_true",
+                        help="Also time each peer run with the fetch finished before the compute (no overlap).")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--dtypes", default="float16,int8", help="KV cube dtypes to measure (comma list).")
     parser.add_argument("--models", type=Path, help="A models folder to reuse (else SmolLM2 is converted into a temporary one).")
@@ -154,7 +156,7 @@ def run(args, lengths: list[int], root: Path, children: Children) -> None:
             print(f"built {dtype} cube of {n} tokens: {cube.manifest.size / 2**20:.1f} MiB, prefill {seconds:.2f} s")
 
     full = {n: [] for n in lengths + long}
-    rows = {(n, d): {"local": [], "peer": [], "steps": [], "local_steps": [], "check": None}
+    rows = {(n, d): {"local": [], "peer": [], "sequential": [], "steps": [], "local_steps": [], "check": None}
             for n in lengths + long for d in args.dtypes}
     for n in lengths + long:
         prompt = ids[:n] + tail
@@ -183,16 +185,23 @@ def run(args, lengths: list[int], root: Path, children: Children) -> None:
         prompt = ids[:n] + tail
         for rep in range(args.reps):
             for dtype in args.dtypes:
-                cube_id = cubes[n, dtype].cube_id
-                if b.store.has(cube_id):
-                    b.store.unpin(cube_id)
-                    b.store.gc()
-                peer = ttft(b, loaded, prompt, swarm, dtypes=(dtype,))
-                if peer.reused != n or peer.source != "peer":
-                    raise BenchError(f"peer run reused {peer.reused} tokens from {peer.source} ({peer.decision})", "b")
-                rows[n, dtype]["peer"].append(peer.ttft)
-                rows[n, dtype]["steps"].append(peer.steps)
-                time.sleep(SETTLE)
+                # overlapped (the default), then, with --sequential, the fetch before the compute;
+                # which goes first alternates
+                ways = [True, False] if args.sequential else [True]
+                for overlap in (ways if rep % 2 == 0 else ways[::-1]):
+                    cube_id = cubes[n, dtype].cube_id
+                    if b.store.has(cube_id):
+                        b.store.unpin(cube_id)
+                        b.store.gc()
+                    peer = ttft(b, loaded, prompt, swarm, dtypes=(dtype,), overlap=overlap)
+                    if peer.reused != n or peer.source != "peer":
+                        raise BenchError(f"peer run reused {peer.reused} tokens from {peer.source} ({peer.decision})", "b")
+                    if overlap:
+                        rows[n, dtype]["peer"].append(peer.ttft)
+                        rows[n, dtype]["steps"].append(peer.steps)
+                    else:
+                        rows[n, dtype]["sequential"].append(peer.ttft)
+                    time.sleep(SETTLE)
 
     print(f"\nTTFT, prompt = N prefix tokens + {args.suffix}, median of {args.reps} "
           f"(full = no reuse; local / peer = with the cube; ratio = full / with)")
@@ -216,8 +225,19 @@ def run(args, lengths: list[int], root: Path, children: Children) -> None:
                   f"{peer_text}   {diff:.1e} {'same' if same else 'DIFF'}")
             report["rows"].append({"n": n, "dtype": dtype, "local": r["local"], "peer": r["peer"],
                                    "peer_steps": r["steps"], "local_steps": r["local_steps"],
+                                   "peer_sequential": r["sequential"],
                                    "ratio_local": f / local, "ratio_peer": f / peer if peer else None,
                                    "max_logit_diff": diff, "same_top1": same})
+    if args.sequential:
+        print("\npeer TTFT with the cube fed layer by layer as it arrives vs fetched whole first (same runs, "
+              "alternating; median ms)")
+        for n in lengths:
+            for dtype in args.dtypes:
+                r = rows[n, dtype]
+                over, seq = statistics.median(r["peer"]), statistics.median(r["sequential"])
+                print(f"{n:>6} {dtype:>8}  overlapped {over * 1000:6.0f}  sequential {seq * 1000:6.0f}  "
+                      f"({over / seq:.2f}x; runs {', '.join(f'{x * 1000:.0f}' for x in r['peer'])} / "
+                      f"{', '.join(f'{x * 1000:.0f}' for x in r['sequential'])})")
     print("\nwhere a local TTFT goes (median ms over the runs after the first): lookup in LMDB, load "
           "(read + convert the cube into the cache), the suffix's own forward, and the suffix at the "
           "full prefill's rate (its share: suffix / (N + suffix) of the full TTFT)")
