@@ -27,6 +27,7 @@ def small(**options) -> Scenario:
                              flash_share=0.2, asks_per_hour=3.0, **options)
 
 
+@pytest.mark.slow  # 2-3 s: the fast tier keeps the invariants run
 def test_same_seed_same_result():
     short = small().with_options(hours=1.5, flash_at=HOUR)   # three runs: short, still past warm-up and a flash crowd
     a = Swarm(short).run().summary()
@@ -172,6 +173,7 @@ def test_provider_wave_rules():
     assert not wave.done(1.0) and wave.done(1.5) and wave.deadline() == 1.5
 
 
+@pytest.mark.slow  # 2-3 s: the fast tier keeps the invariants run
 def test_cli_writes_results(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "simulations.swarm", "--nodes", "200", "--hours", "1.5",
@@ -216,6 +218,7 @@ def test_pinned_cubes_are_announced_again_every_reprovide_interval():
     assert hourly >= 3 * once
 
 
+@pytest.mark.slow  # 2-3 s: the fast tier keeps the invariants run
 def test_fetch_deadline_cuts_the_tail_that_slow_uploaders_make():
     """A flash crowd of 60 fetchers shares one residential uplink: without memnet's fetch
     deadline most of them are still waiting when the run ends (counted as waiting that long)."""
