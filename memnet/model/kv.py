@@ -158,13 +158,20 @@ def usable_tokens(meta: dict[str, Any], ids: list[int]) -> int:
     (its logits start the answer). A cube that carries its token ids (checked against its keys
     when the manifest was decoded) serves the longest common token prefix; one without them,
     the longest key boundary (every block_size tokens, then n_tokens)."""
-    held = cube_meta.token_ids(meta)
+    held = meta.get("token_ids")
     if held is not None:
-        matched = 0
-        for mine, theirs in zip(ids, held):
-            if mine != theirs:
-                break
-            matched += 1
+        # longest common prefix by bisection over equal byte prefixes (memcmp, no per-token loop:
+        # lookups compare every candidate cube, up to 8192 ids each)
+        theirs = memoryview(held)
+        mine = memoryview(cube_meta.pack_token_ids(ids[:len(held) // 4]))
+        low, high = 0, min(len(mine), len(theirs)) // 4
+        while low < high:
+            middle = (low + high + 1) // 2
+            if mine[:4 * middle] == theirs[:4 * middle]:
+                low = middle
+            else:
+                high = middle - 1
+        matched = low
     else:
         binding = Binding(meta["model"], meta["tokenizer"], meta.get("adapter"), meta["dtype"])
         matched = prefix.matched_tokens(ids, binding.salt(), meta["block_size"], meta["n_tokens"],

@@ -81,13 +81,13 @@ class LayerFeed:
 
     def _collect(self, indices: list[int]) -> bool:
         """Read whichever of these chunks are in the store now; whether all of them are."""
-        wanted = [i for i in indices if i not in self.pieces]
-        if wanted:
-            for index, here in zip(wanted, self.store.has_chunks([self.manifest.chunks[i] for i in wanted])):
-                data = self.store.chunk(self.manifest.chunks[index]) if here else None
-                if data is not None:
-                    self.pieces[index] = data
-        return all(i in self.pieces for i in indices)
+        for index in indices:
+            if index not in self.pieces:
+                data = self.store.chunk(self.manifest.chunks[index])
+                if data is None:
+                    return False   # chunks come about in order: the later ones are not here either
+                self.pieces[index] = data
+        return True
 
     def _await(self, indices: list[int]) -> None:
         """Until every chunk listed is in the store; FetchError (FetchDeadline) when the fetch
