@@ -100,7 +100,7 @@ def kv_build(
 ) -> None:
     """Prefill a prefix once and publish its K/V as an activation cube."""
     from memnet import api
-    from memnet.model import kv
+    from memnet.model import generate as generate_mod, kv
 
     if dtype not in kv.DTYPE_NAMES:
         raise UsageError(f"--dtype must be one of {', '.join(kv.DTYPE_NAMES)}")
@@ -118,6 +118,9 @@ def kv_build(
         _say(f"the text's last {held_back} token(s) (trailing whitespace) merge with whatever a prompt adds "
              f"after them, so the cube stops before them: every prompt that continues the text reuses all "
              f"{n_tokens}")
+    if n_tokens < generate_mod.MIN_REUSE:
+        _say(f"note: generation reuses cached prefixes of at least {generate_mod.MIN_REUSE} tokens (a shorter one saves "
+             f"less than its lookup costs), so this {n_tokens}-token cube will not be used")
     _say(f"{n_tokens} tokens prefilled in {seconds:.2f} s; {render.human_size(cube.manifest.size)} of "
          f"{dtype} K/V ({cube.manifest.size // n_tokens} B/token), {len(cube.manifest.meta['prefix_keys'])} prefix keys")
     sys.stdout.write(cid.to_text(cube.cube_id) + "\n")

@@ -348,6 +348,8 @@ def test_cli_pin_build_generate(tmp_path, models, tiny_model_dir):
     messages.write_text(json.dumps([{"role": "user", "content": text}]))
     chat = json.loads(memnet(h, "kv", "build", "--chat", str(messages), "--json").out)
     assert chat["dtype"] == "float16"
+    short = memnet(h, "kv", "build", "a few words")   # under MIN_REUSE tokens: said, not silently useless
+    assert "will not be used" in short.err and short.out.strip().startswith("bafk")
 
 
 @pytest.mark.slow
