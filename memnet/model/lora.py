@@ -24,6 +24,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -277,12 +278,6 @@ def activate(store: Store, gate: Gate, loaded: LoadedModel, specs: Sequence[Spec
     whatever was applied before; [] gives back the plain base model. Returns the adapter
     fingerprint (None for no adapters). Every cube is read and checked before the model is
     touched: a refused adapter leaves the previous state in place."""
-    from peft import set_peft_model_state_dict
-    from peft.tuners.lora import LoraLayer
-    from safetensors.torch import load
-
-    from memnet.model.runtime import torch
-
     pairs = _canonical(specs)
     fingerprint = adapter_fingerprint(specs)
     if loaded.adapters.get("fingerprint") == fingerprint and ("peft" in loaded.adapters) == bool(pairs):
@@ -291,10 +286,25 @@ def activate(store: Store, gate: Gate, loaded: LoadedModel, specs: Sequence[Spec
     _deactivate(loaded)
     if not pairs:
         return None
+    _apply(loaded, [(cid.to_text(c), milli, *adapter) for (c, milli), adapter in zip(pairs, adapters)])
+    loaded.adapters["specs"] = pairs
+    loaded.adapters["fingerprint"] = fingerprint
+    return fingerprint
+
+
+def _apply(loaded: LoadedModel, adapters: list[tuple[str, int, bytes, list[str], dict[str, Any]]]) -> None:
+    """Inject checked adapters (label, weight in thousandths, payload, module paths, PEFT config)
+    into the plain model and merge them; on any failure the plain model is given back."""
+    from peft import set_peft_model_state_dict
+    from peft.tuners.lora import LoraLayer
+    from safetensors.torch import load
+
+    from memnet.model.runtime import torch
+
     try:
         names = []
         with torch.random.fork_rng(devices=[]):  # peft initialises the new layers randomly
-            for index, ((cube_id, milli), (payload, modules, config)) in enumerate(zip(pairs, adapters)):
+            for index, (label, milli, payload, modules, config) in enumerate(adapters):
                 adapter_name = f"cube{index}"
                 lora_config = _lora_config(config, modules)
                 if "peft" not in loaded.adapters:
@@ -304,7 +314,7 @@ def activate(store: Store, gate: Gate, loaded: LoadedModel, specs: Sequence[Spec
                 result = set_peft_model_state_dict(loaded.adapters["peft"], load(payload), adapter_name=adapter_name)
                 missing = [k for k in result.missing_keys if f".{adapter_name}." in k]
                 if missing or result.unexpected_keys:
-                    raise PolicyError(f"adapter {cid.to_text(cube_id)} did not load cleanly "
+                    raise PolicyError(f"adapter {label} did not load cleanly "
                                       f"(missing {missing[:2]}, unexpected {result.unexpected_keys[:2]})")
                 for module in loaded.model.modules():
                     if isinstance(module, LoraLayer):
@@ -315,9 +325,26 @@ def activate(store: Store, gate: Gate, loaded: LoadedModel, specs: Sequence[Spec
     except BaseException:
         _deactivate(loaded)
         raise
-    loaded.adapters["specs"] = pairs
-    loaded.adapters["fingerprint"] = fingerprint
-    return fingerprint
+
+
+@contextmanager
+def trial(store: Store, gate: Gate, loaded: LoadedModel, payload: bytes, meta: dict[str, Any]):
+    """An adapter not published yet (payload and meta, checked as a fetched one would be) applied
+    alone, for measuring it before it is published; the adapters applied before come back after."""
+    payloads.validate_parameter(payload, meta)
+    if meta["base_model"] != loaded.pinned.fingerprint:
+        raise PolicyError("the adapter was made for another model")
+    config = payloads.peft_config_of(payload)
+    _check_config(config, PolicyError, "the trial adapter")
+    modules = _fitted_modules(payload, loaded.pinned, PolicyError, "the trial adapter")
+    previous = [(c, m / 1000) for c, m in loaded.adapters.get("specs", [])]
+    _deactivate(loaded)
+    try:
+        _apply(loaded, [("on trial", 1000, payload, modules, config)])
+        yield loaded
+    finally:
+        _deactivate(loaded)
+        activate(store, gate, loaded, previous)
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -362,12 +389,48 @@ def train(publisher: Publisher, gate: Gate, loaded: LoadedModel, text_path: Path
     seconds, tokens and windows. loaded.model is left as it was: the LoRA layers are unloaded
     afterwards and adapters applied before are applied again.
     """
-    from peft import LoraConfig, get_peft_model_state_dict
-    from safetensors.torch import save
+    from memnet.model.runtime import torch
 
-    from memnet.model.runtime import set_threads, torch
+    if seq_len < 8:
+        raise UsageError("steps, rank, alpha and batch must be positive, seq_len at least 8, lr above 0")
+    config = lora_config_for(loaded, rank=rank, alpha=alpha, targets=targets, steps=steps, batch=batch, lr=lr)
+    ids = _training_ids(loaded, text_path)
+    chunks = _chunks(ids, seq_len)
+    order = random.Random(seed)
+    queue: list[list[int]] = []
 
-    if steps < 1 or rank < 1 or alpha < 1 or seq_len < 8 or batch < 1 or not lr > 0:
+    def next_batch():
+        rows = []
+        for _ in range(min(batch, len(chunks))):
+            if not queue:
+                queue.extend(chunks)
+                order.shuffle(queue)
+            rows.append(queue.pop())
+        window = torch.tensor(rows)  # equal lengths: seq_len, or the whole of a shorter text
+        return window, None, window
+
+    evaluation = [(torch.tensor([c]), None, torch.tensor([c])) for c in chunks[:EVAL_CHUNKS]]
+    start = time.perf_counter()
+    state, loss_before, loss_after = fit(publisher.store, gate, loaded, config, next_batch, evaluation,
+                                         steps=steps, lr=lr, seed=seed, progress=progress)
+    seconds = time.perf_counter() - start
+    payload, meta = adapter_payload(loaded, config, state)
+    if stats is not None:
+        stats.update(loss_before=loss_before, loss_after=loss_after, seconds=seconds,
+                     tokens=len(ids), windows=len(chunks))
+    description = (f"rank-{rank} LoRA ({', '.join(sorted(set(targets)))}) for {loaded.pinned.name} "
+                   f"({loaded.pinned.short}) trained on {text_path.name}: {steps} steps, "
+                   f"loss {loss_before:.3f} -> {loss_after:.3f}")
+    return publisher.publish("parameter", payload, meta, name=name, description=description)
+
+
+def lora_config_for(loaded: LoadedModel, *, rank: int, alpha: int, targets: Sequence[str], steps: int = 1,
+                    batch: int = 1, lr: float = 1e-3):
+    """A peft LoraConfig for training on the loaded model; UsageError for bad settings or target
+    modules the model lacks."""
+    from peft import LoraConfig
+
+    if steps < 1 or rank < 1 or alpha < 1 or batch < 1 or not lr > 0:
         raise UsageError("steps, rank, alpha and batch must be positive, seq_len at least 8, lr above 0")
     if not targets:
         raise UsageError("name at least one target module (e.g. q_proj)")
@@ -376,21 +439,30 @@ def train(publisher: Publisher, gate: Gate, loaded: LoadedModel, text_path: Path
     if unknown:
         raise UsageError(f"model {loaded.pinned.name} has no {', '.join(unknown)} modules "
                          f"(it has {', '.join(sorted(linears))})")
-    ids = _training_ids(loaded, text_path)
-    chunks = _chunks(ids, seq_len)
+    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=sorted(set(targets)), lora_dropout=0.0,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def fit(store: Store, gate: Gate, loaded: LoadedModel, config, next_batch: Callable[[], tuple], evaluation: list[tuple], *,
+        steps: int, lr: float, seed: int, progress: Callable[[int, int, float], None] | None = None
+        ) -> tuple[dict[str, Any], float, float]:
+    """Train a fresh LoRA (config) on the plain base model with AdamW: each step one batch from
+    next_batch() as (input_ids, attention_mask or None, labels with -100 where no loss). Returns
+    (the adapter's tensors, mean loss over evaluation before, after). progress(step, steps, loss)
+    after each step; an exception it raises stops training (cancellation). The model is left as
+    it was: LoRA layers unloaded, adapters applied before applied again."""
+    from peft import get_peft_model_state_dict
+
+    from memnet.model.runtime import set_threads, torch
+
     set_threads()
     previous = [(c, m / 1000) for c, m in loaded.adapters.get("specs", [])]
-    activate(publisher.store, gate, loaded, [])  # train against the plain base model
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=sorted(set(targets)), lora_dropout=0.0,
-                        bias="none", task_type="CAUSAL_LM")
-    evaluation = chunks[:EVAL_CHUNKS]
-    order = random.Random(seed)
-    start = time.perf_counter()
+    activate(store, gate, loaded, [])  # train against the plain base model
 
     def mean_loss() -> float:
         with torch.no_grad():
-            return sum(float(loaded.model(input_ids=torch.tensor([c]), labels=torch.tensor([c])).loss)
-                       for c in evaluation) / len(evaluation)
+            return sum(float(loaded.model(input_ids=i, attention_mask=a, labels=y).loss)
+                       for i, a, y in evaluation) / len(evaluation)
 
     try:
         # the model stays in eval mode: LoRA dropout is 0 and Llama-style models have no other,
@@ -401,17 +473,10 @@ def train(publisher: Publisher, gate: Gate, loaded: LoadedModel, text_path: Path
         loss_before = mean_loss()
         params = [p for p in wrapper.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        queue: list[list[int]] = []
         with torch.enable_grad():
             for step in range(1, steps + 1):
-                rows = []
-                for _ in range(min(batch, len(chunks))):
-                    if not queue:
-                        queue = list(chunks)
-                        order.shuffle(queue)
-                    rows.append(queue.pop())
-                window = torch.tensor(rows)  # equal lengths: seq_len, or the whole of a shorter text
-                loss = loaded.model(input_ids=window, labels=window).loss
+                ids, mask, labels = next_batch()
+                loss = loaded.model(input_ids=ids, attention_mask=mask, labels=labels).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -422,18 +487,18 @@ def train(publisher: Publisher, gate: Gate, loaded: LoadedModel, text_path: Path
         state = {k: v.detach().contiguous() for k, v in trained.items()}
     finally:
         _deactivate(loaded)
-        activate(publisher.store, gate, loaded, previous)
-    seconds = time.perf_counter() - start
+        activate(store, gate, loaded, previous)
+    return state, loss_before, loss_after
+
+
+def adapter_payload(loaded: LoadedModel, config, state: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """A trained adapter as a parameter cube's payload and meta, checked as a fetcher would."""
+    from safetensors.torch import save
+
     peft_config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
     peft_config.update(peft_type="LORA", task_type="CAUSAL_LM", base_model_name_or_path=loaded.pinned.name)
     payload = payloads.build_parameter_payload(json.loads(json.dumps(peft_config, default=str)),
                                                save(state, metadata={"format": "pt"}))
     meta = {"base_model": loaded.pinned.fingerprint, "peft": payloads.peft_summary(peft_config)}
     payloads.validate_parameter(payload, meta)
-    if stats is not None:
-        stats.update(loss_before=loss_before, loss_after=loss_after, seconds=seconds,
-                     tokens=len(ids), windows=len(chunks))
-    description = (f"rank-{rank} LoRA ({', '.join(sorted(set(targets)))}) for {loaded.pinned.name} "
-                   f"({loaded.pinned.short}) trained on {text_path.name}: {steps} steps, "
-                   f"loss {loss_before:.3f} -> {loss_after:.3f}")
-    return publisher.publish("parameter", payload, meta, name=name, description=description)
+    return payload, meta
