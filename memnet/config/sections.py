@@ -117,6 +117,35 @@ class AskSettings:
     promote_after: int = field(default=PROMOTE_AFTER, metadata={"derived": True})
 
 
+# -- consolidation ("consolidation"): hot memory sets distilled into LoRA cubes ---------------------
+
+@dataclass(frozen=True)
+class ConsolidationSettings:
+    """MemOS's last transition: a memory set used often, with stable answers, is distilled into a
+    parameter (LoRA) cube that answers without the notes in the prompt, published only when a
+    measured gate passes (memnet/scheduler/consolidation.py)."""
+
+    enabled: bool = setting(True, c.flag, doc="let the daemon's upkeep distil hot memory sets in the background")
+    after_uses: int = setting(8, c.count, doc="uses of a memory set before it is a candidate")
+    stable_fraction: float = setting(1.0, c.number(0.0, 1.0),
+                                     doc="share of repeated questions that must have got the same answer")
+    cpu_budget_per_day: float = setting(900.0, c.number(0.0),
+                                        doc="CPU seconds distillation may use per UTC day (0: none)")
+    max_adapters: int = setting(4, c.whole(0, 1024), doc="consolidated adapters in use on this node at most")
+    gate_accuracy: float = setting(0.8, c.number(0.0, 1.0),
+                                   doc="held-back questions the adapter must answer, of those the notes path answers")
+    min_judged: int = setting(3, c.whole(0, 1000), doc="held-back questions the notes path must answer for a verdict")
+    fact_recall: float = setting(0.5, c.number(0.0, 1.0),
+                                 doc="share of the reference answer's facts an answer must state to count as correct")
+    use_accuracy: float = setting(0.8, c.number(0.0, 1.0),
+                                  doc="gate accuracy `ask` requires before answering from an adapter alone")
+    steps: int = setting(60, c.whole(1, 100_000), doc="training steps (batches of 4 question-answer pairs)")
+    rank: int = setting(8, c.whole(1, 256), doc="LoRA rank of consolidated adapters")
+    archive_after: int | None = setting(14 * 86400, c.optional(c.duration),
+                                        doc="an adapter unused this long is archived (no longer used); null = never")
+    retry_after: int = setting(7 * 86400, c.duration, doc="a memory set whose adapter failed the gate waits this long")
+
+
 # -- the hivemind bridge ("hivemind"): distributed inference -------------------------------------
 
 @dataclass(frozen=True)
@@ -182,6 +211,8 @@ class Config:
     trust: TrustPolicy = setting(TrustPolicy(), c.trust, doc="whose cubes are fetched, pinned, injected")
     lifecycle: Lifecycle = section(Lifecycle, flat=True, doc="lifecycle and eviction")
     ask: AskSettings = section(AskSettings, doc="recall and promotion in `memnet ask`")
+    consolidation: ConsolidationSettings = section(ConsolidationSettings,
+                                                   doc="hot memory sets distilled into LoRA cubes")
     daemon: DaemonSettings = section(DaemonSettings, doc="the swarm daemon")
     hivemind: HivemindSettings = section(HivemindSettings, doc="the hivemind bridge: span servers and distributed generation")
     http: HttpSettings = section(HttpSettings, doc="the OpenAI-compatible API and the dashboard")

@@ -269,6 +269,14 @@ def _hit_items(publisher: Publisher, cube_id: bytes) -> list[dict[str, Any]]:
     return items
 
 
+def item_text(publisher: Publisher, cube_id: bytes, item: int) -> str:
+    """One stored item's text (NotFoundError when the cube or the item is not here)."""
+    items = _hit_items(publisher, cube_id)
+    if not 0 <= item < len(items):
+        raise NotFoundError(f"cube {cid.to_text(cube_id)} has no item {item}")
+    return items[item]["text"]
+
+
 def _vectors_of(publisher: Publisher, embedder: Embedder, cube_id: bytes, report: SyncReport) -> np.ndarray:
     """float16 (items, dim) vectors for a stored cube: its own if they carry our fingerprint and
     pass a spot check, else embedded here. An unreadable cube (sealed to others) has none."""

@@ -162,7 +162,7 @@ def record_set_use(store: Store, set_key: bytes, now: int | None = None) -> Usag
     the same instant may lose one count, which only delays a promotion."""
     now = int(time.time()) if now is None else now
     raw = store.get_record(USAGE_TABLE, set_key)
-    old = _usage(raw) if raw is not None else UsageCount(0, 0)
+    old = decode_usage(raw) if raw is not None else UsageCount(0, 0)
     new = UsageCount(old.count + 1, now)
     store.put_records(USAGE_TABLE, [(set_key, canonical.encode({"count": new.count, "last": new.last}))])
     return new
@@ -171,10 +171,10 @@ def record_set_use(store: Store, set_key: bytes, now: int | None = None) -> Usag
 def set_uses(store: Store, set_key: bytes) -> int:
     """How many uses of a memory set were counted (without counting one)."""
     raw = store.get_record(USAGE_TABLE, set_key)
-    return _usage(raw).count if raw is not None else 0
+    return decode_usage(raw).count if raw is not None else 0
 
 
-def _usage(raw: bytes) -> UsageCount:
+def decode_usage(raw: bytes) -> UsageCount:
     try:
         value = canonical.decode(raw, MAX_RECORD)
         if isinstance(value, dict) and set(value) == {"count", "last"} and all(
