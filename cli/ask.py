@@ -26,6 +26,8 @@ def ask(
     no_promote: bool = typer.Option(False, "--no-promote", help="Do not turn a hot memory set into a KV cube."),
     promote_dtype: str = typer.Option("float32", "--promote-dtype",
                                       help="dtype of promoted KV cubes (float32: answers stay exactly the same)."),
+    way: str = typer.Option("auto", "--way", help="How the memory set reaches the answer: auto (the plan decides), "
+                            "notes (in the prompt, or a KV cube of them), adapter (its consolidated LoRA, if any)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Answer a question with the pinned model, using the memories recalled for it."""
@@ -41,6 +43,8 @@ def ask(
         raise UsageError("-k must be at least 1")
     if max_tokens < 1:
         raise UsageError("--max-tokens must be at least 1")
+    if way not in ("auto", "notes", "adapter"):
+        raise UsageError("--way must be auto, notes or adapter")
     if promote_dtype not in kv.DTYPE_NAMES:
         raise UsageError(f"--promote-dtype must be one of {', '.join(kv.DTYPE_NAMES)}")
     node = _node()
@@ -52,7 +56,8 @@ def ask(
     swarm = None if (local_only or no_kv) else api.swarm_of(node)
     answer = ask_mod.ask(node.publisher, node.gate(), node.perf, loaded, question, adapter=adapter, loras=loras, swarm=swarm, settings=settings,
                          max_new_tokens=max_tokens, use_kv=not no_kv, promote=not no_promote,
-                         promote_dtype=promote_dtype, dry_run=dry_run)
+                         promote_dtype=promote_dtype, dry_run=dry_run, consolidation=node.config.consolidation,
+                         way=way)
     if as_json:
         _print_json(_as_json(answer))
     else:

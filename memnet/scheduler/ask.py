@@ -13,19 +13,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from memnet.config import AskSettings
+from memnet.config import AskSettings, ConsolidationSettings
 from memnet.cube.build import Cube
 from memnet.errors import UsageError
 from memnet.governance import audit
 from memnet.governance.gate import Gate
 from memnet.local import Publisher
 from memnet.memory import index
-from memnet.model import generate, kv, perf
+from memnet.model import generate, kv, lora, perf
 from memnet.model.loader import LoadedModel
-from memnet.scheduler import lifecycle, policy
+from memnet.scheduler import consolidate, lifecycle, policy
+from memnet.scheduler import consolidation as consolidation_policy
+from memnet.scheduler.consolidation import ADAPTER, KV, NOTES
 from memnet.scheduler import plan as plan_mod
 from memnet.scheduler.plan import KvFacts, Plan, Recalled
 from memnet.store import Store
+
+MAX_QUESTION = 1000   # characters of a question the audit log keeps (consolidation trains on them)
+
 
 @dataclass
 class Answer:
@@ -56,10 +61,16 @@ def memory_filter(store: Store, gate: Gate):
 def ask(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, question: str, *,
         settings: AskSettings, adapter: bytes | None = None, loras: list[tuple[bytes, float]] | None = None,
         swarm: generate.Swarm | None = None, max_new_tokens: int = 96, use_kv: bool = True,
-        promote: bool = True, promote_dtype: str = "float32", dry_run: bool = False) -> Answer:
+        promote: bool = True, promote_dtype: str = "float32", dry_run: bool = False,
+        consolidation: ConsolidationSettings | None = None, way: str = "auto") -> Answer:
     """Answer a question from recalled memories. publisher: this node's store and key (memories
     are read, promoted cubes published with it); gate: what may be injected; book: measured
-    costs."""
+    costs. consolidation: the node's settings (None: no adapter way); way: auto (the plan
+    chooses), or notes / adapter to force one (benchmarks; a missing adapter falls back)."""
+    if way not in ("auto", NOTES, ADAPTER):
+        raise UsageError("the way must be auto, notes or adapter")
+    consolidation = (consolidation or ConsolidationSettings(), way) if consolidation is not None or way != "auto" \
+        else None
     if not isinstance(question, str) or not question.strip():
         raise UsageError("the question is empty")
     if promote_dtype not in kv.DTYPE_NAMES:
@@ -88,18 +99,30 @@ def ask(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: LoadedMod
     uses = lifecycle.record_set_use(store, key).count if key is not None and not dry_run else 0
     if key is not None and dry_run:
         uses = lifecycle.set_uses(store, key) + 1
-    if promote:
+    elif key is not None:
+        consolidate.note_members(store, key, [(m.cube_id, m.item) for m in chosen], adapter is not None)
+    samples = book.prefill_samples(loaded.pinned.fingerprint)
+    way = _way(store, loaded, samples, key, adapter, question.strip(), ids, facts, choice, consolidation)
+    if way.way == ADAPTER:
+        promote_now, why = False, "answered from the consolidated adapter: the notes are not in the prompt"
+    elif promote:
         promote_now, why = plan_mod.promotion(uses, settings, len(prefix_ids), facts)
     else:
         promote_now, why = False, "promotion is off for this request"
-    samples = book.prefill_samples(loaded.pinned.fingerprint)
     plan = Plan(question.strip(), plan_mod.in_layout_order(chosen), skipped, key, len(prefix_ids), len(ids), facts,
-                list(loras or []), uses, promote_now, why, perf.estimate_prefill(samples, len(ids)))
+                list(loras or []), uses, promote_now, why, perf.estimate_prefill(samples, len(ids)),
+                way=way.way, way_reason=way.reason, consolidated=way.adapter, consolidated_accuracy=way.accuracy)
     steps["plan"] = time.perf_counter() - mark
     answer = Answer(plan, None, steps=steps)
     if dry_run:
         return answer
 
+    if way.way == ADAPTER:
+        answer.generation = _from_adapter(store, gate, book, loaded, way, options, loras or [])
+        consolidate.mark_used(store, key)
+        store.record_access(way.adapter)
+        _audit(store, question, way.ids, plan, answer)
+        return answer
     answer.generation = generate.generate(store, gate, book, loaded, ids, options, swarm, choice)
     for cube_id in dict.fromkeys(m.cube_id for m in chosen):
         store.record_access(cube_id)
@@ -110,6 +133,66 @@ def ask(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: LoadedMod
         answer.promote_seconds = time.perf_counter() - mark
     _audit(store, question, ids, plan, answer)
     return answer
+
+
+@dataclass
+class _Way:
+    way: str = NOTES
+    reason: str = ""
+    adapter: bytes | None = None
+    accuracy: float = 0.0
+    ids: list[int] = field(default_factory=list)
+
+
+def _way(store: Store, loaded: LoadedModel, samples: list, key: bytes | None, adapter: bytes | None, question: str,
+         ids: list[int], facts: KvFacts, choice: generate.PrefixChoice,
+         consolidation: tuple[ConsolidationSettings, str] | None) -> _Way:
+    """How the memory set reaches the answer: its notes in the prompt (prefilled, or from a KV
+    cube), or its consolidated adapter with the question alone (consolidation.choose_path)."""
+    reuse = facts.cube_id is not None and facts.usable > 0
+    if key is None:
+        return _Way(reason="no memory set")
+    if consolidation is None:
+        return _Way(KV if reuse else NOTES, "consolidated adapters are not considered here")
+    settings, forced = consolidation
+    usable = consolidate.usable(store, key) if adapter is None else None
+    if usable is None:
+        why = "asked with LoRA cubes applied" if adapter is not None else "no consolidated adapter for this memory set"
+        return _Way(KV if reuse else NOTES, why)
+    plain = prompt_ids(loaded, None, question)[1]
+    options = [consolidation_policy.PathOption(NOTES, perf.estimate_prefill(samples, len(ids)))]
+    if reuse and facts.cost_estimate is not None:
+        rest = perf.estimate_prefill(samples, len(ids) - facts.usable) if len(ids) > facts.usable else 0.0
+        options.append(consolidation_policy.PathOption(KV, None if rest is None else facts.cost_estimate + rest))
+    merge = 0.0 if loaded.adapters.get("specs") == [(usable.adapter, 1000)] else usable.apply_seconds
+    question_prefill = perf.estimate_prefill(samples, len(plain))
+    options.append(consolidation_policy.PathOption(
+        ADAPTER, None if question_prefill is None else question_prefill + merge, usable.accuracy))
+    if forced != "auto":
+        chosen = consolidation_policy.PathChoice(forced, f"{forced} chosen by the caller", options)
+    else:
+        chosen = consolidation_policy.choose_path(options, settings)
+    if chosen.way == ADAPTER:
+        return _Way(ADAPTER, chosen.reason, usable.adapter, usable.accuracy, plain)
+    return _Way(KV if reuse else NOTES, chosen.reason, usable.adapter, usable.accuracy)
+
+
+def _from_adapter(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, way: _Way,
+                  options: generate.Options, loras: list[tuple[bytes, float]]) -> generate.Generation:
+    """Answer the question alone with the consolidated adapter applied (beside the caller's
+    adapters), then give the caller's adapters back."""
+    specs = [(way.adapter, 1.0), *loras]
+    mark = time.perf_counter()
+    fingerprint = lora.activate(store, gate, loaded, specs)
+    applied = time.perf_counter() - mark
+    try:
+        plain = generate.Options(max_new_tokens=options.max_new_tokens, adapter=fingerprint, use_local=options.use_local,
+                                 use_swarm=False)
+        result = generate.generate(store, gate, book, loaded, way.ids, plain)
+    finally:
+        lora.activate(store, gate, loaded, loras)
+    result.steps["apply_adapter"] = applied
+    return result
 
 
 def prompt_ids(loaded: LoadedModel, system: str | None, question: str) -> tuple[list[int], list[int]]:
@@ -152,8 +235,12 @@ def _promote(publisher: Publisher, book: perf.PerfBook, loaded: LoadedModel, res
 
 
 def _audit(store: Store, question: str, ids: list[int], plan: Plan, answer: Answer) -> None:
-    cubes = [{"cid": m.cube_id, "kind": "plaintext", "author": m.author, "role": "plaintext", "source": "local"}
-             for m in plan.memories]
+    via_adapter = plan.way == ADAPTER
+    cubes = [] if via_adapter else [{"cid": m.cube_id, "kind": "plaintext", "author": m.author, "role": "plaintext",
+                                     "source": "local"} for m in plan.memories]
+    if via_adapter:   # the notes did not go in; the adapter's manifest names them as its parents
+        cubes.append({"cid": plan.consolidated, "kind": "parameter", "author": store.manifest(plan.consolidated).author,
+                      "role": "lora", "source": "local"})
     result = answer.generation
     if result.cube_id is not None:
         cubes.append({"cid": result.cube_id, "kind": "activation", "author": store.manifest(result.cube_id).author,
@@ -163,7 +250,8 @@ def _audit(store: Store, question: str, ids: list[int], plan: Plan, answer: Answ
                       "role": "lora", "source": "local"})
     extra = {"prompt_tokens": result.prompt_tokens, "reused": result.reused, "new_tokens": len(result.new_ids),
              "memory_set": plan.set_key, "decision": result.decision[:300] or None,
-             "promoted": answer.promoted.cube_id if answer.promoted else None}
+             "promoted": answer.promoted.cube_id if answer.promoted else None,
+             "question": question.strip()[:MAX_QUESTION], "adapter_way": True if via_adapter else None}
     audit.record_answer(store, kind="ask", prompt_ids_or_text_digest=ids, cubes=cubes, answer_digest=result.text,
                         extra=extra, prompt_text=question)
 

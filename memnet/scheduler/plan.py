@@ -62,6 +62,10 @@ class Plan:
     promote: bool = False
     promote_reason: str = ""
     prefill_estimate: float | None = None  # seconds to prefill the whole prompt with no reuse
+    way: str = "notes"              # notes | kv | adapter: how the memory set reaches the answer
+    way_reason: str = ""
+    consolidated: bytes | None = None       # the memory set's consolidated adapter, if any
+    consolidated_accuracy: float = 0.0
 
     def explain(self) -> list[str]:
         """The plan as lines a person can check: each choice with its reason and estimated cost."""
@@ -81,6 +85,11 @@ class Plan:
         else:
             lines.append(f"  prompt    {self.prompt_tokens} tokens, no memory prefix")
         lines.append("  kv        " + self._kv_line())
+        if self.consolidated is not None:
+            lines.append(f"  adapter   {_short(self.consolidated)} (consolidated, {self.consolidated_accuracy:.0%} by its gate): "
+                         + ("answering from it, with the question alone" if self.way == "adapter" else "not used"))
+        if self.set_key is not None:
+            lines.append(f"  way       {self.way}: {self.way_reason}")
         if self.loras:
             lines.append("  lora      " + ", ".join(f"{_short(c)} ×{w:g}" for c, w in self.loras))
         else:
