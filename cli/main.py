@@ -268,8 +268,8 @@ def cat(cube: str, output: Optional[Path] = typer.Option(None, "-o", "--output",
 
 # Each module registers its commands on app: daemon and network (swarm), lora import/train/ls,
 # model pin/ls + kv build + generate, remember/notes/recall (memory), upkeep, trust/revoke/audit
-# (governance), ask, config show/get/set/unset.
-for _commands in ("swarm", "lora", "model", "memory", "upkeep", "governance", "ask", "config"):
+# (governance), ask, consolidate, config show/get/set/unset.
+for _commands in ("swarm", "lora", "model", "memory", "upkeep", "governance", "ask", "consolidate", "config"):
     importlib.import_module(f"cli.{_commands}")
 
 

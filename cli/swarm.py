@@ -105,6 +105,16 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         model = api.get("model") or {}
         out.print(f"http:          {api['url']} (OpenAI API at /v1, dashboard at /; model {model.get('model')} "
                   f"{model.get('state')}, {model.get('requests', 0)} requests)")
+    distil = info.get("consolidation") or {}
+    if distil.get("running"):
+        run = distil["running"]
+        out.print(f"consolidating: memory set {run['memory_set'][:12]}: {run['stage']} {run['done']}/{run['total']} "
+                  f"(CPU today {distil['cpu_today']:.0f}/{distil['cpu_budget']:.0f} s)")
+    elif distil.get("last"):
+        last = distil["last"]
+        out.print(f"consolidated:  memory set {last['memory_set'][:12]}: "
+                  + (f"published {last.get('adapter')}" if last.get("published") else "not published")
+                  + f" ({last.get('reason')})", markup=False)
     for name, state in (info.get("services") or {}).items():
         if state != "ok":
             out.print(f"service:       {name} {state} (see the daemon's log)")

@@ -76,7 +76,7 @@ class Daemon:
         self.announcer = Announcer(store, self.discovery, config)
         self.names = Names(node.home, node.key, self.discovery, config)
         self.revocations = RevocationWatch(store, node.author, self.discovery, self.announcer, config)
-        self.upkeep = Upkeep(store, self.announcer, config)
+        self.upkeep = Upkeep(store, self.announcer, config, node.home, lambda: bool(node.models.pinned_models()))
         self.fetching = Fetching(self.host, store, self.discovery, lambda: node.gate(fresh=True),
                                  self.announcer, self.revocations, config)
         self.control = ControlServer(token, self.commands)
@@ -162,6 +162,7 @@ class Daemon:
             "providing": len(self.announcer.providing), "served_bytes": self.mip.server.served_bytes,
             "services": {s.name: f"failed: {s.failed}" if s.failed else "ok" for s in self.services},
             "bridge": self.bridge.state,
+            "consolidation": self.upkeep.status(),
             "http": {"url": self.http.url, "model": self.http.engine.info() if self.http.engine else None},
             "resources": resource_use(self.host),
             **usage,
