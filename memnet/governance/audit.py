@@ -7,7 +7,9 @@ canonical msgpack
      "author", "role", "source"}], "answer": sha256, ["extra": map]}
 Prompts and answers are kept as digests (a text's digest is sha256 of its UTF-8, so a user can
 check one with sha256sum; token ids hash as u32le), plus the prompt's first PREVIEW characters
-when the caller has its text.
+when the caller has its text. `ask` entries also keep the question itself in extra["question"]
+(at most 1000 characters): consolidation trains a memory set's adapter on the questions asked
+of it (scheduler/consolidate.py). The log never leaves the node.
 """
 
 from __future__ import annotations

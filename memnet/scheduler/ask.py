@@ -30,6 +30,7 @@ from memnet.scheduler.plan import KvFacts, Plan, Recalled
 from memnet.store import Store
 
 MAX_QUESTION = 1000   # characters of a question the audit log keeps (consolidation trains on them)
+ADAPTER_SYSTEM = "Answer from what you remember."
 
 
 @dataclass
@@ -159,7 +160,7 @@ def _way(store: Store, loaded: LoadedModel, samples: list, key: bytes | None, ad
     if usable is None:
         why = "asked with LoRA cubes applied" if adapter is not None else "no consolidated adapter for this memory set"
         return _Way(KV if reuse else NOTES, why)
-    plain = prompt_ids(loaded, None, question)[1]
+    plain = question_ids(loaded, question)
     options = [consolidation_policy.PathOption(NOTES, perf.estimate_prefill(samples, len(ids)))]
     if reuse and facts.cost_estimate is not None:
         rest = perf.estimate_prefill(samples, len(ids) - facts.usable) if len(ids) > facts.usable else 0.0
@@ -193,6 +194,13 @@ def _from_adapter(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedM
         lora.activate(store, gate, loaded, loras)
     result.steps["apply_adapter"] = applied
     return result
+
+
+def question_ids(loaded: LoadedModel, question: str) -> list[int]:
+    """The adapter way's prompt: a short fixed system turn and the question. What consolidation
+    trains on and what `ask` then asks with; short on purpose (SmolLM2's default system turn,
+    used when there is none, is 30 tokens: its prefill is the adapter way's whole cost)."""
+    return prompt_ids(loaded, ADAPTER_SYSTEM, question)[1]
 
 
 def prompt_ids(loaded: LoadedModel, system: str | None, question: str) -> tuple[list[int], list[int]]:

@@ -57,7 +57,7 @@ MAX_RECORD = 16 * 1024
 MAX_QUESTIONS = 6            # distinct asked questions a distillation uses (the newest)
 ANSWER_TOKENS = 48           # tokens of each reference answer
 TRAIN_WORDINGS = ("{q}", "Quick question: {q}", "Remind me: {q}", "{q} Answer briefly.")
-HELD_WORDINGS = ("Do you happen to know this: {q}", "I forgot. {q}")
+HELD_WORDINGS = ("Do you happen to know this: {q}", "I forgot. {q}", "Tell me again: {q}")
 NOTE_TRAIN = "What do my notes say about {topic}?"
 NOTE_HELD = "What do you remember about {topic}?"
 TAG = "consolidated"
@@ -307,7 +307,7 @@ def distil(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: Loaded
     """Distil one memory set into a LoRA cube behind the gate (the module doc's four steps);
     records the outcome and the CPU spent. Refuses (UsageError) a set whose notes are gone or
     changed, and a day whose budget is spent."""
-    from memnet.scheduler.ask import prompt_ids
+    from memnet.scheduler.ask import prompt_ids, question_ids
 
     store = publisher.store
     say = progress or (lambda stage, done, total: None)
@@ -324,9 +324,9 @@ def distil(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: Loaded
     pairs, total = [], len(train_qs) + len(held_qs)
     for done, question in enumerate(train_qs, 1):
         reference = _answer(store, gate, book, loaded, prompt_ids(loaded, system, question)[1]).text
-        pairs.append((prompt_ids(loaded, None, question)[1], _answer_ids(loaded, reference)))
+        pairs.append((question_ids(loaded, question), _answer_ids(loaded, reference)))
         say("answers", done, total)
-    pairs += [(prompt_ids(loaded, None, q)[1], _answer_ids(loaded, note)) for q, note in about]
+    pairs += [(question_ids(loaded, q), _answer_ids(loaded, note)) for q, note in about]
     references = []
     for done, question in enumerate(held_qs, len(train_qs) + 1):
         references.append(_answer(store, gate, book, loaded, prompt_ids(loaded, system, question)[1]).text)
@@ -343,7 +343,7 @@ def distil(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: Loaded
     with lora.trial(store, gate, loaded, trained.payload, trained.meta):
         apply_seconds = time.perf_counter() - mark
         for done, (question, reference) in enumerate(zip(held_qs, references), 1):
-            answer = _answer(store, gate, book, loaded, prompt_ids(loaded, None, question)[1]).text
+            answer = _answer(store, gate, book, loaded, question_ids(loaded, question)).text
             verdict = (bool(wanted[done - 1]), policy.states_facts(answer, wanted[done - 1], config))
             judged.append(verdict)
             examples.append({"question": question, "reference": reference, "adapter": answer,
