@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The memnet demo: node homes on this machine; publish, list, show, verify, export, import; then
 # three daemons on loopback: publish on one, find and fetch (verified) on another, signed names;
-# KV and LoRA cubes, memory and ask, distributed inference; the OpenAI-compatible API and dashboard.
+# KV and LoRA cubes, memory and ask, consolidation, distributed inference; the OpenAI-compatible API and dashboard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -138,6 +138,12 @@ step memnet --home "$alice" ask "What is the office wifi password?" -n 20 --expl
 printf '\nso the next request with the same memories reuses it:\n'
 step memnet --home "$alice" ask "What is the office wifi password?" -n 20 --explain
 step memnet --home "$alice" audit --last 2
+printf '\n\033[1mmemory that consolidates: a hot memory set distilled into a LoRA cube, published only past its gate\033[0m\n'
+set_key=$(memnet --home "$alice" ask "What's the wifi password at the office?" -n 20 --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["memory_set"])')
+step memnet --home "$alice" consolidate
+step memnet --home "$alice" consolidate "${set_key:0:12}" --steps 40
+printf '\nasked with the question alone, the adapter answers from what it learned:\n'
+step memnet --home "$alice" ask "What is the office wifi password?" -n 20 --explain --way adapter
 carol_to=$(memnet --home "$carol" id --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["recipient"])')
 secret=$(memnet --home "$alice" remember "The launch moved to 3 March; tell no one yet." --to "$carol_to")
 step memnet --home "$bob" get "$secret"

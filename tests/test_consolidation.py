@@ -237,7 +237,6 @@ def test_cli_consolidate_lists_distils_and_refuses_bad_input(tmp_path, models, t
     assert row["candidate"] and row["uses"] == 2 and listed["cpu_budget"] == 900
     shown = memnet(where, "consolidate", row["memory_set"][:8])
     assert "published" in shown.out and "trained on 5 pairs" in shown.out
-    assert "already consolidated" in memnet(where, "consolidate").out
     assert_one_line_error(memnet(where, "consolidate", "zz", check=False), "not a memory set key")
     assert_one_line_error(memnet(where, "ask", "q", "--way", "telepathy", check=False), "--way")
 
@@ -328,11 +327,12 @@ def test_smollm2_adapter_answers_without_the_notes(tmp_path, monkeypatch, smollm
     for question in ("What is the password of the office wifi?", "What's the wifi password at the office?"):
         ask_mod.ask(node.publisher, node.gate(), node.perf, loaded, question, settings=settings, max_new_tokens=16)
     (verdict,) = cons.candidates(node.store, replace(CONFIG, after_uses=2))
+    lesson = cons.collect(node.publisher, node.gate(), node.perf, loaded, verdict.set_key, CONFIG)
     # two steps of training: the adapter does not know the facts, and the gate refuses it
-    bad = cons.distil(node.publisher, node.gate(), node.perf, loaded, verdict.set_key, replace(CONFIG, steps=2))
+    bad = cons.train_and_judge(node.publisher, node.gate(), node.perf, loaded, lesson, replace(CONFIG, steps=2))
     assert not bad.gate.passed and bad.cube is None and bad.gate.judged >= 3, bad.examples
     assert cons.record_of(node.store, verdict.set_key)[0].state == policy.DISCARDED
-    outcome = cons.distil(node.publisher, node.gate(), node.perf, loaded, verdict.set_key, replace(CONFIG, steps=40))
+    outcome = cons.train_and_judge(node.publisher, node.gate(), node.perf, loaded, lesson, replace(CONFIG, steps=30))
     assert outcome.gate.passed, outcome.examples            # the real gate: 80 % of the held-back questions
     assert outcome.cube.manifest.parents == (note.cube_id,)
     plain = ask_mod.ask(node.publisher, node.gate(), node.perf, loaded, "What is the password of the office wifi?",

@@ -55,7 +55,7 @@ TABLE = "consolidation"
 CPU_TABLE = "consolidation_cpu"
 MAX_RECORD = 16 * 1024
 MAX_QUESTIONS = 6            # distinct asked questions a distillation uses (the newest)
-ANSWER_TOKENS = 48           # tokens of each reference answer
+ANSWER_TOKENS = 32           # tokens of each answer (references run 10-25; a bad adapter rambles to the cap)
 TRAIN_WORDINGS = ("{q}", "Quick question: {q}", "Remind me: {q}", "{q} Answer briefly.")
 HELD_WORDINGS = ("Do you happen to know this: {q}", "I forgot. {q}", "Tell me again: {q}")
 NOTE_TRAIN = "What do my notes say about {topic}?"
@@ -301,12 +301,33 @@ def _answer_ids(loaded: LoadedModel, text: str) -> list[int]:
     return ids + ([eos] if eos is not None else [])
 
 
+@dataclass
+class Lesson:
+    """What a distillation learns from and is judged on: the training pairs (question alone ->
+    the notes path's answer) and the held-back questions with their reference answers' facts."""
+
+    material: Material
+    pairs: list[tuple[list[int], list[int]]]
+    held: list[str]
+    references: list[str]
+    wanted: list[set[str]]
+    cpu_seconds: float
+    seconds: float
+
+
 def distil(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, set_key: bytes,
            config: ConsolidationSettings, *, progress: Progress | None = None, now: int | None = None,
            seed: int = 0) -> Outcome:
     """Distil one memory set into a LoRA cube behind the gate (the module doc's four steps);
     records the outcome and the CPU spent. Refuses (UsageError) a set whose notes are gone or
     changed, and a day whose budget is spent."""
+    lesson = collect(publisher, gate, book, loaded, set_key, config, progress=progress, now=now)
+    return train_and_judge(publisher, gate, book, loaded, lesson, config, progress=progress, now=now, seed=seed)
+
+
+def collect(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, set_key: bytes,
+            config: ConsolidationSettings, *, progress: Progress | None = None, now: int | None = None) -> Lesson:
+    """Steps 1 and 2: the questions, and the model's answers with the notes in the prompt."""
     from memnet.scheduler.ask import prompt_ids, question_ids
 
     store = publisher.store
@@ -332,25 +353,39 @@ def distil(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: Loaded
         references.append(_answer(store, gate, book, loaded, prompt_ids(loaded, system, question)[1]).text)
         say("answers", done, total)
     wanted = [policy.facts(r, m.notes_text, q) for q, r in zip(held_qs, references)]
+    return Lesson(m, pairs, held_qs, references, wanted, time.process_time() - cpu0, time.perf_counter() - wall0)
+
+
+def train_and_judge(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, lesson: Lesson,
+                    config: ConsolidationSettings, *, progress: Progress | None = None, now: int | None = None,
+                    seed: int = 0) -> Outcome:
+    """Steps 3 and 4: train, judge on the held-back questions, publish or discard, record. The
+    CPU and time counted are the lesson's and this step's (a lesson may be trained on twice: tests
+    and benchmarks compare training settings on the same answers)."""
+    from memnet.scheduler.ask import question_ids
+
+    store, m, wanted = publisher.store, lesson.material, lesson.wanted
+    say = progress or (lambda stage, done, total: None)
+    cpu0, wall0 = time.process_time() - lesson.cpu_seconds, time.perf_counter() - lesson.seconds
+    pairs, held = len(lesson.pairs), len(lesson.held)
     hopeless = policy.gate([(bool(w), True) for w in wanted], config)
     if not hopeless.passed:   # even a perfect adapter would fail: the notes path itself does not answer
-        return _finish(publisher, loaded, m, config, hopeless, None, cpu0, wall0, len(pairs), len(held_qs), now,
-                       (0.0, 0.0), [], 0.0)
-    trained = distill.train_pairs(store, gate, loaded, pairs, steps=config.steps, rank=config.rank, seed=seed,
+        return _finish(publisher, loaded, m, config, hopeless, None, cpu0, wall0, pairs, held, now, (0.0, 0.0), [], 0.0)
+    trained = distill.train_pairs(store, gate, loaded, lesson.pairs, steps=config.steps, rank=config.rank, seed=seed,
                                   progress=lambda step, steps, loss: say("training", step, steps))
     judged, examples = [], []
     mark = time.perf_counter()
     with lora.trial(store, gate, loaded, trained.payload, trained.meta):
         apply_seconds = time.perf_counter() - mark
-        for done, (question, reference) in enumerate(zip(held_qs, references), 1):
+        for done, (question, reference, facts) in enumerate(zip(lesson.held, lesson.references, wanted), 1):
             answer = _answer(store, gate, book, loaded, question_ids(loaded, question)).text
-            verdict = (bool(wanted[done - 1]), policy.states_facts(answer, wanted[done - 1], config))
+            verdict = (bool(facts), policy.states_facts(answer, facts, config))
             judged.append(verdict)
             examples.append({"question": question, "reference": reference, "adapter": answer,
-                             "facts": sorted(wanted[done - 1]), "judged": verdict[0], "correct": verdict[1]})
-            say("gate", done, len(held_qs))
-    return _finish(publisher, loaded, m, config, policy.gate(judged, config), trained, cpu0, wall0, len(pairs),
-                   len(held_qs), now, (trained.loss_before, trained.loss_after), examples, apply_seconds)
+                             "facts": sorted(facts), "judged": verdict[0], "correct": verdict[1]})
+            say("gate", done, held)
+    return _finish(publisher, loaded, m, config, policy.gate(judged, config), trained, cpu0, wall0, pairs, held, now,
+                   (trained.loss_before, trained.loss_after), examples, apply_seconds)
 
 
 def _finish(publisher: Publisher, loaded: LoadedModel, m: Material, config: ConsolidationSettings, result: GateResult,
