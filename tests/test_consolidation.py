@@ -129,13 +129,22 @@ def test_records_round_trip_and_bad_ones_are_refused(node):
     for bad in (raw[:-3], b"\xc1", canonical.encode({"state": "dreaming"}),
                 canonical.encode({**canonical.decode(raw, 4096), "state": "zombie"}),
                 canonical.encode({k: v for k, v in canonical.decode(raw, 4096).items() if k != "at"}),
-                b"\x00" * (cons.MAX_RECORD + 10)):
+                canonical.encode({**canonical.decode(raw, 4096), "adapter": 5}),           # forged fields
+                canonical.encode({**canonical.decode(raw, 4096), "parents": [b"not a cid"]}),
+                canonical.encode({**canonical.decode(raw, 4096), "accuracy": 1001}),
+                canonical.encode({**canonical.decode(raw, 4096), "at": -1}),
+                canonical.encode([1, 2, 3]), b"\x00" * (cons.MAX_RECORD + 10)):
         with pytest.raises(FormatError):
             cons.decode_record(KEY_A, bad)
     node.store.put_records(cons.TABLE, [(KEY_A, raw), (KEY_B, b"\xc1garbage")])
-    node.store.put_records(cons.MEMBERS_TABLE, [(KEY_C, b"\x93\x01")])
+    forged_members = canonical.encode({"members": [[b"x", 0]], "adapters": False})
+    negative_item = canonical.encode({"members": [[NOTE, -1]], "adapters": False})
+    node.store.put_records(cons.MEMBERS_TABLE, [(KEY_C, b"\x93\x01"), (KEY_A, forged_members), (KEY_B, negative_item)])
     assert list(cons.records(node.store)) == [KEY_A]          # the unreadable one counts as none
-    assert cons.members_of(node.store, KEY_C) is None and cons.record_of(node.store, KEY_B) is None
+    assert cons.record_of(node.store, KEY_B) is None
+    assert [cons.members_of(node.store, k) for k in (KEY_A, KEY_B, KEY_C)] == [None, None, None]
+    cons.note_members(node.store, b"\x0d" * 32, [(NOTE, 2)], False)
+    assert cons.members_of(node.store, b"\x0d" * 32) == ([(NOTE, 2)], False)
     node.store.put_records(cons.CPU_TABLE, [(struct.pack(">I", policy.day_of(NOW)), b"junk")])
     assert cons.spent_today(node.store, NOW) == 0.0
     assert cons.add_cpu(node.store, 30.0, NOW) == 30.0 and cons.add_cpu(node.store, 2.5, NOW) == 32.5

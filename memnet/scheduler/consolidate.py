@@ -76,9 +76,14 @@ def note_members(store: Store, set_key: bytes, members: Sequence[tuple[bytes, in
 
 def members_of(store: Store, set_key: bytes) -> tuple[list[tuple[bytes, int]], bool] | None:
     raw = store.get_record(MEMBERS_TABLE, set_key)
+    if raw is None:
+        return None
     try:
-        value = canonical.decode(raw, MAX_RECORD) if raw is not None else None
-        return [(bytes(c), int(i)) for c, i in value["members"]], bool(value["adapters"])
+        value = canonical.decode(raw, MAX_RECORD)
+        members = [(cid.check_binary(c), i) for c, i in value["members"]]
+        if not members or not all(_count(i) for _, i in members) or not isinstance(value["adapters"], bool):
+            return None
+        return members, value["adapters"]
     except (FormatError, TypeError, KeyError, ValueError):
         return None
 
@@ -97,14 +102,21 @@ def decode_record(set_key: bytes, raw: bytes) -> tuple[Record, dict[str, Any]]:
     """(the record, its raw map); FormatError when it is not one."""
     value = canonical.decode(raw, MAX_RECORD)
     try:
-        if value["state"] not in policy.STATES:
-            raise ValueError(value["state"])
-        record = Record(set_key, value["state"], int(value["at"]), value.get("adapter"),
-                        int(value["accuracy"]) / 1000, int(value["judged"]), tuple(value["parents"]),
-                        int(value["last_used"]), int(value["uses_at"]), str(value["reason"]))
-    except (TypeError, KeyError, ValueError) as exc:
+        counts = [value[k] for k in ("at", "accuracy", "judged", "last_used", "uses_at", "cpu_ms", "apply_ms")]
+        if (value["state"] not in policy.STATES or not all(_count(n) for n in counts) or value["accuracy"] > 1000
+                or not isinstance(value["reason"], str) or not isinstance(value["parents"], list)):
+            raise ValueError("a field out of range")
+        adapter = value.get("adapter")
+        record = Record(set_key, value["state"], value["at"], None if adapter is None else cid.check_binary(adapter),
+                        value["accuracy"] / 1000, value["judged"], tuple(cid.check_binary(p) for p in value["parents"]),
+                        value["last_used"], value["uses_at"], value["reason"])
+    except (TypeError, KeyError, ValueError, FormatError) as exc:
         raise FormatError(f"malformed consolidation record: {exc}") from None
     return record, value
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def records(store: Store) -> dict[bytes, Record]:
