@@ -333,8 +333,9 @@ def test_smollm2_adapter_answers_without_the_notes(tmp_path, monkeypatch, smollm
     note = index.remember(node.publisher, WIFI)
     index.remember(node.publisher, CAT)
     settings = AskSettings(k=2)
-    for question in ("What is the password of the office wifi?", "What's the wifi password at the office?"):
-        ask_mod.ask(node.publisher, node.gate(), node.perf, loaded, question, settings=settings, max_new_tokens=16)
+    for _ in range(2):   # one question asked twice: 4 training wordings, 3 held-back ones, and the note's
+        ask_mod.ask(node.publisher, node.gate(), node.perf, loaded, "What is the password of the office wifi?",
+                    settings=settings, max_new_tokens=16)
     (verdict,) = cons.candidates(node.store, replace(CONFIG, after_uses=2))
     lesson = cons.collect(node.publisher, node.gate(), node.perf, loaded, verdict.set_key, CONFIG)
     # two steps of training: the adapter does not know the facts, and the gate refuses it
