@@ -9,7 +9,6 @@ facts for paraphrased questions it never saw.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +52,6 @@ def train_pairs(store: Store, gate: Gate, loaded: LoadedModel, pairs: Sequence[t
     if longest > loaded.max_tokens:
         raise UsageError(f"a training pair is {longest} tokens, over the model's {loaded.max_tokens}")
     config = lora.lora_config_for(loaded, rank=rank, alpha=alpha, targets=targets, steps=steps, lr=lr)
-    order, queue = random.Random(seed), []
     pad = loaded.tokenizer.pad_token_id
     pad = 0 if pad is None else pad
 
@@ -68,14 +66,10 @@ def train_pairs(store: Store, gate: Gate, loaded: LoadedModel, pairs: Sequence[t
             labels[i, len(p):len(p) + len(a)] = torch.tensor(a)
         return ids, mask, labels
 
+    draw = lora.shuffled_batches(pairs, BATCH, seed)
+
     def next_batch():
-        rows = []
-        for _ in range(min(BATCH, len(pairs))):
-            if not queue:
-                queue.extend(pairs)
-                order.shuffle(queue)
-            rows.append(queue.pop())
-        return batch_of(rows)
+        return batch_of(draw())
 
     evaluation = [batch_of([pair]) for pair in pairs[:EVAL_PAIRS]]
     state, before, after = lora.fit(store, gate, loaded, config, next_batch, evaluation, steps=steps, lr=lr,

@@ -396,17 +396,10 @@ def train(publisher: Publisher, gate: Gate, loaded: LoadedModel, text_path: Path
     config = lora_config_for(loaded, rank=rank, alpha=alpha, targets=targets, steps=steps, batch=batch, lr=lr)
     ids = _training_ids(loaded, text_path)
     chunks = _chunks(ids, seq_len)
-    order = random.Random(seed)
-    queue: list[list[int]] = []
+    draw = shuffled_batches(chunks, batch, seed)
 
     def next_batch():
-        rows = []
-        for _ in range(min(batch, len(chunks))):
-            if not queue:
-                queue.extend(chunks)
-                order.shuffle(queue)
-            rows.append(queue.pop())
-        window = torch.tensor(rows)  # equal lengths: seq_len, or the whole of a shorter text
+        window = torch.tensor(draw())  # equal lengths: seq_len, or the whole of a shorter text
         return window, None, window
 
     evaluation = [(torch.tensor([c]), None, torch.tensor([c])) for c in chunks[:EVAL_CHUNKS]]
@@ -422,6 +415,22 @@ def train(publisher: Publisher, gate: Gate, loaded: LoadedModel, text_path: Path
                    f"({loaded.pinned.short}) trained on {text_path.name}: {steps} steps, "
                    f"loss {loss_before:.3f} -> {loss_after:.3f}")
     return publisher.publish("parameter", payload, meta, name=name, description=description)
+
+
+def shuffled_batches(items: Sequence[Any], batch: int, seed: int) -> Callable[[], list[Any]]:
+    """A batch source: each call gives the next min(batch, len(items)) items of a seeded
+    shuffle, reshuffled whenever the items run out (every item once per pass)."""
+    order, queue = random.Random(seed), []
+
+    def draw() -> list[Any]:
+        rows = []
+        for _ in range(min(batch, len(items))):
+            if not queue:
+                queue.extend(items)
+                order.shuffle(queue)
+            rows.append(queue.pop())
+        return rows
+    return draw
 
 
 def lora_config_for(loaded: LoadedModel, *, rank: int, alpha: int, targets: Sequence[str], steps: int = 1,
