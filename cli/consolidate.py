@@ -113,7 +113,8 @@ def _list(node, settings, as_json: bool) -> None:
     rows = []
     for v in verdicts:
         s, r = facts[v.set_key], records.get(v.set_key)
-        rows.append({"memory_set": v.set_key.hex(), "uses": s.uses, "notes": len(s.notes),
+        members = cons.members_of(node.store, v.set_key)
+        rows.append({"memory_set": v.set_key.hex(), "uses": s.uses, "notes": len(members[0]) if members else 0,
                      "repeated": s.repeated, "agreeing": s.agreeing, "candidate": v.candidate, "reason": v.reason,
                      "state": r.state if r else None, "adapter": cid.to_text(r.adapter) if r and r.adapter else None,
                      "accuracy": round(r.accuracy, 4) if r else None, "record": r.reason if r else None})

@@ -169,10 +169,10 @@ def _way(store: Store, loaded: LoadedModel, samples: list, key: bytes | None, ad
     question_prefill = perf.estimate_prefill(samples, len(plain))
     options.append(consolidation_policy.PathOption(
         ADAPTER, None if question_prefill is None else question_prefill + merge, usable.accuracy))
+    chosen = consolidation_policy.choose_path(options, settings)
     if forced != "auto":
-        chosen = consolidation_policy.PathChoice(forced, f"{forced} chosen by the caller", options)
-    else:
-        chosen = consolidation_policy.choose_path(options, settings)
+        chosen = consolidation_policy.PathChoice(forced, f"{forced} chosen by the caller (auto: {chosen.reason})",
+                                                 options)
     if chosen.way == ADAPTER:
         return _Way(ADAPTER, chosen.reason, usable.adapter, usable.accuracy, plain)
     return _Way(KV if reuse else NOTES, chosen.reason, usable.adapter, usable.accuracy)
