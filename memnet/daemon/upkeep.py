@@ -90,6 +90,8 @@ class Upkeep(Service):
         if (self.distilling is not None or self._nursery is None or self.home is None or not settings.enabled
                 or not self.has_model()):
             return None
+        if not await trio.to_thread.run_sync(consolidate.any_used, self.store, settings.after_uses):
+            return None   # nothing is hot enough: spare the pass a read of the whole audit log
         now = int(time.time())
         facts = await trio.to_thread.run_sync(consolidate.set_facts, self.store)
         records = await trio.to_thread.run_sync(consolidate.records, self.store)

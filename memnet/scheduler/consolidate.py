@@ -197,6 +197,12 @@ def _answers_by_set(store: Store) -> dict[bytes, dict[bytes, list[bytes]]]:
     return out
 
 
+def any_used(store: Store, uses: int) -> bool:
+    """Whether some memory set has at least this many uses: a cheap test before set_facts,
+    which reads the whole audit log."""
+    return any(lifecycle.decode_usage(raw).count >= uses for _, raw in store.records(lifecycle.USAGE_TABLE))
+
+
 def set_facts(store: Store) -> list[SetFacts]:
     """Every memory set with members on record, as the policy sees it. A prompt asked more than
     once is a repeat; it agrees when every answer it got was the same."""
