@@ -70,8 +70,8 @@ def ask(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: LoadedMod
     chooses), or notes / adapter to force one (benchmarks; a missing adapter falls back)."""
     if way not in ("auto", NOTES, ADAPTER):
         raise UsageError("the way must be auto, notes or adapter")
-    consolidation = (consolidation or ConsolidationSettings(), way) if consolidation is not None or way != "auto" \
-        else None
+    if consolidation is None and way != "auto":
+        consolidation = ConsolidationSettings()
     if not isinstance(question, str) or not question.strip():
         raise UsageError("the question is empty")
     if promote_dtype not in kv.DTYPE_NAMES:
@@ -103,7 +103,7 @@ def ask(publisher: Publisher, gate: Gate, book: perf.PerfBook, loaded: LoadedMod
     elif key is not None:
         consolidate.note_members(store, key, [(m.cube_id, m.item) for m in chosen], adapter is not None)
     samples = book.prefill_samples(loaded.pinned.fingerprint)
-    way = _way(store, loaded, samples, key, adapter, question.strip(), ids, facts, choice, consolidation)
+    way = _way(store, loaded, samples, key, adapter, question.strip(), ids, facts, consolidation, way)
     if way.way == ADAPTER:
         promote_now, why = False, "answered from the consolidated adapter: the notes are not in the prompt"
     elif promote:
@@ -146,16 +146,14 @@ class _Way:
 
 
 def _way(store: Store, loaded: LoadedModel, samples: list, key: bytes | None, adapter: bytes | None, question: str,
-         ids: list[int], facts: KvFacts, choice: generate.PrefixChoice,
-         consolidation: tuple[ConsolidationSettings, str] | None) -> _Way:
+         ids: list[int], facts: KvFacts, settings: ConsolidationSettings | None, forced: str) -> _Way:
     """How the memory set reaches the answer: its notes in the prompt (prefilled, or from a KV
     cube), or its consolidated adapter with the question alone (consolidation.choose_path)."""
     reuse = facts.cube_id is not None and facts.usable > 0
     if key is None:
         return _Way(reason="no memory set")
-    if consolidation is None:
+    if settings is None:
         return _Way(KV if reuse else NOTES, "consolidated adapters are not considered here")
-    settings, forced = consolidation
     usable = consolidate.usable(store, key) if adapter is None else None
     if usable is None:
         why = "asked with LoRA cubes applied" if adapter is not None else "no consolidated adapter for this memory set"
@@ -180,11 +178,10 @@ def _way(store: Store, loaded: LoadedModel, samples: list, key: bytes | None, ad
 
 def _from_adapter(store: Store, gate: Gate, book: perf.PerfBook, loaded: LoadedModel, way: _Way,
                   options: generate.Options, loras: list[tuple[bytes, float]]) -> generate.Generation:
-    """Answer the question alone with the consolidated adapter applied (beside the caller's
-    adapters), then give the caller's adapters back."""
-    specs = [(way.adapter, 1.0), *loras]
+    """Answer the question alone with the consolidated adapter applied, then give the caller's
+    adapters back (there are none: a set asked with adapters has no adapter way)."""
     mark = time.perf_counter()
-    fingerprint = lora.activate(store, gate, loaded, specs)
+    fingerprint = lora.activate(store, gate, loaded, [(way.adapter, 1.0)])
     applied = time.perf_counter() - mark
     try:
         plain = generate.Options(max_new_tokens=options.max_new_tokens, adapter=fingerprint, use_local=options.use_local,

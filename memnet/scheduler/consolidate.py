@@ -28,7 +28,7 @@ import struct
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from memnet.config import ConsolidationSettings
@@ -443,8 +443,7 @@ def upkeep(store: Store, config: ConsolidationSettings, now: int | None = None) 
     changes = policy.demotions(found.values(), live, now, config)
     for t in changes:
         old, raw = record_of(store, t.set_key) or (found[t.set_key], {})
-        _put(store, Record(old.set_key, t.new_state, now, old.adapter, old.accuracy, old.judged, old.parents,
-                           old.last_used, old.uses_at, t.reason), raw)
+        _put(store, replace(old, state=t.new_state, at=now, reason=t.reason), raw)
         log.info("consolidated adapter of memory set %s is now %s (%s)", t.set_key.hex()[:12], t.new_state, t.reason)
     return changes
 
@@ -475,8 +474,7 @@ def mark_used(store: Store, set_key: bytes, now: int | None = None) -> None:
         return
     r, raw = found
     now = int(time.time()) if now is None else now
-    _put(store, Record(r.set_key, policy.ACTIVE if r.state == policy.ARCHIVED else r.state, r.at, r.adapter,
-                       r.accuracy, r.judged, r.parents, now, r.uses_at, r.reason), raw)
+    _put(store, replace(r, last_used=now), raw)
 
 
 def candidates(store: Store, config: ConsolidationSettings, now: int | None = None) -> list[policy.Verdict]:
