@@ -36,6 +36,8 @@ def daemon(
                                         "the dashboard (keeps the pinned model loaded)."),
     http_listen: Optional[str] = typer.Option(None, "--http-listen", help="HOST:PORT for the API and dashboard "
                                               "(implies --http; default 127.0.0.1:8377)."),
+    announce: list[str] = typer.Option([], "--announce", help="Multiaddr a port forward makes reachable, "
+                                       "advertised to peers (repeatable)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Also log libp2p's own messages."),
 ) -> None:
     """Run the node: join the swarm, serve and announce pinned cubes, accept CLI requests."""
@@ -53,7 +55,8 @@ def daemon(
                  "daemon.limits.upload_bytes_per_s": upload_rate,
                  "hivemind.enabled": True if serve_blocks else hivemind, "hivemind.serve_blocks": serve_blocks,
                  "hivemind.listen": list(hivemind_listen) or None, "hivemind.initial_peers": list(hivemind_peer) or None,
-                 "http.enabled": True if http_listen else http, "http.listen": http_listen}
+                 "http.enabled": True if http_listen else http, "http.listen": http_listen,
+                 "nat.announce": list(announce) or None}
     daemon_ = Daemon(node, overrides={k: v for k, v in overrides.items() if v is not None})
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -91,8 +94,22 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     out.print(f"peer id:       {info['peer_id']} (pid {info['pid']}, up {info['uptime']} s)")
     for addr in info["addrs"]:
-        out.print(f"listening:     {addr}")
+        out.print(f"address:       {addr}")
     out.print(f"peers:         {info['connected']} connected, {info['routing_table']} in the routing table")
+    nat = info.get("nat") or {}
+    if nat:
+        out.print(f"reachability:  {nat['reachability']} ({nat['witnesses']} peers asked; DHT {nat['dht_mode']} mode)")
+        for addr in nat["confirmed"]:
+            out.print(f"confirmed:     {addr}")
+        out.print(f"upnp:          {nat['upnp']}", markup=False)
+        for slot in nat["reservations"]:
+            out.print(f"relayed via:   {slot['addr']} (renewed within {slot['expires_in']} s)")
+        relay = nat["relay"]
+        if relay["serving"] or relay["circuits"]:
+            out.print(f"relay:         {'serving' if relay['serving'] else 'off'}, {relay['circuits']} circuits, "
+                      f"{render.human_size(relay['bytes'])} relayed")
+        if nat.get("advice"):
+            out.print(f"advice:        {nat['advice']}", markup=False)
     out.print(f"cubes:         {info['cubes']} stored, {info['providing']} announced")
     out.print(f"served:        {render.human_size(info['served_bytes'])}")
     bridge = info.get("bridge") or {}
@@ -209,7 +226,9 @@ def get(cube: str = typer.Argument(..., help="Cube CID."),
         sys.stderr.write(f"{cube} is already stored\n")
         return
     size, seconds = result["size"], result["seconds"]
-    sources = ", ".join(f"{peer[-8:]}: {render.human_size(n)}" for peer, n in result["from"].items()) or "-"
+    paths = result.get("paths") or {}
+    sources = ", ".join(f"{peer[-8:]}" + (f" ({paths[peer]})" if paths.get(peer, "direct") != "direct" else "")
+                        + f": {render.human_size(n)}" for peer, n in result["from"].items()) or "-"
     sys.stderr.write(f"fetched {render.human_size(size)} in {seconds:.2f} s "
                      f"({render.human_size(size / max(seconds, 1e-9))}/s) from {sources}\n")
     for peer, why in result["dropped"].items():

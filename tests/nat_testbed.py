@@ -102,10 +102,17 @@ class Router(Host):
 
 def _ruleset(nat: str) -> str:
     """The router's nftables: NAT out of wan, forward only replies and what the LAN starts (or a
-    port forward / UPnP mapping lets in). miniupnpd adds its rules to the chains it is given."""
+    port forward / UPnP mapping lets in); what the internet sends to the router itself is dropped
+    without an answer, as home routers do (a reset would end a hole punch's first SYN before the
+    peer's own SYN opens the way). miniupnpd adds its rules to the chains it is given."""
     masquerade = "masquerade fully-random" if nat == "symmetric" else "masquerade"
     return f"""
 table inet memnet_nat {{
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        iifname "wan" ct state established,related accept
+        iifname "wan" drop
+    }}
     chain forward {{
         type filter hook forward priority 0; policy drop;
         ct state established,related accept

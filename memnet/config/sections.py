@@ -89,6 +89,40 @@ class DaemonSettings:
     fetch: FetchTuning = section(FetchTuning, doc="how many chunks are in flight per provider")
 
 
+# -- reachability behind NATs ("nat") -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class RelayLimits:
+    """What a public node gives the private nodes it relays for (circuit relay v2). A relay carries
+    the Noise ciphertext of MIP streams; the defaults let one circuit carry a 64 MiB cube twice."""
+
+    reservations: int = setting(64, c.whole(0, 4096), live=False, doc="private nodes holding a slot here at once")
+    circuits: int = setting(8, c.whole(1, 256), live=False, doc="relayed connections per reserved node")
+    circuit_bytes: int = setting(256 * 2**20, c.size, live=False,
+                                 doc="bytes one relayed connection may carry (both ways) before it is cut")
+    circuit_seconds: int = setting(900, c.duration, live=False, doc="seconds a relayed connection may last")
+    reservation_ttl: int = setting(3600, c.whole(60, 86400), live=False, doc="seconds a slot lasts before renewal")
+
+
+@dataclass(frozen=True)
+class NatSettings:
+    announce: tuple[str, ...] = setting((), c.listen_addrs, live=False,
+                                        doc="addresses to advertise besides the confirmed ones (a port forward's)")
+    upnp: bool = setting(True, c.flag, live=False, doc="ask the router for a port mapping (UPnP IGD)")
+    probe_peers: int = setting(5, c.whole(1, 16), doc="peers asked at once whether they can dial us back")
+    confirmations: int = setting(3, c.whole(1, 16), doc="agreeing peers needed to change reachability")
+    probe_interval: float = setting(900.0, c.interval, doc="seconds between reachability checks once known")
+    private_witnesses: bool = setting(False, c.flag, doc="let peers on private or loopback addresses vote "
+                                                         "(a LAN or a test on one machine)")
+    serve_probes: bool = setting(True, c.flag, live=False, doc="dial peers back when they ask (AutoNAT server)")
+    relay: bool = setting(True, c.flag, live=False, doc="relay for private nodes while this node is public")
+    relay_limits: RelayLimits = section(RelayLimits, doc="the relay's limits")
+    reservations: int = setting(2, c.whole(0, 8), doc="relays a private node keeps a slot on")
+    hole_punch: bool = setting(True, c.flag, live=False, doc="try a direct connection (DCUtR) to peers met through a relay")
+    dht_client_when_private: bool = setting(True, c.flag, live=False,
+                                            doc="a node others cannot dial asks the DHT but does not serve it")
+
+
 # -- the memory manager (top-level keys) ---------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -214,5 +248,6 @@ class Config:
     consolidation: ConsolidationSettings = section(ConsolidationSettings,
                                                    doc="hot memory sets distilled into LoRA cubes")
     daemon: DaemonSettings = section(DaemonSettings, doc="the swarm daemon")
+    nat: NatSettings = section(NatSettings, doc="reachability behind NATs: probes, UPnP, relays, hole punching")
     hivemind: HivemindSettings = section(HivemindSettings, doc="the hivemind bridge: span servers and distributed generation")
     http: HttpSettings = section(HttpSettings, doc="the OpenAI-compatible API and the dashboard")

@@ -44,6 +44,7 @@ class Announcer(Service):
         self.store, self.discovery = store, discovery
         self.providing: dict[bytes, list[bytes]] = {}  # cube id -> the DHT keys announced for it
         self._nursery: trio.Nursery | None = None
+        self._wake_now = False
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -103,6 +104,7 @@ class Announcer(Service):
     async def _reprovide_loop(self) -> None:
         while True:
             started = time.monotonic()
+            self._wake_now = False
             entries = [e for e in self.store.entries(pinned=True)
                        if e.manifest.expires is None or e.manifest.expires > time.time()]
             limiter = trio.CapacityLimiter(PROVIDE_CONCURRENCY)
@@ -117,9 +119,17 @@ class Announcer(Service):
             log.info("announced %d pinned cubes in %.2f s", len(entries), time.monotonic() - started)
             await self._sleep_interval(trio.current_time())
 
+    def reprovide_now(self) -> None:
+        """Our addresses changed (a relay slot taken or lost, reachability found): provider
+        records carry addresses, so announce everything again now rather than at the interval."""
+        self._wake_now = True
+        changed = getattr(self, "_changed", None)
+        if changed is not None:
+            changed.set()
+
     async def _sleep_interval(self, since: float) -> None:
         """Until interval seconds after since; a changed interval moves the wake-up."""
-        while trio.current_time() < since + self.interval:
+        while trio.current_time() < since + self.interval and not self._wake_now:
             self._changed = trio.Event()
             with trio.move_on_at(since + self.interval):
                 await self._changed.wait()

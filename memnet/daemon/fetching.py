@@ -216,4 +216,4 @@ class Fetching(Service):
             else:  # the caller is about to use the cube (a prefix for generation): share it after that
                 self.announcer.announce_later(cube_id, manifest, ANNOUNCE_DELAY)
         return {"cube": cube_id, "already": False, "size": manifest.size, "seconds": report.seconds,
-                "from": report.bytes_from, "dropped": report.dropped}
+                "from": report.bytes_from, "dropped": report.dropped, "paths": report.paths}

@@ -3,6 +3,7 @@ run until SIGINT/SIGTERM or `memnet shutdown`.
 
 Each concern is a service in its own module (memnet/daemon/base.py says what a service is):
 
+    nat          reachability, UPnP, relays, hole punching            daemon/nat.py
     mip          answer peers' MIP requests from the store            daemon/mip.py
     peers        join the swarm, LAN peers, list peers                daemon/peers.py
     announcer    provide, withdraw, re-provide                        daemon/announcer.py
@@ -45,6 +46,7 @@ from memnet.daemon.fetching import Fetching
 from memnet.daemon.http import Http
 from memnet.daemon.mip import Mip
 from memnet.daemon.names import Names
+from memnet.daemon.nat import Nat
 from memnet.daemon.peers import Peers
 from memnet.daemon.revocations import RevocationWatch
 from memnet.daemon.upkeep import Upkeep
@@ -71,6 +73,7 @@ class Daemon:
     def _services(self, token: str) -> list[Service]:
         """The services, in start order (stopped in reverse)."""
         store, config, node = self.node.store, self.config, self.node
+        self.nat = Nat(self.host, self.dht, config, lambda: self.announcer.reprovide_now())
         self.mip = Mip(self.host, store, config)
         self.peers = Peers(self.host, self.dht, config)
         self.announcer = Announcer(store, self.discovery, config)
@@ -82,7 +85,7 @@ class Daemon:
         self.control = ControlServer(token, self.commands)
         self.bridge = Bridge(node.home, config, self.control)
         self.http = Http(node, config, self.commands, self.fetching, self.announcer)
-        return [self.mip, self.peers, self.announcer, self.names, self.revocations, self.upkeep, self.fetching,
+        return [self.nat, self.mip, self.peers, self.announcer, self.names, self.revocations, self.upkeep, self.fetching,
                 self.control, self.bridge, self.http]
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -161,6 +164,7 @@ class Daemon:
             "routing_table": self.dht.get_routing_table_size(),
             "providing": len(self.announcer.providing), "served_bytes": self.mip.server.served_bytes,
             "services": {s.name: f"failed: {s.failed}" if s.failed else "ok" for s in self.services},
+            "nat": self.nat.status(),
             "bridge": self.bridge.state,
             "consolidation": self.upkeep.status(),
             "http": {"url": self.http.url, "model": self.http.engine.info() if self.http.engine else None},

@@ -32,7 +32,8 @@ from memnet.cube.manifest import Manifest
 from memnet.config import FetchTuning
 from memnet.errors import CIDError, FetchError, FormatError, MemnetError, PeerGone, PeerTimeout, StoreFullError
 from memnet.net.client import REQUEST_TIMEOUT, MipSession
-from memnet.net import peer_scores
+from memnet.net import peer_scores, relaying
+from memnet.net.addresses import is_circuit
 from memnet.net.peer_scores import PeerScores
 from memnet.net.fetch_plan import FetchPlan
 from memnet.store.lmdb_store import Store
@@ -54,6 +55,7 @@ class FetchReport:
     seconds: float
     bytes_from: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)  # peer -> direct, punched or relayed
 
 
 class Transfer:
@@ -323,6 +325,22 @@ class Transfer:
         self._staging.set()
 
 
+def _relayed(info: PeerInfo) -> bool:
+    return any(is_circuit(a) for a in info.addrs)
+
+
+def direct_first(providers: list[PeerInfo]) -> list[PeerInfo]:
+    return [p for p in providers if not _relayed(p)] + [p for p in providers if _relayed(p)]
+
+
+def prefer_direct(providers: list[PeerInfo]) -> list[PeerInfo]:
+    """Providers that name a relay sit behind a NAT: reaching them costs a circuit (and maybe a
+    hole punch), and a relay carries a circuit's bytes within its limits. While providers without
+    one are left, a round of chunk requests asks only those; the others stay untried for the next
+    round (the manifest is asked of all, direct ones first)."""
+    return [p for p in providers if not _relayed(p)] or providers
+
+
 def _authentic(chunks: list[tuple[bytes, bytes]]) -> bool:
     """Whether every chunk hashes to its CID (one worker-thread call per batch: a thread hop
     costs the trio thread about as much as hashing a small chunk)."""
@@ -361,7 +379,7 @@ async def fetch_cube(
 
     async def fresh_providers() -> list[PeerInfo]:
         found = [p for p in await find_providers() if str(p.peer_id) != me and str(p.peer_id) not in tried]
-        return scores.order(found)
+        return direct_first(scores.order(found))
 
     providers = await fresh_providers()
     if not providers:
@@ -395,6 +413,7 @@ async def fetch_cube(
             nursery.start_soon(fetch.stage)
             try:
                 for _ in range(rounds):
+                    providers = prefer_direct(providers)
                     tried |= {str(p.peer_id) for p in providers}
                     if providers:
                         await fetch.chunks(plan, providers)
@@ -429,4 +448,5 @@ async def fetch_cube(
     phases["commit"] = time.monotonic() - mark
     log.debug("fetch %s phases: %s", cid.to_text(cube_id),
               ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in phases.items()))
-    return FetchReport(cube, time.monotonic() - started, dict(fetch.bytes_from), dict(fetch.dropped))
+    paths = {peer: relaying.path_to(host, peer) or relaying.DIRECT for peer in fetch.bytes_from}
+    return FetchReport(cube, time.monotonic() - started, dict(fetch.bytes_from), dict(fetch.dropped), paths)

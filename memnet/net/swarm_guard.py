@@ -17,6 +17,7 @@ connection it refused.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 
 from libp2p.abc import IHost, IMuxedConn
@@ -50,17 +51,31 @@ def resource_manager(max_connections: int = MAX_CONNECTIONS, max_streams: int = 
                            enable_circuit_breaker=False)
 
 
+# Set while this task dials as the responder of a hole punch (DCUtR): that dial upgrades its
+# connection as inbound, and must get it back rather than wait for its end.
+_responder_dial: contextvars.ContextVar[bool] = contextvars.ContextVar("responder_dial", default=False)
+
+
 def install(host: IHost) -> None:
     """Make this host's inbound handlers end with their connections."""
     swarm = host.get_network()
     upgrade = swarm.upgrade_inbound_raw_conn
+    dial_as_responder = swarm.dial_addr_as_responder
 
     async def upgrade_then_wait_for_close(raw_conn, maddr) -> IMuxedConn:
         muxed = await upgrade(raw_conn, maddr)
         closed = getattr(muxed, "event_closed", None)
-        if closed is None:  # not a muxer we know: keep py-libp2p's behaviour
+        if closed is None or _responder_dial.get():  # not a muxer we know, or a hole punch's own dial
             return muxed
         await closed.wait()
         raise ConnectionEnded("inbound connection closed")
 
+    async def dial_addr_as_responder(addr, peer_id, source=None):
+        token = _responder_dial.set(True)
+        try:
+            return await dial_as_responder(addr, peer_id, source)
+        finally:
+            _responder_dial.reset(token)
+
     swarm.upgrade_inbound_raw_conn = upgrade_then_wait_for_close
+    swarm.dial_addr_as_responder = dial_addr_as_responder
