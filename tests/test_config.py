@@ -256,7 +256,9 @@ def test_every_setting_has_a_key_a_doc_and_its_default_in_force():
     assert all(s.doc for s in config.SETTINGS.values())
     restart = {k for k, s in config.SETTINGS.items() if not s.live}
     assert restart == {"config_version", "daemon.listen", "daemon.bootstrap", "daemon.mdns", "daemon.dht_query_timeout"} | \
-        {k for k in config.SETTINGS if k.startswith(("hivemind.", "http."))}  # their processes/threads take them at start
+        {k for k in config.SETTINGS if k.startswith(("hivemind.", "http."))} | \
+        {"nat.announce", "nat.upnp", "nat.serve_probes", "nat.relay", "nat.hole_punch", "nat.dht_client_when_private"} | \
+        {k for k in config.SETTINGS if k.startswith("nat.relay_limits.")}  # their processes/threads/services take them at start
 
 
 def test_changed_names_the_differing_settings():
