@@ -138,6 +138,12 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command()
+def reachability() -> None:
+    """Probe now whether peers can dial this node, and print what the daemon knows (JSON)."""
+    _print_json(daemon_client().call("reachability"))
+
+
+@app.command()
 def dashboard(as_json: bool = typer.Option(False, "--json")) -> None:
     """The dashboard's URL, with the token that lets the page act (keep it to yourself)."""
     from memnet.daemon.http import token_of

@@ -1200,6 +1200,52 @@ def span_vectors(cubes: dict[str, build.Cube]) -> dict:
     }
 
 
+def autonat_vectors() -> dict:
+    """Reachability probe frames (docs/MIP.md §22.2)."""
+    from memnet.net import autonat_wire as aw
+    from memnet.net.frames import frame
+
+    def body(**fields: Any) -> bytes:
+        return frame(canonical.encode(fields))
+
+    valid = [
+        ("dial_me: one port", "dial_me", {"t": "dial_me", "ports": [4737]}, aw.encode_dial_me([4737])),
+        ("dial_me: four ports", "dial_me", {"t": "dial_me", "ports": [4737, 4001, 9000, 65535]},
+         aw.encode_dial_me([4737, 4001, 9000, 65535])),
+        ("dial_result: ok", "dial_result", {"t": "dial_result", "status": "ok", "addr": "/ip4/172.32.0.1/tcp/4737"},
+         aw.encode_dial_result(aw.DialResult("ok", "/ip4/172.32.0.1/tcp/4737"))),
+        ("dial_result: dial_error", "dial_result", {"t": "dial_result", "status": "dial_error", "addr": ""},
+         aw.encode_dial_result(aw.DialResult("dial_error"))),
+        ("dial_result: refused", "dial_result", {"t": "dial_result", "status": "refused", "addr": ""},
+         aw.encode_dial_result(aw.DialResult("refused"))),
+    ]
+    invalid = [
+        ("no ports", "dial_me", body(t="dial_me", ports=[]), "LimitError"),
+        ("five ports", "dial_me", body(t="dial_me", ports=[1, 2, 3, 4, 5]), "LimitError"),
+        ("port 0", "dial_me", body(t="dial_me", ports=[0]), "FormatError"),
+        ("a port twice", "dial_me", body(t="dial_me", ports=[80, 80]), "FormatError"),
+        ("an address to dial (a third party)", "dial_me", body(t="dial_me", ports=[53], addr="/ip4/9.9.9.9/tcp/53"),
+         "FormatError"),
+        ("a result where a request belongs", "dial_me", body(t="dial_result", status="refused", addr=""), "FormatError"),
+        ("ok without an address", "dial_result", body(t="dial_result", status="ok", addr=""), "FormatError"),
+        ("unknown status", "dial_result", body(t="dial_result", status="maybe", addr=""), "FormatError"),
+        ("address over 128 characters", "dial_result", body(t="dial_result", status="ok", addr="/ip4/" + "1" * 130),
+         "LimitError"),
+        ("frame above 512 bytes", "dial_me", frames_varint(aw.MAX_FRAME + 1), "LimitError"),
+        ("bytes after the message", "dial_me", aw.encode_dial_me([1]) + b"\x00", "FormatError"),
+    ]
+    return {
+        "description": "Reachability probes (docs/MIP.md section 22.2): one frame each way, varint length + canonical "
+                       "msgpack map. 'valid': encoding message must give frame, reading frame as 'expect' must give "
+                       "message. 'invalid': reading frame as 'expect' must raise the named memnet.errors class.",
+        "protocol_id": aw.PROTOCOL_ID,
+        "limits": {"max_frame": aw.MAX_FRAME, "max_ports": aw.MAX_PORTS, "max_addr": aw.MAX_ADDR},
+        "statuses": list(aw.STATUSES),
+        "valid": [{"name": n, "expect": e, "message": m, "frame": f.hex()} for n, e, m, f in valid],
+        "invalid": [{"name": n, "expect": e, "frame": f.hex(), "error": err} for n, e, f, err in invalid],
+    }
+
+
 def frames_varint(n: int) -> bytes:
     from memnet.net.frames import varint
     return varint(n)
@@ -1227,6 +1273,7 @@ def generate() -> dict[str, str]:
         "wire.json": wire_vectors(cubes),
         "sealed.json": sealed_vectors(by_name),
         "span.json": span_vectors(cubes),
+        "autonat.json": autonat_vectors(),
     }
     header = {"mip": limits.MIP_VERSION, "generator": "scripts/make_vectors.py"}
     return {name: dumps({**header, **doc}) for name, doc in docs.items()}

@@ -628,3 +628,35 @@ def test_span_records():
     assert record is not None and record.to_value() == valid["value"]
     for case in doc["ignored"]:
         assert sr.parse(case["peer"], case["value"], model, case["layer"]) is None, case["name"]
+
+
+# -- reachability probes (MIP section 22.2) --------------------------------------------------------
+
+def test_autonat_constants():
+    from memnet.net import autonat_wire as aw
+
+    doc = load("autonat.json")
+    assert doc["protocol_id"] == aw.PROTOCOL_ID == "/memnet/autonat/1.0.0"
+    assert doc["limits"] == {"max_frame": aw.MAX_FRAME, "max_ports": aw.MAX_PORTS, "max_addr": aw.MAX_ADDR}
+    assert tuple(doc["statuses"]) == aw.STATUSES
+
+
+@pytest.mark.parametrize("case", cases("autonat.json", "valid"))
+def test_autonat_valid(case):
+    from memnet.net import autonat_wire as aw
+
+    message = case["message"]
+    if case["expect"] == "dial_me":
+        typed, encoded = aw.DialMe(tuple(message["ports"])), aw.encode_dial_me(message["ports"])
+    else:
+        typed = aw.DialResult(message["status"], message["addr"])
+        encoded = aw.encode_dial_result(typed)
+    assert encoded.hex() == case["frame"]
+    assert aw.Reader(case["expect"]).feed(bytes.fromhex(case["frame"])) == typed
+
+
+@pytest.mark.parametrize("case", cases("autonat.json", "invalid"))
+def test_autonat_invalid(case):
+    from memnet.net import autonat_wire as aw
+
+    raises_exactly(case["error"], aw.Reader(case["expect"]).feed, bytes.fromhex(case["frame"]))

@@ -12,7 +12,7 @@ import pytest
 from tests.nat_testbed import Testbed, ensure_tools, leftover_namespaces
 
 _why = ensure_tools()
-pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_why is not None, reason=_why or "")]
 
 # A TCP server that answers each connection with the address it came from, and a client that
 # prints that answer beside its own local address (or FAIL).

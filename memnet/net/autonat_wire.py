@@ -1,4 +1,4 @@
-"""The reachability probe on the wire (/memnet/autonat/1.0.0, docs/MIP.md §16), sans I/O.
+"""The reachability probe on the wire (/memnet/autonat/1.0.0, docs/MIP.md §22.2), sans I/O.
 
 One exchange per stream, each message one frame (memnet/net/frames.py) holding a canonical
 msgpack map:
