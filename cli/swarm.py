@@ -98,7 +98,8 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     out.print(f"peers:         {info['connected']} connected, {info['routing_table']} in the routing table")
     nat = info.get("nat") or {}
     if nat:
-        out.print(f"reachability:  {nat['reachability']} ({nat['witnesses']} peers asked; DHT {nat['dht_mode']} mode)")
+        witnesses = f"{nat['witnesses']} witness{'es' if nat['witnesses'] != 1 else ''}"
+        out.print(f"reachability:  {nat['reachability']} ({witnesses}; DHT {nat['dht_mode']} mode)")
         for addr in nat["confirmed"]:
             out.print(f"confirmed:     {addr}")
         out.print(f"upnp:          {nat['upnp']}", markup=False)

@@ -215,4 +215,8 @@ if command -v chromium >/dev/null; then
 fi
 for home in "$alice" "$bob" "$carol" "$work/s1" "$work/s2" "$work/s3"; do memnet --home "$home" shutdown >/dev/null 2>&1 || true; done
 wait
+printf '
+[1mat home: nodes behind NATs, reached through a relay, then directly after a hole punch[0m
+'
+.venv/bin/python scripts/demo_nat.py
 echo; echo "demo finished; node homes and daemon logs are in $work"
