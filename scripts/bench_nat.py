@@ -6,7 +6,8 @@ nftables and miniupnpd, installed with apt-get when missing). Issue 20's figures
 
 (1) time to the first reachable announcement: from `memnet daemon` starting behind a NAT until
     its advertised addresses can be dialed by others: a relay slot (cone NAT, no UPnP), public
-    through a UPnP mapping, public through a port forward. Median of --reps daemon starts each.
+    through a UPnP mapping, public through a port forward. Two public nodes run already (one
+    relays: its own probes, answered by the other, found it public). Median of --reps starts each.
 (2) hole punching per NAT pairing (cone-cone, cone-symmetric, symmetric-symmetric), --tries
     tries each: a target behind one NAT holds a slot on a public relay; for every try a fresh
     host behind the other NAT (new key, new port) dials it through the relay, then runs DCUtR;
@@ -318,7 +319,7 @@ def announce_figures(args, root: Path) -> dict:
         times = []
         for rep in range(args.reps):
             with Testbed() as bed:
-                pub = bed.add_public("boot")
+                pub, other = bed.add_public("boot"), bed.add_public("other")
                 router = bed.add_router("r", "cone", upnp=kind == "upnp")
                 home = bed.add_home(router, "h")
                 if kind == "port forward":
@@ -327,6 +328,7 @@ def announce_figures(args, root: Path) -> dict:
                 (swarm.root).mkdir()
                 try:
                     boot = swarm.start(pub)
+                    swarm.start(other, bootstrap=[boot])  # a witness: a lone node cannot learn it is public
                     boot.wait_nat(lambda n: n["relay"]["serving"], 60, "relay serving")
                     began = time.monotonic()
                     node = swarm.start(home, bootstrap=[boot], config={"nat.upnp": str(kind == "upnp").lower()})

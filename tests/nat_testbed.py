@@ -235,7 +235,9 @@ class Testbed:
             f"allow 1024-65535 {router.lan_prefix}.0/24 1024-65535", "deny 0-65535 0.0.0.0/0 0-65535", ""]))
         # SSDP answers M-SEARCH on 239.255.255.250; the router has no default route to send it by
         sh("ip", "route", "add", "239.0.0.0/8", "dev", "lan", ns=router.ns)
-        router.upnp = router.popen(["miniupnpd", "-d", "-f", str(conf)], stdout=subprocess.DEVNULL,
+        # its own pid file: miniupnpd refuses to start while /var/run/miniupnpd.pid names a live pid
+        pid_file = self.workdir / f"{router.name}-miniupnpd.pid"
+        router.upnp = router.popen(["miniupnpd", "-d", "-f", str(conf), "-P", str(pid_file)], stdout=subprocess.DEVNULL,
                                    stderr=open(self.workdir / f"{router.name}-miniupnpd.log", "wb"))
 
     # ---- tearing down
