@@ -64,6 +64,13 @@ async def _role(args) -> None:
         host = build_host(Ed25519PrivateKey.generate())
         return host, parse_multiaddr(f"/ip4/0.0.0.0/tcp/{port}"), relaying.Relay(host, RelayLimits())
 
+    async def _observed(host) -> None:
+        """Until identify with the relay told us the address it sees (DCUtR's prediction)."""
+        manager = getattr(host, "_observed_addr_manager", None)
+        with trio.move_on_after(5):
+            while manager is not None and not manager.addrs(min_observers=1):
+                await trio.sleep(0.05)
+
     if args.role == "relay":
         host, listen, relay = await node(RELAY_PORT)
         async with host.run([listen]), background_trio_service(relay):
@@ -83,8 +90,10 @@ async def _role(args) -> None:
             dialer = relaying.Dialer(host, relay)
             dialer.install(nursery)
             async with background_trio_service(dialer.puncher):
-                await host.connect(relay_info)
                 addresses = Addresses(host)
+                addresses.install()
+                await host.connect(relay_info)
+                await _observed(host)
                 reserver = relaying.Reserver(host, dialer, addresses, lambda: None)
                 reserver.want = 1
                 for _ in range(50):
@@ -113,7 +122,9 @@ async def _role(args) -> None:
                 async with background_trio_service(dialer.puncher):
                     began = time.monotonic()
                     try:
+                        Addresses(host).install()
                         await host.connect(relay_info)
+                        await _observed(host)  # a daemon has been connected to its relay for a while
                         await dialer._through_relay(peer, [target])
                         relayed_at = time.monotonic()
                         ok = await dialer.puncher.initiate_hole_punch(peer)
@@ -235,7 +246,7 @@ def transfer_figures(args, root: Path) -> dict:
         (root / "transfer").mkdir()
         try:
             relay = swarm.start(pub)
-            publisher_pub = swarm.start(pub2, bootstrap=[relay])
+            publisher_pub = swarm.start(pub2, bootstrap=[relay], config={"nat.relay": "false"})  # one relay
             a, b, c = (swarm.start(h, bootstrap=[relay]) for h in (home_a, home_b, home_c))
             for node in (a, b, c):
                 node.wait_nat(lambda n: n["reachability"] == "private" and n["reservations"], 90, "a relay slot")
@@ -250,6 +261,7 @@ def transfer_figures(args, root: Path) -> dict:
                     cube = _publish(publisher, notes_file(root / f"{name}-{rep}.txt", size, seed=hash(name) % 1000 + rep))
                     seconds, said = _timed_get(fetcher, cube)
                     times.append(seconds)
+                    print(f"    {name} #{rep}: {seconds:.2f} s: {said.splitlines()[0] if said else ''}", flush=True)
                 relay_state1 = relay.nat()["relay"]
                 path = "punched" if "(punched)" in said else "relayed" if "(relayed)" in said else "direct"
                 # the plain TCP stream: publisher's namespace serves, the fetcher's dials (through its NAT);
@@ -351,6 +363,7 @@ def main() -> int:
     parser.add_argument("--no-ttft", action="store_true")
     parser.add_argument("--only", choices=("announce", "punch", "transfer"))
     parser.add_argument("--json")
+    parser.add_argument("--keep", action="store_true", help="keep the homes and daemon logs")
     parser.add_argument("--role", choices=("relay", "target", "source"), help=argparse.SUPPRESS)
     parser.add_argument("--relay", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
@@ -367,7 +380,9 @@ def main() -> int:
         return 1
     results: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="bench-nat-") as tmp:
-        root = Path(tmp)
+        root = Path(tempfile.mkdtemp(prefix="bench-nat-kept-")) if args.keep else Path(tmp)
+        if args.keep:
+            print(f"homes and logs kept in {root}", flush=True)
         if args.only in (None, "announce"):
             print("(1) first reachable announcement", flush=True)
             results["announce"] = announce_figures(args, root)

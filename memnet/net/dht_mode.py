@@ -21,6 +21,7 @@ from libp2p.abc import IHost
 from libp2p.identity.identify_push.identify_push import push_identify_to_peers
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 
+from memnet.net.addresses import is_circuit
 from memnet.net.host import KAD_PROTOCOL
 
 log = logging.getLogger("memnet.dht")
@@ -63,12 +64,24 @@ def admit_only_servers(dht: KadDHT, host: IHost, nursery: trio.Nursery) -> None:
     dht.add_peer = add_peer  # type: ignore[method-assign]
 
 
+def in_client_mode(host: IHost, peer) -> bool:
+    """Identify told us this peer's protocols and Kademlia is not among them, or the peer
+    advertises a relayed address: only nodes others cannot dial hold relay slots, and those run
+    their DHT in client mode (a peer learned from a record, never identified, is known so)."""
+    if known_protocols(host, peer) and not serves_kad(host, peer):
+        return True
+    try:
+        return any(is_circuit(a) for a in host.get_peerstore().addrs(peer))
+    except Exception:
+        return False
+
+
 def prune_clients(dht: KadDHT, host: IHost) -> int:
     """Drop routing-table peers whose identify (or identify push) says they no longer serve
     Kademlia: a node that found itself private switched to client mode after joining."""
     dropped = 0
     for peer in dht.routing_table.get_peer_ids():
-        if known_protocols(host, peer) and not serves_kad(host, peer):
+        if in_client_mode(host, peer):
             dht.routing_table.remove_peer(peer)
             dropped += 1
     return dropped

@@ -19,6 +19,7 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from memnet.cube import name_record
 from memnet.errors import MemnetError, NetworkError
+from memnet.net import dht_mode
 from memnet.net.provider_wave import ProviderWave
 
 log = logging.getLogger("memnet.dht")
@@ -66,6 +67,10 @@ class Discovery:
         network = self.dht.host.get_network()
 
         async def counted(peer, *args, **kwargs):
+            if dht_mode.in_client_mode(self.dht.host, peer):
+                # a node in client mode (behind a NAT): py-libp2p's walk pads a small routing table
+                # with every connected and known peer, and would wait on each of these
+                return []
             stats, failed = _STATS.get(), _FAILED.get()
             if stats is not None:
                 if stats.in_flight == 0:
