@@ -134,6 +134,12 @@ async def _role(args) -> None:
                                         "punch_s": time.monotonic() - relayed_at})
                     except Exception as exc:
                         results.append({"try": i, "punched": False, "error": repr(exc)[:200]})
+                    for other in (peer, relay_info.peer_id):  # host.run()'s end leaves connections open,
+                        with trio.move_on_after(5):           # and a circuit holds one of the slot's 8
+                            try:
+                                await host.disconnect(other)
+                            except Exception:
+                                pass
                 nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from memnet.daemon import state as state_mod
 from tests.nat_testbed import Host, Testbed
+from tests.swarm_helpers import wait_started
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 4737
-START_TIMEOUT = 60
 
 
 @dataclass
@@ -104,16 +104,8 @@ class NatSwarm:
                               env={**os.environ, "MEMNET_HOME": str(home)})
         daemon = NatDaemon(host, home, proc, log)
         self.daemons.append(daemon)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            found = state_mod.read(home)
-            if found is not None and found.pid == proc.pid:
-                daemon.state = found
-                return daemon
-            if not daemon.alive():
-                raise AssertionError(f"daemon on {host.name} exited:\n{daemon.log_text()}")
-            time.sleep(0.1)
-        raise AssertionError(f"daemon on {host.name} did not start:\n{daemon.log_text()}")
+        daemon.state = wait_started(host.name, home, proc, daemon.log_text)
+        return daemon
 
     def close(self) -> None:
         for daemon in self.daemons:

@@ -78,16 +78,8 @@ class Swarm:
                                     env={**os.environ, "MEMNET_HOME": str(home)})
         daemon = DaemonProc(name, home, proc, log)
         self.daemons.append(daemon)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            found = state_mod.read(home)
-            if found is not None and found.pid == proc.pid:
-                daemon.state = found
-                return daemon
-            if not daemon.alive():
-                raise AssertionError(f"daemon {name} exited ({proc.returncode}):\n{daemon.log_text()}")
-            time.sleep(0.1)
-        raise AssertionError(f"daemon {name} did not start in {START_TIMEOUT} s:\n{daemon.log_text()}")
+        daemon.state = wait_started(name, home, proc, daemon.log_text)
+        return daemon
 
     def close(self) -> None:
         for daemon in self.daemons:
@@ -99,6 +91,19 @@ class Swarm:
             except subprocess.TimeoutExpired:
                 daemon.proc.kill()
                 daemon.proc.wait(5)
+
+
+def wait_started(name: str, home: Path, proc: subprocess.Popen, log_text) -> state_mod.DaemonState:
+    """The state file of the daemon proc runs for home, once it has written it."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        found = state_mod.read(home)
+        if found is not None and found.pid == proc.pid:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon {name} exited ({proc.returncode}):\n{log_text()}")
+        time.sleep(0.1)
+    raise AssertionError(f"daemon {name} did not start in {START_TIMEOUT} s:\n{log_text()}")
 
 
 def notes_file(path: Path, size: int, seed: int = 0) -> Path:

@@ -272,39 +272,34 @@ class Dialer:
         relayed needlessly)."""
         won: list[str] = []
         errors: list[Exception] = []
+        direct_done = trio.Event()
 
-        async def directly(scope: trio.CancelScope) -> None:
+        async def attempt(way: str, connect, nursery: trio.Nursery) -> None:
             try:
-                await self._dial_direct(peer, direct)
-                won.append(DIRECT)
-                scope.cancel()
+                await connect()
+                won.append(way)
+                nursery.cancel_scope.cancel()
             except Exception as exc:
                 errors.append(exc)
 
-        async def relayed(scope: trio.CancelScope, direct_done: trio.Event) -> None:
+        async def directly(nursery: trio.Nursery) -> None:
+            try:
+                await attempt(DIRECT, lambda: self._dial_direct(peer, direct), nursery)
+            finally:
+                direct_done.set()
+
+        async def relayed(nursery: trio.Nursery) -> None:
             with trio.move_on_after(DIRECT_FIRST):
                 await direct_done.wait()
-            if won:
-                return
-            try:
-                await self._through_relay(peer, circuits)
-                won.append(RELAYED)
-                scope.cancel()
-            except Exception as exc:
-                errors.append(exc)
+            if not won:
+                await attempt(RELAYED, lambda: self._through_relay(peer, circuits), nursery)
 
-        direct_done = trio.Event()
         async with trio.open_nursery() as nursery:
             if direct:
-                async def then_mark() -> None:
-                    try:
-                        await directly(nursery.cancel_scope)
-                    finally:
-                        direct_done.set()
-                nursery.start_soon(then_mark)
+                nursery.start_soon(directly, nursery)
             else:
                 direct_done.set()
-            nursery.start_soon(relayed, nursery.cancel_scope, direct_done)
+            nursery.start_soon(relayed, nursery)
         if not won:
             raise ConnectionError(f"cannot reach {peer}: {errors[-1] if errors else 'no address'}")
         return won[0]
