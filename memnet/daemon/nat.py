@@ -58,7 +58,6 @@ class Nat(Service):
         self.server = autonat.AutonatServer(host) if settings.serve_probes else None
         self.mapper = PortMapper(self.addresses.listen_ports()) if settings.upnp else None
         self.mapping_state = "off" if self.mapper is None else "trying"
-        self.probe_rounds = 0
         self.asked = 0
         self.first_known: float | None = None
         self.started = time.monotonic()
@@ -156,7 +155,6 @@ class Nat(Service):
                     nursery.start_soon(ask, peer, ip)
             for ip, result in results:
                 changed |= self.reach.record(ip, result.status, result.addr, time.monotonic())
-            self.probe_rounds += 1
         confirmed = [multiaddr.Multiaddr(a) for a in self.reach.confirmed()] if self.reach.status == PUBLIC else []
         addresses_moved = [str(a) for a in confirmed] != [str(a) for a in self.addresses.confirmed]
         self.addresses.confirmed = confirmed
