@@ -70,6 +70,8 @@ class Nat(Service):
     def configure(self, config: Config) -> None:
         self.settings = config.nat
         self.reach.confirmations = config.nat.confirmations
+        if self.reach.status == PRIVATE:
+            self.reserver.want = config.nat.reservations
         self._poke.set()
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
