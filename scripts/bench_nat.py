@@ -127,8 +127,7 @@ async def _role(args) -> None:
                         await dialer._through_relay(peer, [target])
                         relayed_at = time.monotonic()
                         ok = await dialer.puncher.initiate_hole_punch(peer)
-                        direct = ok and any(not relaying._is_relayed_conn(c)
-                                            for c in host.get_network().get_connections(peer))
+                        direct = ok and relaying.has_direct_connection(host, peer)
                         results.append({"try": i, "punched": bool(direct), "relay_s": relayed_at - began,
                                         "punch_s": time.monotonic() - relayed_at})
                     except Exception as exc:

@@ -127,7 +127,7 @@ class Nat(Service):
             except Exception:
                 continue
             for conn in self.host.get_network().get_connections(peer):
-                if relaying._is_relayed_conn(conn):
+                if relaying.is_relayed(conn):
                     continue
                 for addr in conn.get_transport_addresses():
                     ip = addr.value_for_protocol("ip4") if "/ip4/" in str(addr) else None

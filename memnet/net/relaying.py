@@ -170,11 +170,15 @@ def circuit_parts(addr: multiaddr.Multiaddr) -> tuple[ID, multiaddr.Multiaddr | 
     return ID.from_base58(relay_text), (multiaddr.Multiaddr(relay_addr) if relay_addr else None)
 
 
-def _is_relayed_conn(conn) -> bool:
+def is_relayed(conn) -> bool:
     try:
         return any(is_circuit(a) for a in conn.get_transport_addresses())
     except Exception:
         return False
+
+
+def has_direct_connection(host: IHost, peer: ID) -> bool:
+    return any(not is_relayed(c) for c in host.get_network().get_connections(peer))
 
 
 _DIALERS: weakref.WeakKeyDictionary[IHost, Dialer] = weakref.WeakKeyDictionary()
@@ -187,7 +191,7 @@ def path_to(host: IHost, peer: ID | str) -> str | None:
     conns = host.get_network().get_connections(peer_id)
     if not conns:
         return None
-    if all(_is_relayed_conn(c) for c in conns):
+    if not has_direct_connection(host, peer_id):
         return RELAYED
     return PUNCHED if dialer is not None and str(peer_id) in dialer.punched else DIRECT
 
@@ -202,7 +206,6 @@ class Dialer:
         self.punched: set[str] = set()
         self.punch_failed: dict[str, float] = {}
         self.counts = {DIRECT: 0, PUNCHED: 0, RELAYED: 0, "punch_tries": 0}
-        self._direct_connect = host.connect
         self._locks: dict[str, trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -311,7 +314,8 @@ class Dialer:
                 relay, relay_addr = circuit_parts(addr)
                 with trio.fail_after(CIRCUIT_TIMEOUT):
                     if not self._connected(relay):
-                        await self._direct_connect(PeerInfo(relay, [relay_addr] if relay_addr else []))
+                        known = [relay_addr] if relay_addr else list(self.host.get_peerstore().addrs(relay))
+                        await self._dial_direct(relay, known)
                     await self.transport.dial(multiaddr.Multiaddr(str(addr)))
                 log.info("reached %s through relay %s", peer, relay)
                 return
@@ -335,7 +339,7 @@ class Dialer:
             except Exception as exc:
                 log.info("hole punch with %s failed: %s", peer, exc)
                 ok = False
-            if ok and any(not _is_relayed_conn(c) for c in self.host.get_network().get_connections(peer)):
+            if ok and has_direct_connection(self.host, peer):
                 self.punched.add(str(peer))
                 self.counts[PUNCHED] += 1
                 log.info("hole punch with %s: direct connection", peer)
@@ -371,8 +375,7 @@ class Reserver:
         for peer in self.host.get_connected_peers():
             if str(peer) in self.slots or time.monotonic() - self.refused.get(str(peer), -1e9) < RESERVE_RETRY:
                 continue
-            conns = self.host.get_network().get_connections(peer)
-            if not conns or all(_is_relayed_conn(c) for c in conns):
+            if not has_direct_connection(self.host, peer):
                 continue
             try:
                 if HOP_PROTOCOL in store.get_protocols(peer):
@@ -383,7 +386,7 @@ class Reserver:
 
     def _relay_addr(self, relay: ID) -> multiaddr.Multiaddr | None:
         for conn in self.host.get_network().get_connections(relay):
-            if _is_relayed_conn(conn):
+            if is_relayed(conn):
                 continue
             for addr in conn.get_transport_addresses():
                 return multiaddr.Multiaddr(f"{addr}/p2p/{relay}/p2p-circuit")
