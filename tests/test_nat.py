@@ -74,7 +74,7 @@ def test_upnp_is_reached_directly_a_port_forward_flips_reachability_and_the_stra
     router_f = bed.add_router("rf", "cone")
     home_f = bed.add_home(router_f, "f")
     boot = swarm.start(pub, config={"nat.relay": "false"})  # no relay anywhere: a private node is stranded
-    u = swarm.start(upnp_home, bootstrap=[boot], config={"nat.upnp": "true"})
+    u = swarm.start(upnp_home, bootstrap=[boot], config={"nat.upnp": "true", "nat.relay": "false"})  # public too: no relay
     f = swarm.start(home_f, bootstrap=[boot])
 
     nat = u.wait_nat(lambda n: n["reachability"] == "public", 60, "public through UPnP")
